@@ -1,0 +1,5 @@
+"""``python -m runner``: the CLI."""
+
+from runner.cli import main
+
+raise SystemExit(main())

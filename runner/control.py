@@ -1,0 +1,49 @@
+"""Control of runs from any process: cancel requests.
+
+An interactive run (one without a supervisor) is canceled at once. A supervised run
+(submitted with ``exp.submit``) gets CancelRequested in the store plus a ``cancel`` file
+in its run folder; its supervisor notices either, stops the process tree and records
+Canceled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import TYPE_CHECKING
+
+from runner.status import TERMINAL, RunStatus
+
+if TYPE_CHECKING:
+    from runner.workspace import Workspace
+
+_ACTIVE = frozenset(s.value for s in RunStatus) - frozenset(s.value for s in TERMINAL)
+
+
+def request_cancel(ws: Workspace, run_id: str, reason: str = "canceled by user") -> None:
+    """Cancel a run and its unfinished descendants (children first, then the run)."""
+    store = ws._store
+    rows = store.find_runs(descendants_of=run_id)
+    me = store.get_run(run_id)
+    if me is not None:
+        rows.append(me)
+    for row in rows:
+        if row.status not in _ACTIVE:
+            continue
+        definition = json.loads(row.definition) if row.definition else {}
+        if definition.get("supervised"):
+            store.set_status(
+                row.id,
+                RunStatus.CANCEL_REQUESTED.value,
+                allowed_from=_ACTIVE - {RunStatus.CANCEL_REQUESTED.value},
+                details=reason,
+            )
+            marker = ws.path / "runs" / row.id / "cancel"
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            tmp = marker.with_name(f".cancel-{os.getpid()}")
+            tmp.write_text(reason, encoding="utf-8")
+            os.replace(tmp, marker)
+        else:
+            store.set_status(
+                row.id, RunStatus.CANCELED.value, allowed_from=_ACTIVE, details=reason, end=True
+            )

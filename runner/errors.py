@@ -1,0 +1,91 @@
+"""The one exception tree of runner.
+
+::
+
+    RunnerError(Exception)            exit_code = 1; .hint: str | None
+    ├── UserError                     exit_code = 2: input the user can fix
+    │   ├── ConfigError(UserError, ValueError)      bad config, arguments, metric value
+    │   ├── NotFoundError(UserError, LookupError)   unknown run, experiment, target, file
+    │   └── ConflictError(UserError, ValueError)    changing an immutable property; duplicates
+    ├── EnvironmentBuildError         .log_path plus the tail of the build log
+    ├── TargetUnavailableError        docker down, ssh refused, host key unknown
+    ├── RunFailedError                wait_for_completion(raise_on_error=True)
+    └── StoreError                    workspace unreadable, locked or corrupt
+
+A failing user script is data, not an exception: the run becomes Failed.
+"""
+
+from __future__ import annotations
+
+
+class RunnerError(Exception):
+    """Base of every error runner raises on purpose.
+
+    Attributes:
+        exit_code: what the CLI exits with when this error reaches it.
+        hint: what the user can do about it, when that is not already in the message.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        return f"{base}; {self.hint}" if self.hint else base
+
+
+class UserError(RunnerError):
+    """Input the user can fix. The CLI prints it as one line and exits 2."""
+
+    exit_code = 2
+
+
+class ConfigError(UserError, ValueError):
+    """A bad configuration, argument or metric value."""
+
+
+class NotFoundError(UserError, LookupError):
+    """An unknown run, experiment, target, environment, model, secret or file."""
+
+    def __str__(self) -> str:  # LookupError would repr() the message
+        return RunnerError.__str__(self)
+
+
+class ConflictError(UserError, ValueError):
+    """A change to something immutable, or a name that is already taken."""
+
+
+class EnvironmentBuildError(RunnerError):
+    """Preparing an environment failed; ``log_path`` holds the whole build log."""
+
+    def __init__(self, message: str, *, log_path: str | None = None, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.log_path = log_path
+
+
+class TargetUnavailableError(RunnerError):
+    """A compute target cannot be reached or used right now."""
+
+
+class RunFailedError(RunnerError):
+    """A run ended Failed (or Canceled) while the caller waited with raise_on_error=True."""
+
+    def __init__(
+        self, message: str, *, run_id: str, status: str, exit_code: int | None, log_tail: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.status = status
+        self.run_exit_code = exit_code
+        self.log_tail = log_tail
+
+
+class StoreError(RunnerError):
+    """The workspace's store is unreadable, locked or corrupt."""
+
+
+class RunnerWarning(UserWarning):
+    """Something worth saying that is not an error (a large snapshot, a no-op cancel)."""

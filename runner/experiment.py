@@ -1,0 +1,132 @@
+"""Experiment: a named group of runs in a workspace."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Optional, Union
+
+from runner.store import NewRun
+from runner.workspace import Workspace, check_experiment_name
+
+if TYPE_CHECKING:
+    from runner.run import Run
+
+TagFilter = Union[str, list[str], dict[str, Optional[str]], None]
+
+
+class Experiment:
+    """A named collection of runs, as in azureml.core.
+
+    Example:
+        >>> exp = Experiment(ws, "mnist")
+        >>> with exp.start_logging() as run:
+        ...     run.log("accuracy", 0.97)
+    """
+
+    def __init__(self, workspace: Workspace, name: str, **kwargs: Any) -> None:
+        if not isinstance(workspace, Workspace):  # v1 code may pass anything here
+            from runner.errors import ConfigError  # type: ignore[unreachable]
+
+            raise ConfigError(
+                f"Experiment(workspace, name) needs a Workspace first, got {type(workspace).__name__}; "
+                "use Workspace.from_config()"
+            )
+        self._workspace = workspace
+        self._name = check_experiment_name(name)
+        self._id = workspace._store.ensure_experiment(name)
+
+    @property
+    def name(self) -> str:
+        """The experiment's name."""
+        return self._name
+
+    @property
+    def workspace(self) -> Workspace:
+        """The workspace holding the experiment."""
+        return self._workspace
+
+    @property
+    def id(self) -> str:
+        """A stable identifier (the workspace-local numeric id, as a string)."""
+        return str(self._id)
+
+    def start_logging(
+        self,
+        *args: Any,
+        outputs: str | None = None,
+        snapshot_directory: str | None = None,
+        display_name: str | None = None,
+        **kwargs: Any,
+    ) -> Run:
+        """Start an interactive run (status Running) in this process.
+
+        The run is also a context manager: Completed on a normal exit, Failed with the
+        error on an exception. ``snapshot_directory`` snapshots that folder;
+        ``outputs`` names a folder stored with the run when it completes.
+        """
+        from runner.run import RUN_TYPE_INTERACTIVE, Run
+
+        store = self._workspace._store
+        (run_id,) = store.create_runs(
+            self._id,
+            [
+                NewRun(
+                    type=RUN_TYPE_INTERACTIVE,
+                    status="Running",
+                    target="local",
+                    display_name=display_name,
+                    definition={"script": None, "target": "local", "interactive": True},
+                )
+            ],
+            id_prefix=f"{self._name}_",
+            submitted_by=_user(),
+        )
+        run = Run(self, run_id, outputs=outputs)
+        if snapshot_directory is not None:
+            run.take_snapshot(snapshot_directory)
+        return run
+
+    def submit(self, config: Any, tags: dict[str, str | None] | None = None, **kwargs: Any) -> Run:
+        """Submit a ScriptRunConfig; returns the Run at once while it executes."""
+        from runner.submit import submit
+
+        return submit(self, config, tags=tags, **kwargs)
+
+    def get_runs(
+        self,
+        type: str | None = None,
+        tags: TagFilter = None,
+        properties: TagFilter = None,
+        include_children: bool = False,
+    ) -> Iterator[Run]:
+        """The experiment's runs, newest first, filtered by type, tags and properties."""
+        from runner.run import Run
+
+        return Run.list(
+            self, type=type, tags=tags, properties=properties, include_children=include_children
+        )
+
+    def archive(self) -> None:
+        """Accepted for v1 compatibility; experiments are never hidden."""
+
+    def __repr__(self) -> str:
+        return f"Experiment(Name: {self._name}, Workspace: {self._workspace.name})"
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Experiment)
+            and other._name == self._name
+            and other._workspace == self._workspace
+        )
+
+    def __hash__(self) -> int:
+        return hash((self._name, self._workspace.path))
+
+
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in a container without /etc/passwd entry
+        return "unknown"

@@ -1,0 +1,908 @@
+"""The run history: one SQLite database per workspace, shared by many processes.
+
+Why it looks like this:
+- WAL mode with ``synchronous=NORMAL``: readers never block the writer and a commit does
+  not wait for fsync; a process killed mid-write loses at most its open transaction,
+  never what it committed, and the database always opens cleanly afterwards.
+- One connection per process and database (``Store.open``), guarded by a lock, so the
+  background metric writer and the caller's thread share it safely.
+- Metrics are written in chunks: ``Run.log`` appends to an in-memory queue, and a
+  background thread encodes each run's new values of a metric as one packed row
+  (``array`` bytes for numbers, JSON otherwise). That keeps ``log`` free of database
+  round trips and makes reading a million points a few ``frombytes`` calls.
+- The schema is versioned with ``PRAGMA user_version``; ``_MIGRATIONS[i]`` upgrades a
+  database from version i to i + 1 inside one transaction.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import sqlite3
+import sys
+import threading
+import time
+import weakref
+from array import array
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from runner.errors import ConflictError, StoreError
+
+JSONDict = dict[str, Any]
+Scalar = Any  # int | float | bool | str, checked by runner.metrics
+
+#: How often the background writer makes buffered metrics durable and visible.
+FLUSH_INTERVAL_S = 0.2
+
+_MIGRATIONS: list[str] = [
+    # 0 -> 1: the first schema.
+    """
+    CREATE TABLE experiments(
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        created_utc REAL NOT NULL,
+        next_number INTEGER NOT NULL DEFAULT 1
+    );
+    CREATE TABLE runs(
+        id TEXT PRIMARY KEY,
+        experiment_id INTEGER NOT NULL,
+        number INTEGER NOT NULL,
+        parent_id TEXT,
+        root_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        status TEXT NOT NULL,
+        status_details TEXT,
+        display_name TEXT,
+        description TEXT,
+        target TEXT NOT NULL,
+        created_utc REAL NOT NULL,
+        start_utc REAL,
+        end_utc REAL,
+        heartbeat_utc REAL,
+        submitted_by TEXT,
+        definition TEXT,
+        error TEXT,
+        child_count INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX runs_by_experiment ON runs(experiment_id, parent_id);
+    CREATE INDEX runs_by_parent ON runs(parent_id);
+    CREATE INDEX runs_by_root ON runs(root_id);
+    CREATE INDEX runs_by_status ON runs(status);
+    CREATE INDEX runs_by_target ON runs(target);
+    CREATE TABLE tags(
+        run_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT,
+        PRIMARY KEY(run_id, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX tags_by_kv ON tags(key, value);
+    CREATE TABLE properties(
+        run_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT,
+        PRIMARY KEY(run_id, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX properties_by_kv ON properties(key, value);
+    CREATE TABLE metric_meta(
+        run_id TEXT NOT NULL, name TEXT NOT NULL, kind TEXT NOT NULL,
+        has_step INTEGER, description TEXT,
+        PRIMARY KEY(run_id, name)
+    ) WITHOUT ROWID;
+    CREATE TABLE metrics(
+        id INTEGER PRIMARY KEY,
+        run_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        enc TEXT NOT NULL,
+        data BLOB NOT NULL,
+        steps BLOB,
+        count INTEGER NOT NULL,
+        time_utc REAL NOT NULL
+    );
+    CREATE INDEX metrics_by_run ON metrics(run_id, name, id);
+    CREATE TABLE files(
+        run_id TEXT NOT NULL, name TEXT NOT NULL, digest TEXT NOT NULL,
+        size INTEGER NOT NULL, created_utc REAL NOT NULL,
+        PRIMARY KEY(run_id, name)
+    ) WITHOUT ROWID;
+    CREATE TABLE models(
+        name TEXT NOT NULL, version INTEGER NOT NULL, run_id TEXT,
+        experiment_name TEXT, model_path TEXT, tags TEXT NOT NULL, properties TEXT NOT NULL,
+        framework TEXT, framework_version TEXT, description TEXT, created_utc REAL NOT NULL,
+        PRIMARY KEY(name, version)
+    ) WITHOUT ROWID;
+    CREATE TABLE model_files(
+        name TEXT NOT NULL, version INTEGER NOT NULL, path TEXT NOT NULL,
+        digest TEXT NOT NULL, size INTEGER NOT NULL,
+        PRIMARY KEY(name, version, path)
+    ) WITHOUT ROWID;
+    CREATE TABLE environments(
+        name TEXT NOT NULL, version INTEGER NOT NULL, definition TEXT NOT NULL,
+        spec_hash TEXT NOT NULL, created_utc REAL NOT NULL,
+        PRIMARY KEY(name, version)
+    ) WITHOUT ROWID;
+    CREATE TABLE run_snapshots(
+        run_id TEXT NOT NULL, snapshot_id TEXT NOT NULL, created_utc REAL NOT NULL,
+        PRIMARY KEY(run_id, snapshot_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE compute_targets(
+        name TEXT PRIMARY KEY, kind TEXT NOT NULL, config TEXT NOT NULL,
+        created_utc REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
+]
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+#: Columns of ``runs`` in the order ``RunRow`` takes them.
+RUN_COLUMNS = (
+    "id, experiment_id, number, parent_id, root_id, type, status, status_details, "
+    "display_name, description, target, created_utc, start_utc, end_utc, heartbeat_utc, "
+    "submitted_by, definition, error, child_count"
+)
+
+
+class RunRow:
+    """One row of ``runs`` plus the experiment's name; a plain value, read-only by habit."""
+
+    __slots__ = (
+        "child_count",
+        "created_utc",
+        "definition",
+        "description",
+        "display_name",
+        "end_utc",
+        "error",
+        "experiment_id",
+        "experiment_name",
+        "heartbeat_utc",
+        "id",
+        "number",
+        "parent_id",
+        "root_id",
+        "start_utc",
+        "status",
+        "status_details",
+        "submitted_by",
+        "target",
+        "type",
+    )
+
+    def __init__(self, row: Sequence[Any], experiment_name: str) -> None:
+        (
+            self.id,
+            self.experiment_id,
+            self.number,
+            self.parent_id,
+            self.root_id,
+            self.type,
+            self.status,
+            self.status_details,
+            self.display_name,
+            self.description,
+            self.target,
+            self.created_utc,
+            self.start_utc,
+            self.end_utc,
+            self.heartbeat_utc,
+            self.submitted_by,
+            self.definition,
+            self.error,
+            self.child_count,
+        ) = row
+        self.experiment_name = experiment_name
+
+
+class NewRun:
+    """What ``Store.create_runs`` needs to create one run."""
+
+    __slots__ = ("definition", "display_name", "id", "status", "tags", "target", "type")
+
+    def __init__(
+        self,
+        *,
+        id: str | None = None,
+        type: str,
+        status: str,
+        target: str,
+        display_name: str | None = None,
+        definition: JSONDict | None = None,
+        tags: dict[str, str | None] | None = None,
+    ) -> None:
+        self.id = id
+        self.type = type
+        self.status = status
+        self.target = target
+        self.display_name = display_name
+        self.definition = definition
+        self.tags = tags or {}
+
+
+# Metric value encodings: one packed chunk per (run, metric, flush).
+_ENC_F64 = "f8"
+_ENC_I64 = "i8"
+_ENC_BOOL = "b1"
+_ENC_JSON = "json"
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+
+
+def _encode_values(values: list[Any]) -> tuple[str, bytes]:
+    kinds = set(map(type, values))
+    if kinds == {float}:
+        return _ENC_F64, array("d", values).tobytes()
+    if kinds == {int} and min(values) >= _I64_MIN and max(values) <= _I64_MAX:
+        return _ENC_I64, array("q", values).tobytes()
+    if kinds == {bool}:
+        return _ENC_BOOL, bytes(values)
+    return _ENC_JSON, json.dumps(values, separators=(",", ":")).encode()
+
+
+def _decode_values(enc: str, data: bytes) -> list[Any]:
+    if enc == _ENC_F64:
+        a = array("d")
+        a.frombytes(data)
+        return a.tolist()
+    if enc == _ENC_I64:
+        ints = array("q")
+        ints.frombytes(data)
+        return ints.tolist()
+    if enc == _ENC_BOOL:
+        return [b != 0 for b in data]
+    result: list[Any] = json.loads(data)
+    return result
+
+
+class MetricSeries:
+    """The stored values of one metric of one run, in logging order."""
+
+    __slots__ = ("description", "kind", "steps", "values")
+
+    def __init__(self, kind: str, description: str) -> None:
+        self.kind = kind
+        self.description = description
+        self.values: list[Any] = []
+        self.steps: list[int] | None = None
+
+
+_STORES: dict[tuple[str, int], Store] = {}
+_STORES_LOCK = threading.Lock()
+
+
+class Store:
+    """The SQLite run history of one workspace (or an in-memory one for offline runs)."""
+
+    def __init__(self, db_path: str) -> None:
+        self.db_path = db_path
+        self._pid = os.getpid()
+        self._lock = threading.RLock()
+        self._conn = self._connect()
+        # Buffered metric writes. Scalars: one (values, steps) pair of lists per (run,
+        # metric), appended to by Run.log without locks; the writer takes a prefix with
+        # ``lst[:n]`` and ``del lst[:n]`` (each atomic under the GIL, and appends only
+        # touch the end). Other kinds: one queue of (run_id, name, value).
+        self.scalar_buffers: dict[tuple[str, str], tuple[list[Any], list[int] | None]] = {}
+        self.other_queue: deque[tuple[str, str, Any]] = deque()
+        self._drain_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._writer: threading.Thread | None = None
+        self._closed = False
+
+    # -- opening ---------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, db_path: Path | str) -> Store:
+        """The process's one Store for this database file (created with its schema)."""
+        key = (str(Path(db_path).resolve()), os.getpid())
+        with _STORES_LOCK:
+            store = _STORES.get(key)
+            if store is None or store._closed:
+                store = cls(key[0])
+                _STORES[key] = store
+            return store
+
+    @classmethod
+    def memory(cls) -> Store:
+        """A private in-memory store (offline runs)."""
+        return cls(":memory:")
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.db_path, timeout=60.0, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA busy_timeout = 60000")
+            if self.db_path != ":memory:":
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise StoreError(
+                        f"workspace database {self.db_path} cannot use WAL mode ({mode}); "
+                        "put the workspace on a local file system"
+                    )
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._migrate(conn)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"cannot open the workspace database {self.db_path}: {exc}",
+                hint="check the path and its permissions; a corrupt file can be moved aside",
+            ) from exc
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            return
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"workspace database {self.db_path} has schema {version}, newer than this "
+                f"runner understands ({SCHEMA_VERSION}); upgrade runner"
+            )
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for step in range(version, SCHEMA_VERSION):
+                for statement in _MIGRATIONS[step].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """The connection; reopened in a forked child, which must not share its parent's."""
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._lock = threading.RLock()
+            self._drain_lock = threading.Lock()
+            self._writer = None
+            self.scalar_buffers = {}
+            self.other_queue.clear()
+            self._conn = self._connect()
+        return self._conn
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (BEGIN IMMEDIATE: takes the write lock up front)."""
+        with self._lock:
+            conn = self.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Run a read query and return all rows."""
+        with self._lock:
+            return self.conn.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        """Flush buffered metrics and close the connection; idempotent."""
+        if self._closed:
+            return
+        self.flush()
+        self._closed = True
+        self._wake.set()
+        with self._lock:
+            self._conn.close()
+
+    # -- experiments -----------------------------------------------------------------
+
+    def ensure_experiment(self, name: str) -> int:
+        """The id of the experiment ``name``, created if new."""
+        rows = self.query("SELECT id FROM experiments WHERE name = ?", (name,))
+        if rows:
+            return int(rows[0][0])
+        with self.write() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO experiments(name, created_utc) VALUES (?, ?)",
+                (name, time.time()),
+            )
+            return int(
+                conn.execute("SELECT id FROM experiments WHERE name = ?", (name,)).fetchone()[0]
+            )
+
+    def experiment_names(self) -> list[str]:
+        """All experiment names, oldest first."""
+        return [r[0] for r in self.query("SELECT name FROM experiments ORDER BY id")]
+
+    def experiment_name(self, experiment_id: int) -> str:
+        """The name of an experiment by id."""
+        return str(self.query("SELECT name FROM experiments WHERE id = ?", (experiment_id,))[0][0])
+
+    # -- runs ------------------------------------------------------------------------
+
+    def create_runs(
+        self,
+        experiment_id: int,
+        specs: Sequence[NewRun],
+        *,
+        parent_id: str | None = None,
+        id_prefix: str = "",
+        submitted_by: str | None = None,
+    ) -> list[str]:
+        """Create runs in one transaction; returns their ids in order.
+
+        Runs without an id get ``{id_prefix}{n}``-style ids: children are named
+        ``{parent}_{k}`` with k counting the parent's children, top-level runs
+        ``{experiment}_{unix time}_{random}``.
+        """
+        now = time.time()
+        ids: list[str] = []
+        with self.write() as conn:
+            number = conn.execute(
+                "SELECT next_number FROM experiments WHERE id = ?", (experiment_id,)
+            ).fetchone()[0]
+            root_id: str | None = None
+            child_index = 0
+            if parent_id is not None:
+                prow = conn.execute(
+                    "SELECT root_id, child_count FROM runs WHERE id = ?", (parent_id,)
+                ).fetchone()
+                if prow is None:
+                    raise StoreError(f"parent run {parent_id!r} vanished")
+                root_id, child_index = prow
+            for spec in specs:
+                run_id = spec.id
+                if run_id is None:
+                    if parent_id is not None:
+                        run_id = f"{parent_id}_{child_index}"
+                    else:
+                        run_id = f"{id_prefix}{int(now)}_{os.urandom(4).hex()}"
+                if parent_id is not None:
+                    child_index += 1
+                try:
+                    conn.execute(
+                        f"INSERT INTO runs({RUN_COLUMNS}) VALUES "
+                        "(?,?,?,?,?,?,?,NULL,?,NULL,?,?,?,NULL,?,?,?,NULL,0)",
+                        (
+                            run_id,
+                            experiment_id,
+                            number,
+                            parent_id,
+                            root_id or run_id,
+                            spec.type,
+                            spec.status,
+                            spec.display_name,
+                            spec.target,
+                            now,
+                            now if spec.status == "Running" else None,
+                            now if spec.status == "Running" else None,
+                            submitted_by,
+                            json.dumps(spec.definition) if spec.definition is not None else None,
+                        ),
+                    )
+                except sqlite3.IntegrityError as exc:
+                    raise ConflictError(
+                        f"a run with id {run_id!r} already exists; pass another run_id or none"
+                    ) from exc
+                if spec.tags:
+                    conn.executemany(
+                        "INSERT OR REPLACE INTO tags(run_id, key, value) VALUES (?,?,?)",
+                        [(run_id, k, v) for k, v in spec.tags.items()],
+                    )
+                ids.append(run_id)
+                number += 1
+            conn.execute(
+                "UPDATE experiments SET next_number = ? WHERE id = ?", (number, experiment_id)
+            )
+            if parent_id is not None:
+                conn.execute(
+                    "UPDATE runs SET child_count = ? WHERE id = ?", (child_index, parent_id)
+                )
+        return ids
+
+    def get_run(self, run_id: str) -> RunRow | None:
+        """The run's row, or None."""
+        rows = self.query(
+            f"SELECT {_prefixed('r')}, e.name FROM runs r JOIN experiments e "
+            "ON e.id = r.experiment_id WHERE r.id = ?",
+            (run_id,),
+        )
+        if not rows:
+            return None
+        return RunRow(rows[0][:-1], rows[0][-1])
+
+    def find_runs(
+        self,
+        *,
+        experiment_id: int | None = None,
+        parent_id: str | None = None,
+        top_level_only: bool = False,
+        descendants_of: str | None = None,
+        run_type: str | None = None,
+        status: str | None = None,
+        target: str | None = None,
+        tags: dict[str, str | None] | None = None,
+        tag_keys: Sequence[str] = (),
+        properties: dict[str, str | None] | None = None,
+        property_keys: Sequence[str] = (),
+        limit: int | None = None,
+    ) -> list[RunRow]:
+        """Runs matching every condition, newest first.
+
+        Tag and property conditions drive the query through their (key, value) indexes,
+        so a selective tag finds its runs among 100,000 without scanning them.
+        """
+        where: list[str] = []
+        params: list[Any] = []
+        if experiment_id is not None:
+            where.append("r.experiment_id = ?")
+            params.append(experiment_id)
+        if parent_id is not None:
+            where.append("r.parent_id = ?")
+            params.append(parent_id)
+        if top_level_only:
+            where.append("r.parent_id IS NULL")
+        if descendants_of is not None:
+            where.append(
+                "r.id IN (WITH RECURSIVE d(id) AS (SELECT id FROM runs WHERE parent_id = ? "
+                "UNION ALL SELECT runs.id FROM runs JOIN d ON runs.parent_id = d.id) "
+                "SELECT id FROM d)"
+            )
+            params.append(descendants_of)
+        if run_type is not None:
+            where.append("r.type = ?")
+            params.append(run_type)
+        if status is not None:
+            where.append("r.status = ?")
+            params.append(status)
+        if target is not None:
+            where.append("r.target = ?")
+            params.append(target)
+        for table, pairs, keys in (
+            ("tags", tags or {}, tag_keys),
+            ("properties", properties or {}, property_keys),
+        ):
+            for key, value in pairs.items():
+                if value is None:
+                    where.append(
+                        f"r.id IN (SELECT run_id FROM {table} WHERE key = ? AND value IS NULL)"
+                    )
+                    params.append(key)
+                else:
+                    where.append(
+                        f"r.id IN (SELECT run_id FROM {table} WHERE key = ? AND value = ?)"
+                    )
+                    params.extend((key, value))
+            for key in keys:
+                where.append(f"r.id IN (SELECT run_id FROM {table} WHERE key = ?)")
+                params.append(key)
+        sql = (
+            f"SELECT {_prefixed('r')}, e.name FROM runs r JOIN experiments e "
+            "ON e.id = r.experiment_id"
+        )
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY r.rowid DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [RunRow(row[:-1], row[-1]) for row in self.query(sql, params)]
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        """Set columns of a run (names are checked against the schema)."""
+        cols = [c.strip() for c in RUN_COLUMNS.split(",")]
+        for name in fields:
+            if name not in cols:
+                raise KeyError(name)
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        with self.write() as conn:
+            conn.execute(f"UPDATE runs SET {assignments} WHERE id = ?", (*fields.values(), run_id))
+
+    def set_status(
+        self,
+        run_id: str,
+        status: str,
+        *,
+        allowed_from: Iterable[str] | None = None,
+        details: str | None = None,
+        error: JSONDict | None = None,
+        start: bool = False,
+        end: bool = False,
+    ) -> str | None:
+        """Move a run to ``status`` if its current status is in ``allowed_from``.
+
+        Returns the status it had before, or None when the change was not allowed
+        (so two processes racing to finish a run cannot both win).
+        """
+        now = time.time()
+        with self.write() as conn:
+            row = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                return None
+            old = str(row[0])
+            if allowed_from is not None and old not in set(allowed_from):
+                return None
+            sets = ["status = ?", "status_details = ?"]
+            params: list[Any] = [status, details]
+            if start:
+                sets.append("start_utc = COALESCE(start_utc, ?)")
+                params.append(now)
+                sets.append("heartbeat_utc = ?")
+                params.append(now)
+            if end:
+                sets.append("end_utc = ?")
+                params.append(now)
+            if error is not None:
+                sets.append("error = ?")
+                params.append(json.dumps(error))
+            conn.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", (*params, run_id))
+            return old
+
+    # -- tags and properties ---------------------------------------------------------
+
+    def set_tags(self, run_id: str, tags: dict[str, str | None]) -> None:
+        """Add or replace tags."""
+        with self.write() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO tags(run_id, key, value) VALUES (?,?,?)",
+                [(run_id, k, v) for k, v in tags.items()],
+            )
+
+    def remove_tags(self, run_id: str, keys: Sequence[str]) -> None:
+        """Delete tags (missing keys are fine)."""
+        with self.write() as conn:
+            conn.executemany(
+                "DELETE FROM tags WHERE run_id = ? AND key = ?", [(run_id, k) for k in keys]
+            )
+
+    def get_tags(self, run_id: str) -> dict[str, str | None]:
+        """The run's tags."""
+        return dict(
+            self.query("SELECT key, value FROM tags WHERE run_id = ? ORDER BY key", (run_id,))
+        )
+
+    def add_properties(self, run_id: str, props: dict[str, str | None]) -> None:
+        """Add properties atomically; an existing key with another value raises ConflictError.
+
+        The check and the insert share one write transaction, so of two processes adding
+        different values for one key at once exactly one wins.
+        """
+        with self.write() as conn:
+            for key, value in props.items():
+                row = conn.execute(
+                    "SELECT value FROM properties WHERE run_id = ? AND key = ?", (run_id, key)
+                ).fetchone()
+                if row is not None and row[0] != value:
+                    raise ConflictError(
+                        f"property {key!r} of run {run_id} is already {row[0]!r}; properties "
+                        f"are immutable, so it cannot become {value!r}; use a tag for values "
+                        "that change"
+                    )
+            conn.executemany(
+                "INSERT OR IGNORE INTO properties(run_id, key, value) VALUES (?,?,?)",
+                [(run_id, k, v) for k, v in props.items()],
+            )
+
+    def get_properties(self, run_id: str) -> dict[str, str | None]:
+        """The run's properties."""
+        return dict(
+            self.query("SELECT key, value FROM properties WHERE run_id = ? ORDER BY key", (run_id,))
+        )
+
+    # -- metrics ---------------------------------------------------------------------
+
+    def metric_meta(
+        self, run_id: str, name: str, kind: str, has_step: bool | None, description: str
+    ) -> tuple[str, bool | None]:
+        """Register a metric's kind and step mode on first use; returns the stored ones.
+
+        The first process to register a metric decides its kind and whether it has steps;
+        everyone else is checked against that.
+        """
+        with self.write() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO metric_meta(run_id, name, kind, has_step, description) "
+                "VALUES (?,?,?,?,?)",
+                (run_id, name, kind, None if has_step is None else int(has_step), description),
+            )
+            row = conn.execute(
+                "SELECT kind, has_step FROM metric_meta WHERE run_id = ? AND name = ?",
+                (run_id, name),
+            ).fetchone()
+        return str(row[0]), None if row[1] is None else bool(row[1])
+
+    def ensure_writer(self) -> None:
+        """Start the background metric writer of this process, once."""
+        if self._writer is not None and self._writer.is_alive():
+            return
+        with _STORES_LOCK:
+            if self._writer is not None and self._writer.is_alive():
+                return
+            thread = threading.Thread(
+                target=_writer_loop, args=(weakref.ref(self),), name="runner-metrics", daemon=True
+            )
+            self._writer = thread
+            thread.start()
+
+    def scalar_buffer(
+        self, run_id: str, name: str, has_step: bool
+    ) -> tuple[list[Any], list[int] | None]:
+        """The process's (values, steps) buffer for one metric of one run."""
+        key = (run_id, name)
+        buf = self.scalar_buffers.get(key)
+        if buf is None:
+            with self._lock:
+                buf = self.scalar_buffers.setdefault(key, ([], [] if has_step else None))
+        return buf
+
+    def has_pending(self) -> bool:
+        """Whether any logged value is not yet in the database."""
+        if self.other_queue:
+            return True
+        return any(vals for vals, _ in list(self.scalar_buffers.values()))
+
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Write every buffered metric now; True when nothing is left buffered."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while self.has_pending():
+            wait = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+            if not self._drain_lock.acquire(timeout=wait):
+                return False
+            try:
+                self._drain()
+            finally:
+                self._drain_lock.release()
+            if deadline is not None and time.monotonic() > deadline:
+                break
+        return not self.has_pending()
+
+    def _drain(self) -> None:
+        """Move what the buffers hold now into the database, one chunk per (run, metric)."""
+        now = time.time()
+        rows = []
+        taken: list[tuple[list[Any], list[int] | None, list[Any], list[int] | None]] = []
+        for (run_id, name), (vals, steps) in list(self.scalar_buffers.items()):
+            n = len(vals) if steps is None else min(len(vals), len(steps))
+            if not n:
+                continue
+            chunk = vals[:n]
+            del vals[:n]
+            schunk: list[int] | None = None
+            if steps is not None:
+                schunk = steps[:n]
+                del steps[:n]
+            taken.append((vals, steps, chunk, schunk))
+            enc, data = _encode_values(chunk)
+            sdata = None if schunk is None else array("q", schunk).tobytes()
+            rows.append((run_id, name, enc, data, sdata, n, now))
+        oq = self.other_queue
+        others: dict[tuple[str, str], list[Any]] = {}
+        popped = []
+        for _ in range(len(oq)):
+            item = oq.popleft()
+            popped.append(item)
+            others.setdefault((item[0], item[1]), []).append(item[2])
+        for (run_id, name), values in others.items():
+            data = json.dumps(values, separators=(",", ":")).encode()
+            rows.append((run_id, name, _ENC_JSON, data, None, len(values), now))
+        if not rows:
+            return
+        try:
+            with self.write() as conn:
+                conn.executemany(
+                    "INSERT INTO metrics(run_id, name, enc, data, steps, count, time_utc) "
+                    "VALUES (?,?,?,?,?,?,?)",
+                    rows,
+                )
+        except sqlite3.Error as exc:
+            # Never lose values to a passing error: put them back in front for the next try.
+            sys.stderr.write(f"runner: metric write failed, will retry: {exc}\n")
+            for vals, steps, chunk, schunk in taken:
+                vals[0:0] = chunk
+                if steps is not None and schunk is not None:
+                    steps[0:0] = schunk
+            oq.extendleft(reversed(popped))
+            raise
+
+    def read_metrics(self, run_id: str, name: str | None = None) -> dict[str, MetricSeries]:
+        """Every metric of a run (or one), with values in logging order."""
+        meta_sql = "SELECT name, kind, description FROM metric_meta WHERE run_id = ?"
+        data_sql = "SELECT name, enc, data, steps FROM metrics WHERE run_id = ?"
+        params: tuple[Any, ...] = (run_id,)
+        if name is not None:
+            meta_sql += " AND name = ?"
+            data_sql += " AND name = ?"
+            params = (run_id, name)
+        with self._lock:
+            meta = self.conn.execute(meta_sql, params).fetchall()
+            chunks = self.conn.execute(data_sql + " ORDER BY name, id", params).fetchall()
+        series = {m_name: MetricSeries(kind, desc or "") for m_name, kind, desc in meta}
+        for m_name, enc, data, steps in chunks:
+            s = series.get(m_name)
+            if s is None:  # chunk written before its meta row became visible
+                s = series[m_name] = MetricSeries("scalar", "")
+            s.values.extend(_decode_values(enc, data))
+            if steps is not None:
+                a = array("q")
+                a.frombytes(steps)
+                if s.steps is None:
+                    s.steps = []
+                s.steps.extend(a.tolist())
+        return {k: v for k, v in series.items() if v.values or v.kind != "scalar"}
+
+    # -- files -----------------------------------------------------------------------
+
+    def add_files(self, run_id: str, entries: Sequence[tuple[str, str, int]]) -> None:
+        """Record (name, digest, size) files of a run; a name already taken raises."""
+        now = time.time()
+        with self.write() as conn:
+            for name, digest, _size in entries:
+                row = conn.execute(
+                    "SELECT digest FROM files WHERE run_id = ? AND name = ?", (run_id, name)
+                ).fetchone()
+                if row is not None and row[0] != digest:
+                    raise ConflictError(
+                        f"run {run_id} already has a file named {name!r}; upload under another name"
+                    )
+            conn.executemany(
+                "INSERT OR IGNORE INTO files(run_id, name, digest, size, created_utc) "
+                "VALUES (?,?,?,?,?)",
+                [(run_id, n, d, s, now) for n, d, s in entries],
+            )
+
+    def replace_files(self, run_id: str, entries: Sequence[tuple[str, str, int]]) -> None:
+        """Record files of a run, replacing same-named ones (logs and outputs, stored last)."""
+        now = time.time()
+        with self.write() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO files(run_id, name, digest, size, created_utc) "
+                "VALUES (?,?,?,?,?)",
+                [(run_id, n, d, s, now) for n, d, s in entries],
+            )
+
+    def list_files(self, run_id: str, prefix: str | None = None) -> list[tuple[str, str, int]]:
+        """(name, digest, size) of the run's files, by name."""
+        rows = self.query(
+            "SELECT name, digest, size FROM files WHERE run_id = ? ORDER BY name", (run_id,)
+        )
+        if prefix:
+            rows = [r for r in rows if r[0] == prefix or r[0].startswith(prefix.rstrip("/") + "/")]
+        return [(str(n), str(d), int(s)) for n, d, s in rows]
+
+
+def _prefixed(alias: str) -> str:
+    return ", ".join(f"{alias}.{c.strip()}" for c in RUN_COLUMNS.split(","))
+
+
+def _writer_loop(ref: weakref.ReferenceType[Store]) -> None:
+    """Drain a store's metric queues every FLUSH_INTERVAL_S until it closes."""
+    while True:
+        store = ref()
+        if store is None or store._closed:
+            return
+        wake = store._wake
+        if store.has_pending():
+            try:
+                store.flush()
+            except Exception as exc:  # keep the writer alive; the values were re-queued
+                sys.stderr.write(f"runner: background metric writer: {exc}\n")
+        del store
+        wake.wait(FLUSH_INTERVAL_S)
+        wake.clear()
+
+
+def _flush_all_at_exit() -> None:
+    """Make every buffered metric durable when the interpreter exits normally."""
+    for store in list(_STORES.values()):
+        if store._pid == os.getpid() and not store._closed:
+            try:
+                store.flush()
+            except Exception as exc:
+                sys.stderr.write(f"runner: could not flush metrics at exit: {exc}\n")
+
+
+atexit.register(_flush_all_at_exit)
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON."""
+    return json.dumps(value, separators=(",", ":"))
+
+
+def loads_or_none(text: str | None) -> Any:
+    """JSON text to a value; None stays None."""
+    return None if text is None else json.loads(text)
