@@ -43,6 +43,9 @@ def request_cancel(ws: Workspace, run_id: str, reason: str = "canceled by user")
             tmp = marker.with_name(f".cancel-{os.getpid()}")
             tmp.write_text(reason, encoding="utf-8")
             os.replace(tmp, marker)
+            from runner import daemon_client
+
+            daemon_client.notify(ws.path, {"op": "cancel", "run_id": row.id, "reason": reason})
         else:
             store.set_status(
                 row.id, RunStatus.CANCELED.value, allowed_from=_ACTIVE, details=reason, end=True

@@ -322,13 +322,33 @@ class Run:
 
     # -- status ------------------------------------------------------------------------
 
+    def _checked(self) -> RunRow:
+        """The fresh row, after noticing a supervised run whose heartbeats stopped."""
+        row = self._refresh()
+        if row.status == "Running" and row.type == RUN_TYPE_SCRIPT and row.heartbeat_utc:
+            from runner.liveness import not_responding_after_s
+
+            if time.time() - float(row.heartbeat_utc) > not_responding_after_s():
+                from runner import daemon_client
+
+                self._store.set_status(
+                    self._id,
+                    RunStatus.NOT_RESPONDING.value,
+                    allowed_from={"Running"},
+                    details="no heartbeat from its supervisor",
+                )
+                if not daemon_client._lock_held(self._workspace.path):
+                    daemon_client.ensure_daemon(self._workspace.path)  # it re-adopts the run
+                row = self._refresh()
+        return row
+
     def get_status(self) -> str:
         """The current status string, e.g. 'Running' or 'Completed'."""
-        return str(self._refresh().status)
+        return str(self._checked().status)
 
     def get_detailed_status(self) -> dict[str, Any]:
         """``{'status': ..., 'details': ...}``; details say what a queued run waits for."""
-        row = self._refresh()
+        row = self._checked()
         return {"status": row.status, "details": row.status_details}
 
     def get_details(self) -> dict[str, Any]:
@@ -481,10 +501,7 @@ class Run:
             from runner.logstream import stream_run_output
 
             stream_run_output(self)
-        delay = 0.005
-        while self._refresh().status not in _TERMINAL_VALUES:
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.1)
+        self._wait_terminal()
         details = self.get_details()
         if raise_on_error and details["status"] == RunStatus.FAILED.value:
             err = (details.get("error") or {}).get("error") or {}
@@ -498,6 +515,31 @@ class Run:
                 log_tail=tail,
             )
         return details
+
+    def _wait_terminal(self) -> None:
+        """Block until the run is Completed, Failed or Canceled."""
+        delay = 0.002
+        checked = time.monotonic()
+        while self._refresh().status not in _TERMINAL_VALUES:
+            if self._row.type == RUN_TYPE_SCRIPT:
+                # The daemon answers the moment the run ends: no polling latency.
+                from runner import daemon_client
+
+                try:
+                    daemon_client.request(
+                        self._workspace.path,
+                        {"op": "wait", "run_id": self._id, "timeout_s": 1.0},
+                        timeout_s=5.0,
+                    )
+                except (OSError, ValueError):
+                    time.sleep(0.05)
+                self._checked()
+                continue
+            time.sleep(delay)
+            delay = min(delay * 1.2, 0.05)
+            if time.monotonic() - checked > 1.0:
+                self._checked()
+                checked = time.monotonic()
 
     def _log_tail(self, lines: int = 20) -> str:
         for name, path in self._log_files().items():
@@ -1098,7 +1140,8 @@ def _find(
     properties: TagFilter = None,
     status: str | None = None,
     **kw: Any,
-) -> list[RunRow]:
+) -> Iterator[RunRow]:
+    """Runs matching the filters, newest first, fetched in pages as they are consumed."""
     tag_pairs, tag_keys = parse_filter(tags, "tags")
     prop_pairs, prop_keys = parse_filter(properties, "properties")
     if status is not None and status not in {s.value for s in RunStatus}:
@@ -1106,7 +1149,7 @@ def _find(
             f"status {status!r} is not a run status; use one of "
             + ", ".join(s.value for s in RunStatus)
         )
-    return ws._store.find_runs(
+    return ws._store.iter_runs(
         tags=tag_pairs,
         tag_keys=tag_keys,
         properties=prop_pairs,

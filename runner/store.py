@@ -67,7 +67,8 @@ _MIGRATIONS: list[str] = [
         submitted_by TEXT,
         definition TEXT,
         error TEXT,
-        child_count INTEGER NOT NULL DEFAULT 0
+        child_count INTEGER NOT NULL DEFAULT 0,
+        handle TEXT
     );
     CREATE INDEX runs_by_experiment ON runs(experiment_id, parent_id);
     CREATE INDEX runs_by_parent ON runs(parent_id);
@@ -285,6 +286,7 @@ class Store:
         self._wake = threading.Event()
         self._writer: threading.Thread | None = None
         self._closed = False
+        self.last_rowid: int | None = None
 
     # -- opening ---------------------------------------------------------------------
 
@@ -451,7 +453,8 @@ class Store:
                     if parent_id is not None:
                         run_id = f"{parent_id}_{child_index}"
                     else:
-                        run_id = f"{id_prefix}{int(now)}_{os.urandom(4).hex()}"
+                        # 8 random bytes: a batch of a million ids still never collides.
+                        run_id = f"{id_prefix}{int(now)}_{os.urandom(8).hex()}"
                 if parent_id is not None:
                     child_index += 1
                 try:
@@ -506,6 +509,17 @@ class Store:
             return None
         return RunRow(rows[0][:-1], rows[0][-1])
 
+    def iter_runs(self, page: int = 200, **conditions: Any) -> Iterator[RunRow]:
+        """find_runs in pages of ``page`` rows, newest first: the first run comes at once."""
+        before: int | None = None
+        while True:
+            with self._lock:
+                rows = self.find_runs(limit=page, before_rowid=before, **conditions)
+                before = self.last_rowid
+            yield from rows
+            if len(rows) < page or before is None:
+                return
+
     def find_runs(
         self,
         *,
@@ -521,6 +535,7 @@ class Store:
         properties: dict[str, str | None] | None = None,
         property_keys: Sequence[str] = (),
         limit: int | None = None,
+        before_rowid: int | None = None,
     ) -> list[RunRow]:
         """Runs matching every condition, newest first.
 
@@ -529,14 +544,19 @@ class Store:
         """
         where: list[str] = []
         params: list[Any] = []
+        # With a tag or property condition, its (key, value) index must drive the query:
+        # a unary '+' keeps SQLite (which has no statistics) from preferring the
+        # experiment index and then scanning every run of the experiment.
+        indexed = bool(tags or tag_keys or properties or property_keys)
+        p = "+" if indexed else ""
         if experiment_id is not None:
-            where.append("r.experiment_id = ?")
+            where.append(f"{p}r.experiment_id = ?")
             params.append(experiment_id)
         if parent_id is not None:
-            where.append("r.parent_id = ?")
+            where.append(f"{p}r.parent_id = ?")
             params.append(parent_id)
         if top_level_only:
-            where.append("r.parent_id IS NULL")
+            where.append(f"{p}r.parent_id IS NULL")
         if descendants_of is not None:
             where.append(
                 "r.id IN (WITH RECURSIVE d(id) AS (SELECT id FROM runs WHERE parent_id = ? "
@@ -545,13 +565,13 @@ class Store:
             )
             params.append(descendants_of)
         if run_type is not None:
-            where.append("r.type = ?")
+            where.append(f"{p}r.type = ?")
             params.append(run_type)
         if status is not None:
-            where.append("r.status = ?")
+            where.append(f"{p}r.status = ?")
             params.append(status)
         if target is not None:
-            where.append("r.target = ?")
+            where.append(f"{p}r.target = ?")
             params.append(target)
         for table, pairs, keys in (
             ("tags", tags or {}, tag_keys),
@@ -571,8 +591,11 @@ class Store:
             for key in keys:
                 where.append(f"r.id IN (SELECT run_id FROM {table} WHERE key = ?)")
                 params.append(key)
+        if before_rowid is not None:
+            where.append("r.rowid < ?")
+            params.append(before_rowid)
         sql = (
-            f"SELECT {_prefixed('r')}, e.name FROM runs r JOIN experiments e "
+            f"SELECT {_prefixed('r')}, e.name, r.rowid FROM runs r JOIN experiments e "
             "ON e.id = r.experiment_id"
         )
         if where:
@@ -580,11 +603,13 @@ class Store:
         sql += " ORDER BY r.rowid DESC"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        return [RunRow(row[:-1], row[-1]) for row in self.query(sql, params)]
+        rows = self.query(sql, params)
+        self.last_rowid = int(rows[-1][-1]) if rows else None
+        return [RunRow(row[:-2], row[-2]) for row in rows]
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         """Set columns of a run (names are checked against the schema)."""
-        cols = [c.strip() for c in RUN_COLUMNS.split(",")]
+        cols = [c.strip() for c in RUN_COLUMNS.split(",")] + ["handle"]
         for name in fields:
             if name not in cols:
                 raise KeyError(name)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 from runner.artifacts import BlobStore
-from runner.errors import ConfigError, ConflictError, NotFoundError
+from runner.errors import ConfigError, ConflictError, NotFoundError, StoreError
 from runner.keyvault import Keyvault
 from runner.store import Store
 
@@ -67,7 +67,17 @@ class Workspace:
                     f"no runner workspace at {root}; create one with Workspace.create({str(root)!r})"
                     " or use Workspace.from_config() for the default workspace"
                 )
-            _initialise(root, _name or root.name)
+            if root.exists() and not root.is_dir():
+                raise ConfigError(
+                    f"cannot create a workspace at {root}: it is a file; pass a folder path"
+                )
+            try:
+                _initialise(root, _name or root.name)
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot create a workspace at {root}: {exc}",
+                    hint="check the path and its permissions",
+                ) from exc
         try:
             info = json.loads(meta.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
@@ -237,9 +247,15 @@ class Workspace:
         return {e.name: e for e in envs}
 
     def _build_environment(self, env: Environment) -> Any:
-        from runner.envbuild import build_environment
+        from environments.user_managed import UserManagedBuilder
 
-        return build_environment(self, env)
+        if env.docker.enabled or not env.python.user_managed_dependencies:
+            raise ConfigError(
+                f"environment {env.name!r} needs packages installed (or docker), which this "
+                "version of runner cannot build yet; use a user-managed environment"
+            )
+        log = self.path / "environment-builds.log"
+        return UserManagedBuilder().prepare(env, log)
 
     def __repr__(self) -> str:
         return f"Workspace.create(name={self.name!r}, path={str(self.path)!r})"

@@ -1,0 +1,1 @@
+"""How a run's interpreter is prepared: user-managed, venv/pip, conda, docker image."""

@@ -1,0 +1,679 @@
+"""The workspace daemon: the supervisor of every submitted run of one workspace.
+
+One long-lived process per workspace (started on demand by the first submit, or as a
+service with ``runner daemon start``). The database is the queue: ``submit`` writes a
+run in status Starting and pokes the daemon over its socket; the daemon claims it,
+prepares its environment (Preparing), waits for resources (Queued), launches it on its
+target (Running), sends heartbeats, stops it on cancel or when it runs too long, stores
+its outputs and logs (Finalizing) and records how it ended.
+
+Why one warm process instead of one supervisor process per run: starting Python and
+importing the host-side dependencies costs tens of milliseconds, more than the whole
+budget of a small run's overhead. Runs still outlive the daemon: each runs in its own
+session under a shim that writes its exit code, and a restarted daemon re-adopts the
+runs it finds active in the database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from runner import daemon_client
+from runner.errors import RunnerError
+from runner.liveness import heartbeat_s
+from runner.status import RunStatus
+from runner.store import RunRow, Store
+from runner.workspace import Workspace
+
+_ACTIVE = [
+    s.value
+    for s in (
+        RunStatus.STARTING,
+        RunStatus.PREPARING,
+        RunStatus.QUEUED,
+        RunStatus.RUNNING,
+        RunStatus.NOT_RESPONDING,
+        RunStatus.FINALIZING,
+        RunStatus.CANCEL_REQUESTED,
+    )
+]
+_BEFORE_LAUNCH = {
+    RunStatus.STARTING.value,
+    RunStatus.PREPARING.value,
+    RunStatus.QUEUED.value,
+    RunStatus.PROVISIONING.value,
+}
+_LIVE = {RunStatus.RUNNING.value, RunStatus.NOT_RESPONDING.value}
+#: Log names, as azureml calls them.
+DRIVER_LOG = "70_driver_log.txt"
+PREP_LOG = "55_environment_prep_log.txt"
+
+
+def run_dir(ws: Workspace, run_id: str) -> Path:
+    """A run's folder of working files on this machine."""
+    return ws.path / "runs" / run_id
+
+
+class Daemon:
+    """Supervises the submitted runs of one workspace."""
+
+    def __init__(self, ws: Workspace, idle_exit_s: float | None) -> None:
+        self.ws = ws
+        self.store: Store = ws._store
+        self.idle_exit_s = idle_exit_s
+        self.supervisors: dict[str, RunSupervisor] = {}
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.last_busy = time.monotonic()
+        self._client_dir: Path | None = None
+        self._identity = _identity(ws.path)
+
+    # -- the in-run client ------------------------------------------------------------
+
+    def client_dir(self) -> Path:
+        """A folder holding a copy of the runner package, put on the runs' PYTHONPATH.
+
+        A copy (not the installed location) so that a run in another interpreter gets
+        runner's standard-library client and nothing else from our site-packages.
+        """
+        if self._client_dir is not None:
+            return self._client_dir
+        import hashlib
+
+        src = Path(__file__).resolve().parent
+        h = hashlib.sha256()
+        files = sorted(p for p in src.glob("*.py"))
+        for p in files:
+            h.update(p.name.encode())
+            h.update(p.read_bytes())
+        dest = self.ws.path / "client" / h.hexdigest()[:16]
+        if not (dest / "runner" / "__init__.py").exists():
+            tmp = dest.with_name(dest.name + f".tmp-{os.getpid()}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            (tmp / "runner").mkdir(parents=True)
+            for p in files:
+                shutil.copy2(p, tmp / "runner" / p.name)
+            try:
+                os.replace(tmp, dest)
+            except OSError:
+                shutil.rmtree(tmp, ignore_errors=True)  # another daemon won the race
+        self._client_dir = dest
+        return dest
+
+    # -- serving ---------------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Adopt active runs, then serve requests until stopped or idle."""
+        self.client_dir()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(daemon_client.socket_address(self.ws.path))
+        sock.listen(64)
+        sock.settimeout(0.5)
+        threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
+        threading.Thread(target=self._accept_loop, args=(sock,), name="accept", daemon=True).start()
+        self._log(f"daemon {os.getpid()} serving workspace {self.ws.path}")
+        try:
+            while not self.stopping.is_set():
+                self._schedule()
+                self.wake.wait(1.0)
+                self.wake.clear()
+                if self._idle_too_long():
+                    self._log("idle: exiting")
+                    break
+                if self._identity != _identity(self.ws.path):
+                    self._log("the workspace was removed or replaced: exiting")
+                    break
+        finally:
+            self.stopping.set()
+            sock.close()
+
+    def _idle_too_long(self) -> bool:
+        with self.lock:
+            busy = bool(self.supervisors)
+        if busy:
+            self.last_busy = time.monotonic()
+            return False
+        return self.idle_exit_s is not None and time.monotonic() - self.last_busy > self.idle_exit_s
+
+    def _accept_loop(self, sock: socket.socket) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, _ = sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                data = b""
+                while not data.endswith(b"\n"):
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                answer = self._answer(json.loads(data))
+            except Exception as exc:
+                answer = {"error": f"{type(exc).__name__}: {exc}"}
+            with contextlib.suppress(OSError):
+                conn.sendall(json.dumps(answer).encode() + b"\n")
+
+    def _answer(self, msg: dict[str, Any]) -> dict[str, Any]:
+        op = msg.get("op")
+        if op == "ping":
+            return {"ok": True, "pid": os.getpid(), "identity": list(self._identity or ())}
+        if op == "wake":
+            self.last_busy = time.monotonic()
+            self._schedule()
+            return {"ok": True}
+        if op == "cancel":
+            run_id = str(msg["run_id"])
+            with self.lock:
+                sup = self.supervisors.get(run_id)
+            if sup is not None:
+                sup.request_cancel(str(msg.get("reason") or "canceled by user"))
+            else:
+                self._schedule()
+            return {"ok": True}
+        if op == "wait":
+            with self.lock:
+                sup = self.supervisors.get(str(msg["run_id"]))
+            if sup is None:
+                return {"ok": True, "done": True}
+            return {"ok": True, "done": sup.done.wait(float(msg.get("timeout_s") or 30.0))}
+        if op == "status":
+            with self.lock:
+                runs = {rid: s.phase for rid, s in self.supervisors.items()}
+            return {"ok": True, "pid": os.getpid(), "runs": runs, "workspace": str(self.ws.path)}
+        if op == "stop":
+            self.stopping.set()
+            self.wake.set()
+            return {"ok": True}
+        return {"error": f"unknown request {op!r}"}
+
+    # -- scheduling ------------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        """Start a supervisor for every active supervised run that has none."""
+        marks = ",".join("?" * len(_ACTIVE))
+        rows = self.store.query(
+            f"SELECT id, handle FROM runs WHERE status IN ({marks}) ORDER BY rowid",  # noqa: S608
+            _ACTIVE,
+        )
+        for run_id, handle in rows:
+            with self.lock:
+                if run_id in self.supervisors or self.stopping.is_set():
+                    continue
+                row = self.store.get_run(run_id)
+                if row is None:
+                    continue
+                definition = json.loads(row.definition or "{}")
+                if not definition.get("supervised"):
+                    continue
+                sup = RunSupervisor(self, row, definition, json.loads(handle) if handle else None)
+                self.supervisors[run_id] = sup
+            threading.Thread(target=sup.supervise, name=f"run-{run_id}", daemon=True).start()
+
+    def finished(self, run_id: str) -> None:
+        """A supervisor is done with its run."""
+        with self.lock:
+            self.supervisors.pop(run_id, None)
+        self.last_busy = time.monotonic()
+
+    def _heartbeat_loop(self) -> None:
+        while not self.stopping.is_set():
+            with self.lock:
+                live = [rid for rid, s in self.supervisors.items() if s.phase == "running"]
+            if live:
+                try:
+                    marks = ",".join("?" * len(live))
+                    with self.store.write() as conn:
+                        conn.execute(
+                            f"UPDATE runs SET heartbeat_utc = ? WHERE id IN ({marks})",  # noqa: S608
+                            (time.time(), *live),
+                        )
+                        conn.execute(
+                            "UPDATE runs SET status = 'Running', status_details = NULL "  # noqa: S608
+                            f"WHERE status = 'NotResponding' AND id IN ({marks})",
+                            live,
+                        )
+                except Exception as exc:
+                    self._log(f"heartbeat failed: {exc}")
+            self.stopping.wait(heartbeat_s())
+
+    def _log(self, text: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        sys.stderr.write(f"{stamp} {text}\n")
+        sys.stderr.flush()
+
+
+class RunSupervisor:
+    """Carries one run through its life; one thread per active run."""
+
+    def __init__(
+        self, daemon: Daemon, row: RunRow, definition: dict[str, Any], handle: dict[str, str] | None
+    ) -> None:
+        self.daemon = daemon
+        self.ws = daemon.ws
+        self.store = daemon.store
+        self.row = row
+        self.run_id: str = row.id
+        self.definition = definition
+        self.described = handle
+        self.phase = "new"
+        self.cancel_reason: str | None = None
+        self.cancel_event = threading.Event()
+        self.done = threading.Event()
+        self.handle: Any = None
+        self.dir = run_dir(self.ws, self.run_id)
+        self.logs = self.dir / "logs"
+        self.workdir = self.dir / "work"
+        self.exit_file = self.dir / "exit_code"
+
+    # -- control ---------------------------------------------------------------------
+
+    def request_cancel(self, reason: str) -> None:
+        """Stop the run: before launch it never starts; after, its tree is killed."""
+        if self.cancel_event.is_set():
+            return
+        self.cancel_reason = reason
+        self.cancel_event.set()
+        handle = self.handle
+        if handle is not None:
+            grace = float(self.definition.get("cancelGraceSeconds") or 10.0)
+            threading.Thread(target=handle.cancel, args=(grace,), daemon=True).start()
+
+    def _cancel_requested(self) -> bool:
+        if self.cancel_event.is_set():
+            return True
+        row = self.store.get_run(self.run_id)
+        if row is not None and row.status == RunStatus.CANCEL_REQUESTED.value:
+            self.request_cancel(row.status_details or "canceled by user")
+            return True
+        if (self.dir / "cancel").exists():
+            self.request_cancel((self.dir / "cancel").read_text(errors="replace") or "canceled")
+            return True
+        return False
+
+    def _status(
+        self, status: RunStatus, allowed: set[str], details: str | None = None, **kw: Any
+    ) -> bool:
+        return (
+            self.store.set_status(
+                self.run_id, status.value, allowed_from=allowed, details=details, **kw
+            )
+            is not None
+        )
+
+    # -- the life of a run -----------------------------------------------------------
+
+    def supervise(self) -> None:
+        """Prepare, queue, launch, watch, finalize."""
+        try:
+            self.logs.mkdir(parents=True, exist_ok=True)
+            status = self.store.get_run(self.run_id)
+            current = status.status if status else None
+            if current == RunStatus.FINALIZING.value:
+                self._finalize_after_crash()
+            elif self.described is not None:
+                self._adopt()
+            elif current == RunStatus.CANCEL_REQUESTED.value or current in _LIVE:
+                # Never launched (or launched without a handle stored): nothing runs.
+                self._end_without_launch(current)
+            else:
+                self._start()
+        except Exception as exc:  # a runner bug or a broken environment: the run fails
+            self._fail_internal(exc)
+        finally:
+            self.daemon.finished(self.run_id)
+            self.done.set()
+
+    def _prep_log(self, text: str) -> None:
+        with open(self.logs / PREP_LOG, "a", encoding="utf-8") as f:
+            f.write(text)
+
+    def _start(self) -> None:
+        from runner.environment import Environment
+        from runner.snapshot import load_snapshot, materialize
+
+        self.phase = "preparing"
+        before = set(_BEFORE_LAUNCH)
+        self._status(RunStatus.PREPARING, before)
+        env_def = self.definition.get("environment")
+        env = Environment.from_dict(env_def) if env_def else Environment.default()
+        prepared = prepare_environment(self.ws, env, self.definition, self.logs / PREP_LOG)
+        if self._cancel_requested():
+            return self._end_canceled_before_start()
+        self.phase = "queued"
+        self._status(RunStatus.QUEUED, before, details="waiting for a free slot")
+        if self._cancel_requested():
+            return self._end_canceled_before_start()
+        # A fresh copy of the snapshot as the working folder.
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        self.workdir.mkdir(parents=True)
+        snap_id = self.definition.get("snapshotId")
+        if snap_id:
+            materialize(load_snapshot(self.ws._blobs, snap_id), self.ws._blobs, self.workdir)
+        (self.workdir / "outputs").mkdir(exist_ok=True)
+        (self.workdir / "logs").mkdir(exist_ok=True)
+        self.exit_file.unlink(missing_ok=True)
+        spec = self._launch_spec(prepared)
+        target = make_target(self.ws, self.definition)
+        self.handle = target.launch(spec)
+        self.described = self.handle.describe()
+        self.store.update_run(self.run_id, handle=json.dumps(self.described))
+        if not self._status(RunStatus.RUNNING, before, start=True):
+            self.request_cancel(self.cancel_reason or "canceled while starting")
+        self.phase = "running"
+        self._watch()
+        return None
+
+    def _launch_spec(self, prepared: Any) -> Any:
+        from targets.base import LaunchSpec
+
+        env = dict(os.environ)
+        for var in ("RUNNER_DAEMON_IDLE_S",):
+            env.pop(var, None)
+        env.update(prepared.env)
+        env.update(self.definition.get("environmentVariables") or {})
+        client = str(self.daemon.client_dir())
+        env["PYTHONPATH"] = os.pathsep.join(
+            [client, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
+        )
+        env["PYTHONUNBUFFERED"] = "1"
+        env["RUNNER_RUN_ID"] = self.run_id
+        env["RUNNER_WORKSPACE"] = str(self.ws.path)
+        env["RUNNER_EXPERIMENT"] = self.row.experiment_name
+        env["AZUREML_RUN_ID"] = self.run_id
+        command = self.definition.get("command")
+        args = [str(a) for a in self.definition.get("arguments") or []]
+        if command:
+            if isinstance(command, str):
+                argv = ["/bin/sh", "-c", command, "sh", *args]
+            else:
+                argv = [*command, *args]
+        else:
+            argv = [*prepared.argv_prefix, prepared.python, self.definition["script"], *args]
+        return LaunchSpec(
+            run_id=self.run_id,
+            argv=argv,
+            workdir=self.workdir,
+            env=env,
+            driver_log=self.logs / DRIVER_LOG,
+            exit_file=self.exit_file,
+            image=prepared.image,
+        )
+
+    def _adopt(self) -> None:
+        """Watch a run an earlier daemon launched."""
+        target = make_target(self.ws, self.definition)
+        described = self.described or {}
+        self.handle = target.reattach(described)
+        self.phase = "running"
+        self.daemon._log(f"re-adopted run {self.run_id} (pid {described.get('pid')})")
+        self._watch(adopted=True)
+
+    def _watch(self, adopted: bool = False) -> None:
+        duration = self.definition.get("maxRunDurationSeconds")
+        start = self.store.get_run(self.run_id)
+        started = start.start_utc if start and start.start_utc else time.time()
+        deadline = None if not duration else started + float(duration)
+        reason: str | None = None
+        while True:
+            code = self.handle.wait(timeout_s=0.5)
+            if code is not None:
+                break
+            if self.daemon.stopping.is_set():
+                return None  # the run goes on; the next daemon re-adopts it
+            if not self.cancel_event.is_set():
+                self._cancel_requested()
+            if deadline is not None and time.time() > deadline and not self.cancel_event.is_set():
+                reason = f"exceeded max_run_duration_seconds={duration}"
+                self.request_cancel(reason)
+        if adopted and code == -1:
+            return self._finalize(
+                None,
+                failure=(
+                    "the run's process ended while no supervisor watched it (the daemon was "
+                    "stopped or killed); its exit code is unknown"
+                ),
+            )
+        self._finalize(code)
+        return None
+
+    # -- endings ---------------------------------------------------------------------
+
+    def _store_outputs(self) -> None:
+        from runner.outputs import store_folder
+
+        if (self.workdir / "outputs").is_dir():
+            store_folder(self.ws, self.run_id, self.workdir / "outputs", "outputs")
+        if (self.workdir / "logs").is_dir():
+            store_folder(self.ws, self.run_id, self.workdir / "logs", "logs")
+        if self.logs.is_dir():
+            store_folder(self.ws, self.run_id, self.logs, "azureml-logs")
+
+    def _finalize(self, code: int | None, failure: str | None = None) -> None:
+        self.phase = "finalizing"
+        canceled = self.cancel_event.is_set()
+        self._status(
+            RunStatus.FINALIZING,
+            {*_LIVE, RunStatus.CANCEL_REQUESTED.value, *_BEFORE_LAUNCH},
+        )
+        try:
+            self._store_outputs()
+        finally:
+            self._end(code, canceled, failure)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _end(self, code: int | None, canceled: bool, failure: str | None) -> None:
+        allowed = {*_ACTIVE}
+        if canceled:
+            self._status(RunStatus.CANCELED, allowed, details=self.cancel_reason, end=True)
+        elif code == 0:
+            self._status(RunStatus.COMPLETED, allowed, end=True)
+        else:
+            message = failure or f"the script exited with code {code}"
+            error = {
+                "error": {
+                    "code": "UserError" if failure is None else "ServiceError",
+                    "message": message,
+                    "kind": "script_failed" if failure is None else "lost",
+                    "exitCode": code,
+                    "logTail": _tail(self.logs / DRIVER_LOG),
+                },
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+            self._status(RunStatus.FAILED, allowed, details=message, error=error, end=True)
+
+    def _end_canceled_before_start(self) -> None:
+        self._status(
+            RunStatus.CANCELED,
+            set(_ACTIVE),
+            details=self.cancel_reason or "canceled before it started",
+            end=True,
+        )
+        self._store_outputs()
+
+    def _end_without_launch(self, current: str | None) -> None:
+        if current == RunStatus.CANCEL_REQUESTED.value:
+            self.cancel_event.set()
+            self._end_canceled_before_start()
+        else:
+            self._finalize(None, failure="the run was launched but its process is unknown")
+
+    def _finalize_after_crash(self) -> None:
+        code = None
+        from targets.local import read_exit_file
+
+        code = read_exit_file(self.exit_file)
+        self._finalize(code, failure=None if code is not None else "finalizing was interrupted")
+
+    def _fail_internal(self, exc: BaseException) -> None:
+        if self.handle is not None:  # never leave a process running for a failed run
+            with contextlib.suppress(Exception):
+                self.handle.cancel(1.0)
+        detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        with contextlib.suppress(OSError):
+            self._prep_log(f"\nrunner could not run this: {detail}")
+        kind = "environment_failed" if isinstance(exc, RunnerError) else "could_not_start"
+        message = str(exc) if isinstance(exc, RunnerError) else f"{type(exc).__name__}: {exc}"
+        error = {
+            "error": {
+                "code": "UserError" if isinstance(exc, RunnerError) else "ServiceError",
+                "message": message,
+                "kind": kind,
+                "exitCode": None,
+                "logTail": _tail(self.logs / PREP_LOG),
+            },
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        try:
+            self._store_outputs()
+        except Exception as store_exc:  # recording the failure matters more than its logs
+            self.daemon._log(f"run {self.run_id}: could not store outputs: {store_exc}")
+        self.store.set_status(
+            self.run_id,
+            RunStatus.FAILED.value,
+            allowed_from=_ACTIVE,
+            details=message,
+            error=error,
+            end=True,
+        )
+
+
+def _identity(ws_path: Path) -> tuple[int, int] | None:
+    """The workspace file's (device, inode): changes when the folder is removed or replaced."""
+    try:
+        st = (ws_path / "workspace.json").stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 16384))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def prepare_environment(ws: Workspace, env: Any, definition: dict[str, Any], log: Path) -> Any:
+    """The PreparedEnvironment for a run's environment definition."""
+    from environments.user_managed import UserManagedBuilder
+
+    if env.docker.enabled:
+        raise RunnerError(
+            "docker environments are not supported by this version yet; set "
+            "env.docker.enabled = False"
+        )
+    if not env.python.user_managed_dependencies:
+        raise RunnerError(
+            f"environment {env.name!r} asks runner to install packages, which this version "
+            "cannot do yet; set env.python.user_managed_dependencies = True"
+        )
+    return UserManagedBuilder(definition.get("python")).prepare(env, log)
+
+
+def make_target(ws: Workspace, definition: dict[str, Any]) -> Any:
+    """The Target a run definition names."""
+    from targets.local import LocalTarget
+
+    name = definition.get("target") or "local"
+    if name != "local":
+        raise RunnerError(f"compute target {name!r} is not supported by this version yet")
+    return LocalTarget()
+
+
+# -- process entry -------------------------------------------------------------------
+
+
+def _take_lock(ws: Workspace) -> int | None:
+    folder = daemon_client.daemon_dir(ws.path)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(str(folder / "daemon.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def run_daemon(ws_path: str, *, detach: bool, idle_exit_s: float | None) -> int:
+    """Run the daemon for a workspace in this process (after detaching if asked)."""
+    ws = Workspace(ws_path)
+    folder = daemon_client.daemon_dir(ws.path)
+    folder.mkdir(parents=True, exist_ok=True)
+    if detach:
+        if os.fork() > 0:
+            os._exit(0)  # the starter returns at once; the daemon lives on, re-parented
+        os.setsid()
+        log = os.open(str(folder / "daemon.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+        os.close(devnull)
+        ws = Workspace(ws_path)  # a fresh store connection in the forked process
+    lock = _take_lock(ws)
+    if lock is None:
+        return 0  # another daemon serves this workspace
+    (folder / "daemon.json").write_text(
+        json.dumps(
+            {
+                "pid": os.getpid(),
+                "python": sys.executable,
+                "pythonpath": os.environ.get("PYTHONPATH", ""),
+                "started_utc": time.time(),
+            }
+        )
+    )
+    daemon = Daemon(ws, idle_exit_s)
+
+    def on_term(signum: int, frame: Any) -> None:
+        daemon.stopping.set()
+        daemon.wake.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    daemon.serve()
+    ws._store.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m runner.daemon run WORKSPACE [--detach] [--idle-exit S]``."""
+    parser = argparse.ArgumentParser(prog="python -m runner.daemon")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("run", help="run the daemon of a workspace")
+    p.add_argument("workspace")
+    p.add_argument("--detach", action="store_true")
+    p.add_argument("--idle-exit", type=float, default=None, help="exit after S idle seconds")
+    args = parser.parse_args(argv)
+    idle = args.idle_exit if args.idle_exit and args.idle_exit > 0 else None
+    return run_daemon(args.workspace, detach=args.detach, idle_exit_s=idle)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,125 @@
+"""``Experiment.submit``: validate, snapshot, record the run, hand it to the daemon.
+
+Standard library only: ``run.submit_child`` calls this from inside a running script.
+Everything the user can get wrong is checked here, before anything is recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runner.errors import ConfigError, TargetUnavailableError
+
+if TYPE_CHECKING:
+    from runner.experiment import Experiment
+    from runner.run import Run
+
+
+def submit(
+    experiment: Experiment,
+    config: Any,
+    tags: dict[str, str | None] | None = None,
+    parent: Run | None = None,
+    **kwargs: Any,
+) -> Run:
+    """Submit a ScriptRunConfig; returns the Run (status Starting) at once."""
+    from runner import daemon_client
+    from runner.compute import ComputeTarget
+    from runner.config import ScriptRunConfig
+    from runner.run import RUN_TYPE_SCRIPT, Run, _check_tag_key, _check_tag_value
+    from runner.snapshot import git_properties, take_snapshot
+    from runner.store import NewRun
+
+    if not isinstance(config, ScriptRunConfig):
+        raise ConfigError(
+            f"submit() takes a ScriptRunConfig, not {type(config).__name__}; wrap your script "
+            "as ScriptRunConfig(source_directory, script, arguments=...)"
+        )
+    config.validate()
+    ws = experiment.workspace
+    rc = config.run_config
+    env = rc.environment
+    target = rc.target_name
+    if target != "local":
+        kind = ComputeTarget(ws, target).type  # NotFoundError names the known targets
+        raise TargetUnavailableError(
+            f"compute target {target!r} ({kind}) cannot run jobs in this version of runner yet; "
+            "submit to 'local'"
+        )
+    if env.docker.enabled:
+        raise ConfigError(
+            f"environment {env.name!r} has docker.enabled = True, which this version of runner "
+            "cannot run yet; set env.docker.enabled = False"
+        )
+    python: str | None = None
+    if env.python.user_managed_dependencies:
+        from environments.user_managed import resolve_interpreter
+
+        python = resolve_interpreter(env, sys.executable)
+    else:
+        raise ConfigError(
+            f"environment {env.name!r} asks runner to install packages (conda/pip), which this "
+            "version cannot do yet; set env.python.user_managed_dependencies = True to run "
+            "with an interpreter as it is"
+        )
+    tag_pairs = {_check_tag_key(k): _check_tag_value(k, v) for k, v in (tags or {}).items()}
+
+    source = Path(config.source_directory).expanduser().resolve()
+    cache_key = hashlib.sha256(str(source).encode()).hexdigest()[:16]
+    snap = take_snapshot(
+        source, ws._blobs, cache_path=ws.path / "snapshot-cache" / f"{cache_key}.json"
+    )
+    props: dict[str, str | None] = {
+        "ContentSnapshotId": snap.id,
+        "azureml.runsource": "experiment",
+    }
+    props.update(git_properties(source))
+
+    env_vars = {**env.environment_variables, **rc.environment_variables}
+    definition = {
+        "supervised": True,
+        "script": config.script,
+        "command": config.command,
+        "arguments": list(config.arguments or rc.arguments),
+        "target": target,
+        "sourceDirectory": str(source),
+        "snapshotId": snap.id,
+        "environment": env.to_dict(),
+        "python": python,
+        "environmentVariables": env_vars,
+        "maxRunDurationSeconds": rc.max_run_duration_seconds,
+        "gpuCount": rc.gpu_count,
+        "priority": rc.priority,
+        "runConfiguration": rc.to_dict(),
+    }
+    store = ws._store
+    from runner.experiment import _user
+
+    (run_id,) = store.create_runs(
+        experiment._id,
+        [
+            NewRun(
+                type=RUN_TYPE_SCRIPT,
+                status="NotStarted",
+                target=target,
+                definition=definition,
+                tags=tag_pairs,
+            )
+        ],
+        parent_id=parent.id if parent is not None else None,
+        id_prefix=f"{experiment.name}_",
+        submitted_by=_user(),
+    )
+    store.add_properties(run_id, props)
+    with store.write() as conn:
+        conn.execute(
+            "INSERT OR IGNORE INTO run_snapshots(run_id, snapshot_id, created_utc) VALUES (?,?,?)",
+            (run_id, snap.id, time.time()),
+        )
+    store.set_status(run_id, "Starting", allowed_from={"NotStarted"})
+    daemon_client.notify(ws.path, {"op": "wake"})
+    return Run(experiment, run_id)

@@ -1,0 +1,1 @@
+"""Where runs execute: the local machine, docker, ssh hosts, cluster engines."""
