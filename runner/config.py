@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from runner.environment import Environment
 
 Argument = Union[str, int, float]
+#: Default seconds between SIGTERM and SIGKILL when a run is canceled.
+DEFAULT_CANCEL_GRACE_S = 10.0
 
 
 def _check_name(value: Any, what: str) -> str:
@@ -91,6 +93,8 @@ class RunConfiguration:
             self.environment = env
         self.max_run_duration_seconds: int | None = None
         self.gpu_count: int = 0
+        #: runner's own: seconds between SIGTERM and SIGKILL when the run is canceled.
+        self.cancel_grace_seconds: float = DEFAULT_CANCEL_GRACE_S
         self.priority: int = 0
         self.environment_variables: dict[str, str] = {}
         self.node_count = 1
@@ -118,6 +122,9 @@ class RunConfiguration:
             or self.gpu_count < 0
         ):
             raise ConfigError(f"run_config.gpu_count={self.gpu_count!r}; pass an int >= 0")
+        g = self.cancel_grace_seconds
+        if isinstance(g, bool) or not isinstance(g, (int, float)) or g < 0:
+            raise ConfigError(f"run_config.cancel_grace_seconds={g!r}; pass seconds >= 0")
         if not isinstance(self.environment_variables, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in self.environment_variables.items()
         ):
@@ -140,6 +147,7 @@ class RunConfiguration:
             "communicator": self.communicator,
             "maxRunDurationSeconds": self.max_run_duration_seconds,
             "gpuCount": self.gpu_count,
+            "cancelGraceSeconds": self.cancel_grace_seconds,
             "priority": self.priority,
             "environmentVariables": dict(self.environment_variables),
             "nodeCount": self.node_count,
@@ -158,6 +166,8 @@ class RunConfiguration:
         rc.communicator = data.get("communicator") or "None"
         rc.max_run_duration_seconds = data.get("maxRunDurationSeconds")
         rc.gpu_count = int(data.get("gpuCount") or 0)
+        grace = data.get("cancelGraceSeconds")
+        rc.cancel_grace_seconds = DEFAULT_CANCEL_GRACE_S if grace is None else float(grace)
         rc.priority = int(data.get("priority") or 0)
         rc.environment_variables = dict(data.get("environmentVariables") or {})
         rc.node_count = int(data.get("nodeCount") or 1)

@@ -45,7 +45,7 @@ def get_context(allow_offline: bool = True) -> Run:
         run_id = os.environ.get(RUN_ID_ENV)
         key = run_id or "<offline>"
         cached = _context.get(key)
-        if cached is not None:
+        if cached is not None and (run_id or allow_offline):
             return cached
         if run_id:
             from runner.workspace import Workspace

@@ -57,6 +57,8 @@ _BEFORE_LAUNCH = {
     RunStatus.PROVISIONING.value,
 }
 _LIVE = {RunStatus.RUNNING.value, RunStatus.NOT_RESPONDING.value}
+#: Grace period for processes a finished script left behind in its session.
+LEFTOVER_GRACE_S = 2.0
 #: Log names, as azureml calls them.
 DRIVER_LOG = "70_driver_log.txt"
 PREP_LOG = "55_environment_prep_log.txt"
@@ -280,6 +282,7 @@ class RunSupervisor:
         self.cancel_reason: str | None = None
         self.cancel_event = threading.Event()
         self.done = threading.Event()
+        self.cancel_thread: threading.Thread | None = None
         self.handle: Any = None
         self.dir = run_dir(self.ws, self.run_id)
         self.logs = self.dir / "logs"
@@ -296,8 +299,10 @@ class RunSupervisor:
         self.cancel_event.set()
         handle = self.handle
         if handle is not None:
-            grace = float(self.definition.get("cancelGraceSeconds") or 10.0)
-            threading.Thread(target=handle.cancel, args=(grace,), daemon=True).start()
+            g = self.definition.get("cancelGraceSeconds")
+            grace = 10.0 if g is None else float(g)
+            self.cancel_thread = threading.Thread(target=handle.cancel, args=(grace,), daemon=True)
+            self.cancel_thread.start()
 
     def _cancel_requested(self) -> bool:
         if self.cancel_event.is_set():
@@ -446,6 +451,14 @@ class RunSupervisor:
             if deadline is not None and time.time() > deadline and not self.cancel_event.is_set():
                 reason = f"exceeded max_run_duration_seconds={duration}"
                 self.request_cancel(reason)
+        if self.cancel_thread is not None:
+            # The shim may die on TERM before the script does: the run is over only
+            # when the whole tree is gone (after the grace period, KILL).
+            self.cancel_thread.join()
+        else:
+            # The script is done; stop what it left running in its session, as a
+            # container's end would.
+            self.handle.cancel(LEFTOVER_GRACE_S)
         if adopted and code == -1:
             return self._finalize(
                 None,

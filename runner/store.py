@@ -313,7 +313,7 @@ class Store:
             )
             conn.execute("PRAGMA busy_timeout = 60000")
             if self.db_path != ":memory:":
-                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                mode = _enable_wal(conn)
                 if str(mode).lower() != "wal":
                     raise StoreError(
                         f"workspace database {self.db_path} cannot use WAL mode ({mode}); "
@@ -887,6 +887,25 @@ class Store:
         if prefix:
             rows = [r for r in rows if r[0] == prefix or r[0].startswith(prefix.rstrip("/") + "/")]
         return [(str(n), str(d), int(s)) for n, d, s in rows]
+
+
+def _enable_wal(conn: sqlite3.Connection, timeout_s: float = 60.0) -> str:
+    """Switch the database to WAL and return the journal mode it is in.
+
+    While another process is switching a new database to WAL (or migrating it), SQLite
+    answers "database is locked" at once, without waiting on its busy handler, so
+    processes that open a fresh workspace together retry here.
+    """
+    deadline = time.monotonic() + timeout_s
+    delay_s = 0.001
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay_s)
+            delay_s = min(delay_s * 2, 0.05)
 
 
 def _prefixed(alias: str) -> str:

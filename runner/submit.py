@@ -93,6 +93,7 @@ def submit(
         "environmentVariables": env_vars,
         "maxRunDurationSeconds": rc.max_run_duration_seconds,
         "gpuCount": rc.gpu_count,
+        "cancelGraceSeconds": rc.cancel_grace_seconds,
         "priority": rc.priority,
         "runConfiguration": rc.to_dict(),
     }
