@@ -41,10 +41,11 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Optional, Protocol, runtime_checkable
 
 from runner.conda_dependencies import (
     PYTHON_DEFAULT_VERSION,
@@ -956,3 +957,25 @@ class Environment:
     def list(workspace: EnvironmentRegistry) -> dict[str, Environment]:
         """The latest version of every registered environment, by name (as in azureml)."""
         return _registry(workspace, "Environment.list()")._list_environments()
+
+
+def resolve_interpreter(env: Environment, default: Optional[str] = None) -> str:
+    """The interpreter a user-managed environment runs: interpreter_path, else ``default``.
+
+    Raises ConfigError at submit time when the interpreter does not exist.
+    """
+    path = env.python.interpreter_path or default or sys.executable
+    if os.sep not in path:
+        found = shutil.which(path)
+        if found is None:
+            raise ConfigError(
+                f"interpreter {path!r} of environment {env.name!r} is not on PATH; set "
+                "env.python.interpreter_path to a full path"
+            )
+        path = found
+    if not (Path(path).is_file() and os.access(path, os.X_OK)):
+        raise ConfigError(
+            f"interpreter {path!r} of environment {env.name!r} does not exist or is not "
+            "executable; fix env.python.interpreter_path"
+        )
+    return path

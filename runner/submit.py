@@ -57,7 +57,7 @@ def submit(
         )
     python: str | None = None
     if env.python.user_managed_dependencies:
-        from environments.user_managed import resolve_interpreter
+        from runner.environment import resolve_interpreter
 
         python = resolve_interpreter(env, sys.executable)
     else:

@@ -221,6 +221,10 @@ class Workspace:
                 (name,),
             )
         else:
+            if not str(version).isdigit():
+                raise ConfigError(
+                    f"environment version {version!r} is not a version number; pass e.g. '1'"
+                )
             rows = self._store.query(
                 "SELECT definition, version FROM environments WHERE name = ? AND version = ?",
                 (name, int(version)),
