@@ -45,7 +45,7 @@ import shutil
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Optional, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from runner.conda_dependencies import (
     PYTHON_DEFAULT_VERSION,
@@ -959,7 +959,7 @@ class Environment:
         return _registry(workspace, "Environment.list()")._list_environments()
 
 
-def resolve_interpreter(env: Environment, default: Optional[str] = None) -> str:
+def resolve_interpreter(env: Environment, default: str | None = None) -> str:
     """The interpreter a user-managed environment runs: interpreter_path, else ``default``.
 
     Raises ConfigError at submit time when the interpreter does not exist.
