@@ -507,6 +507,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--version", type=_positive_int, metavar="V", help="a version (default: the latest)"
     )
+
+    # daemon
+    daemon = group(
+        "daemon",
+        "the workspace daemon that supervises submitted runs",
+        """
+        A submit starts the daemon on demand (it exits after 10 idle minutes);
+        'runner daemon start' keeps one running until 'runner daemon stop'.
+
+        examples:
+          runner daemon start
+          runner daemon status
+          runner daemon stop
+        """,
+    )
+    p = leaf(
+        daemon,
+        "start",
+        "Start the workspace daemon (or keep the running one) until it is stopped.",
+        """
+        examples:
+          runner daemon start               # detached, stays up
+          runner daemon start --foreground  # in this terminal (for systemd)
+        """,
+        _daemon_start,
+    )
+    p.add_argument(
+        "--foreground", action="store_true", help="run in this process instead of detaching"
+    )
+    leaf(
+        daemon,
+        "stop",
+        "Stop the workspace daemon; running runs go on and a new daemon re-adopts them.",
+        """
+        example:
+          runner daemon stop
+        """,
+        _daemon_stop,
+    )
+    leaf(
+        daemon,
+        "status",
+        "Show whether the daemon runs, its pid, and the runs it supervises.",
+        """
+        example:
+          runner daemon status -o table
+        """,
+        _daemon_status,
+    )
     return parser
 
 
@@ -1140,6 +1189,43 @@ def _env_show(ctx: _Context) -> int:
 
     version = None if ctx.args.version is None else str(ctx.args.version)
     ctx.emit(Environment.get(ctx.workspace(), ctx.args.name, version).to_dict())
+    return 0
+
+
+def _daemon_start(ctx: _Context) -> int:
+    from runner import daemon_client
+
+    ws = ctx.workspace()
+    if ctx.args.foreground:
+        from runner.daemon import run_daemon
+
+        return run_daemon(str(ws.path), detach=False, idle_exit_s=None)
+    daemon_client.ensure_daemon(ws.path, idle_exit_s=0)
+    daemon_client.request(ws.path, {"op": "keep"})
+    ctx.emit(daemon_client.request(ws.path, {"op": "status"}))
+    return 0
+
+
+def _daemon_stop(ctx: _Context) -> int:
+    from runner import daemon_client
+
+    ws = ctx.workspace()
+    stopped = daemon_client.stop_daemon(ws.path)
+    ctx.emit({"workspace": str(ws.path), "stopped": stopped})
+    return 0
+
+
+def _daemon_status(ctx: _Context) -> int:
+    from runner import daemon_client
+
+    ws = ctx.workspace()
+    try:
+        answer = daemon_client.request(ws.path, {"op": "status"}, timeout_s=5.0)
+    except OSError:
+        answer = {"running": False, "workspace": str(ws.path)}
+    else:
+        answer = {"running": True, **{k: v for k, v in answer.items() if k != "ok"}}
+    ctx.emit(answer)
     return 0
 
 

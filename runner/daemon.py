@@ -203,6 +203,9 @@ class Daemon:
             with self.lock:
                 runs = {rid: s.phase for rid, s in self.supervisors.items()}
             return {"ok": True, "pid": os.getpid(), "runs": runs, "workspace": str(self.ws.path)}
+        if op == "keep":  # `runner daemon start`: stay up until stopped
+            self.idle_exit_s = None
+            return {"ok": True}
         if op == "stop":
             self.stopping.set()
             self.wake.set()

@@ -103,7 +103,9 @@ def _host_python(ws_path: Path) -> tuple[str, dict[str, str]]:
     return sys.executable, env
 
 
-def ensure_daemon(ws_path: Path, timeout_s: float = 30.0) -> None:
+def ensure_daemon(
+    ws_path: Path, timeout_s: float = 30.0, idle_exit_s: float | None = None
+) -> None:
     """Start the workspace's daemon unless one answers; return once it answers."""
     if is_running(ws_path):
         return
@@ -115,7 +117,10 @@ def ensure_daemon(ws_path: Path, timeout_s: float = 30.0) -> None:
         if is_running(ws_path):
             return
         python, env = _host_python(ws_path)
-        idle = os.environ.get("RUNNER_DAEMON_IDLE_S", str(DEFAULT_IDLE_EXIT_S))
+        if idle_exit_s is not None:
+            idle = str(idle_exit_s)
+        else:
+            idle = os.environ.get("RUNNER_DAEMON_IDLE_S", str(DEFAULT_IDLE_EXIT_S))
         starter = subprocess.Popen(
             [python, "-m", "runner.daemon", "run", str(ws_path), "--detach", "--idle-exit", idle],
             stdin=subprocess.DEVNULL,
