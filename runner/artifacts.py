@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import os
 import shutil
-import tempfile
+import threading
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -46,10 +47,18 @@ def check_artifact_name(name: object, what: str = "name") -> str:
 
 
 class BlobStore:
-    """Blobs under ``root/ab/cdef...`` keyed by SHA-256 hex digest."""
+    """Blobs under ``root/ab/cdef...`` keyed by SHA-256 hex digest.
+
+    The write path is lean on purpose (string paths, shard folders created once per
+    process, the temporary file in the shard itself, one stat): a snapshot of thousands
+    of small files spends most of its time here.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._root = str(root)
+        self._shards: set[str] = set()
+        self._seq = itertools.count()
 
     def path_of(self, digest: str) -> Path:
         """Where the blob with this digest lives (it may not exist)."""
@@ -57,49 +66,58 @@ class BlobStore:
 
     def has(self, digest: str) -> bool:
         """Whether the blob is stored."""
-        return self.path_of(digest).exists()
+        return os.path.exists(f"{self._root}/{digest[:2]}/{digest[2:]}")
 
-    def _tmp(self) -> tuple[int, str]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        return tempfile.mkstemp(dir=self.root, prefix=".tmp-")
+    def _shard(self, digest: str) -> str:
+        shard = f"{self._root}/{digest[:2]}"
+        if shard not in self._shards:
+            os.makedirs(shard, exist_ok=True)
+            self._shards.add(shard)
+        return shard
 
-    def _commit(self, tmp: str, digest: str) -> None:
-        dest = self.path_of(digest)
-        if dest.exists():  # same content already stored: keep the old one
-            os.unlink(tmp)
-            return
-        dest.parent.mkdir(exist_ok=True)
-        os.chmod(tmp, 0o444)
-        os.replace(tmp, dest)
+    def _tmp_name(self, folder: str) -> str:
+        return f"{folder}/.tmp-{os.getpid()}-{threading.get_ident()}-{next(self._seq)}"
 
     def put_bytes(self, data: bytes) -> str:
         """Store ``data``; return its digest."""
         digest = hashlib.sha256(data).hexdigest()
-        if self.has(digest):
+        shard = self._shard(digest)
+        dest = f"{shard}/{digest[2:]}"
+        if os.path.exists(dest):
             return digest
-        fd, tmp = self._tmp()
+        tmp = self._tmp_name(shard)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
         try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-            self._commit(tmp, digest)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
         except BaseException:
+            os.close(fd)
             _unlink_quiet(tmp)
             raise
+        os.close(fd)
+        os.replace(tmp, dest)  # a racing writer of the same content is harmless
         return digest
 
     def put_stream(self, stream: BinaryIO) -> tuple[str, int]:
         """Store what ``stream`` yields; return (digest, size)."""
-        fd, tmp = self._tmp()
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self._tmp_name(self._root)
         h = hashlib.sha256()
         size = 0
         try:
-            with os.fdopen(fd, "wb") as out:
+            with open(tmp, "xb") as out:
                 while chunk := stream.read(_CHUNK):
                     h.update(chunk)
                     out.write(chunk)
                     size += len(chunk)
             digest = h.hexdigest()
-            self._commit(tmp, digest)
+            dest = f"{self._shard(digest)}/{digest[2:]}"
+            if os.path.exists(dest):
+                os.unlink(tmp)
+            else:
+                os.chmod(tmp, 0o444)
+                os.replace(tmp, dest)
         except BaseException:
             _unlink_quiet(tmp)
             raise
@@ -112,13 +130,15 @@ class BlobStore:
 
     def put_file_known(self, path: Path | str, digest: str) -> None:
         """Store a file whose digest the caller already computed (skips re-hashing)."""
-        if self.has(digest):
+        shard = self._shard(digest)
+        dest = f"{shard}/{digest[2:]}"
+        if os.path.exists(dest):
             return
-        fd, tmp = self._tmp()
-        os.close(fd)
+        tmp = self._tmp_name(shard)
         try:
             shutil.copyfile(path, tmp)
-            self._commit(tmp, digest)
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, dest)
         except BaseException:
             _unlink_quiet(tmp)
             raise
