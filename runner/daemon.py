@@ -366,6 +366,11 @@ class RunSupervisor:
         env_def = self.definition.get("environment")
         env = Environment.from_dict(env_def) if env_def else Environment.default()
         prepared = prepare_environment(self.ws, env, self.definition, self.logs / PREP_LOG)
+        if prepared.lock_file is not None and Path(prepared.lock_file).is_file():
+            # The lock is kept with the run, so the same environment can be rebuilt exactly.
+            digest, size = self.ws._blobs.put_file(prepared.lock_file)
+            name = f"azureml-environment/{Path(prepared.lock_file).name}"
+            self.store.replace_files(self.run_id, [(name, digest, size)])
         if self._cancel_requested():
             return self._end_canceled_before_start()
         self.phase = "queued"
@@ -604,10 +609,9 @@ def prepare_environment(ws: Workspace, env: Any, definition: dict[str, Any], log
             "env.docker.enabled = False"
         )
     if not env.python.user_managed_dependencies:
-        raise RunnerError(
-            f"environment {env.name!r} asks runner to install packages, which this version "
-            "cannot do yet; set env.python.user_managed_dependencies = True"
-        )
+        from environments.venv import VenvBuilder
+
+        return VenvBuilder().prepare(env, log)
     return UserManagedBuilder(definition.get("python")).prepare(env, log)
 
 

@@ -61,11 +61,14 @@ def submit(
 
         python = resolve_interpreter(env, sys.executable)
     else:
-        raise ConfigError(
-            f"environment {env.name!r} asks runner to install packages (conda/pip), which this "
-            "version cannot do yet; set env.python.user_managed_dependencies = True to run "
-            "with an interpreter as it is"
-        )
+        import importlib
+
+        try:
+            venv = importlib.import_module("environments.venv")
+        except ImportError:  # inside a run: only runner's in-run client is importable
+            venv = None
+        if venv is not None:
+            venv.pip_install_args(env)  # a ConfigError now, not a Failed run later
     tag_pairs = {_check_tag_key(k): _check_tag_value(k, v) for k, v in (tags or {}).items()}
 
     source = Path(config.source_directory).expanduser().resolve()

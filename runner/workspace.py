@@ -253,13 +253,17 @@ class Workspace:
     def _build_environment(self, env: Environment) -> Any:
         from environments.user_managed import UserManagedBuilder
 
-        if env.docker.enabled or not env.python.user_managed_dependencies:
-            raise ConfigError(
-                f"environment {env.name!r} needs packages installed (or docker), which this "
-                "version of runner cannot build yet; use a user-managed environment"
-            )
         log = self.path / "environment-builds.log"
-        return UserManagedBuilder().prepare(env, log)
+        if env.docker.enabled:
+            raise ConfigError(
+                f"environment {env.name!r} has docker.enabled = True, which this version of "
+                "runner cannot build yet"
+            )
+        if env.python.user_managed_dependencies:
+            return UserManagedBuilder().prepare(env, log)
+        from environments.venv import VenvBuilder
+
+        return VenvBuilder().prepare(env, log)
 
     def __repr__(self) -> str:
         return f"Workspace.create(name={self.name!r}, path={str(self.path)!r})"
