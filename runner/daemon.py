@@ -284,6 +284,7 @@ class RunSupervisor:
         self.phase = "new"
         self.cancel_reason: str | None = None
         self.cancel_event = threading.Event()
+        self.cancel_lock = threading.Lock()
         self.done = threading.Event()
         self.cancel_thread: threading.Thread | None = None
         self.handle: Any = None
@@ -295,13 +296,19 @@ class RunSupervisor:
     # -- control ---------------------------------------------------------------------
 
     def request_cancel(self, reason: str) -> None:
-        """Stop the run: before launch it never starts; after, its tree is killed."""
-        if self.cancel_event.is_set():
-            return
-        self.cancel_reason = reason
-        self.cancel_event.set()
-        handle = self.handle
-        if handle is not None:
+        """Stop the run: before launch it never starts; after, its tree is killed.
+
+        Idempotent. A request that comes while there is no handle yet (launching, or
+        re-adopting after a restart) is remembered; ``_watch`` starts the kill once the
+        handle exists.
+        """
+        with self.cancel_lock:
+            if not self.cancel_event.is_set():
+                self.cancel_reason = reason
+                self.cancel_event.set()
+            handle = self.handle
+            if handle is None or self.cancel_thread is not None:
+                return
             g = self.definition.get("cancelGraceSeconds")
             grace = 10.0 if g is None else float(g)
             self.cancel_thread = threading.Thread(target=handle.cancel, args=(grace,), daemon=True)
@@ -456,6 +463,9 @@ class RunSupervisor:
                 return None  # the run goes on; the next daemon re-adopts it
             if not self.cancel_event.is_set():
                 self._cancel_requested()
+            elif self.cancel_thread is None:
+                # Requested before the handle existed: kill the tree now.
+                self.request_cancel(self.cancel_reason or "canceled by user")
             if deadline is not None and time.time() > deadline and not self.cancel_event.is_set():
                 reason = f"exceeded max_run_duration_seconds={duration}"
                 self.request_cancel(reason)
@@ -601,18 +611,9 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 def prepare_environment(ws: Workspace, env: Any, definition: dict[str, Any], log: Path) -> Any:
     """The PreparedEnvironment for a run's environment definition."""
-    from environments.user_managed import UserManagedBuilder
+    from environments.selection import builder_for
 
-    if env.docker.enabled:
-        raise RunnerError(
-            "docker environments are not supported by this version yet; set "
-            "env.docker.enabled = False"
-        )
-    if not env.python.user_managed_dependencies:
-        from environments.venv import VenvBuilder
-
-        return VenvBuilder().prepare(env, log)
-    return UserManagedBuilder(definition.get("python")).prepare(env, log)
+    return builder_for(env, definition.get("python")).prepare(env, log)
 
 
 def make_target(ws: Workspace, definition: dict[str, Any]) -> Any:

@@ -7,6 +7,7 @@ Everything the user can get wrong is checked here, before anything is recorded.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import sys
 import time
 from pathlib import Path
@@ -50,25 +51,22 @@ def submit(
             f"compute target {target!r} ({kind}) cannot run jobs in this version of runner yet; "
             "submit to 'local'"
         )
-    if env.docker.enabled:
+    python: str | None = None
+    try:
+        selection = importlib.import_module("environments.selection")
+    except ImportError:  # inside a run: only runner's in-run client is importable
+        selection = None
+    if selection is not None:
+        selection.check(env)  # a ConfigError now, not a Failed run later
+    elif env.docker.enabled:
         raise ConfigError(
             f"environment {env.name!r} has docker.enabled = True, which this version of runner "
             "cannot run yet; set env.docker.enabled = False"
         )
-    python: str | None = None
     if env.python.user_managed_dependencies:
         from runner.environment import resolve_interpreter
 
         python = resolve_interpreter(env, sys.executable)
-    else:
-        import importlib
-
-        try:
-            venv = importlib.import_module("environments.venv")
-        except ImportError:  # inside a run: only runner's in-run client is importable
-            venv = None
-        if venv is not None:
-            venv.pip_install_args(env)  # a ConfigError now, not a Failed run later
     tag_pairs = {_check_tag_key(k): _check_tag_value(k, v) for k, v in (tags or {}).items()}
 
     source = Path(config.source_directory).expanduser().resolve()

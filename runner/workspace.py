@@ -251,19 +251,9 @@ class Workspace:
         return {e.name: e for e in envs}
 
     def _build_environment(self, env: Environment) -> Any:
-        from environments.user_managed import UserManagedBuilder
+        from environments.selection import builder_for
 
-        log = self.path / "environment-builds.log"
-        if env.docker.enabled:
-            raise ConfigError(
-                f"environment {env.name!r} has docker.enabled = True, which this version of "
-                "runner cannot build yet"
-            )
-        if env.python.user_managed_dependencies:
-            return UserManagedBuilder().prepare(env, log)
-        from environments.venv import VenvBuilder
-
-        return VenvBuilder().prepare(env, log)
+        return builder_for(env).prepare(env, self.path / "environment-builds.log")
 
     def __repr__(self) -> str:
         return f"Workspace.create(name={self.name!r}, path={str(self.path)!r})"

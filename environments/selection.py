@@ -1,0 +1,64 @@
+"""Which builder prepares an environment, and the checks that can fail at submit time.
+
+- user-managed: the interpreter as it is (UserManagedBuilder)
+- conda packages other than ``pip``: solved and locked with py-rattler (CondaBuilder)
+- otherwise pip packages only: a uv venv (VenvBuilder)
+- ``docker.enabled``: not built by this version (a clear ConfigError)
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from runner.errors import ConfigError
+
+if TYPE_CHECKING:
+    from environments.base import EnvironmentBuilder
+    from runner.environment import Environment
+
+_PIP_ONLY = re.compile(r"^(?:[^:\s]+::)?pip(?:\s*[=<>!~].*|\s+\S.*)?$")
+
+
+def kind_of(env: Environment) -> str:
+    """'user_managed', 'conda' or 'venv' (ConfigError for what cannot be built here)."""
+    if env.docker.enabled:
+        raise ConfigError(
+            f"environment {env.name!r} has docker.enabled = True, which this version of runner "
+            "cannot build or run yet; set env.docker.enabled = False"
+        )
+    if env.python.user_managed_dependencies:
+        return "user_managed"
+    conda = env.python.conda_dependencies
+    if conda is not None and any(not _PIP_ONLY.match(s) for s in conda.conda_packages):
+        return "conda"
+    return "venv"
+
+
+def check(env: Environment) -> None:
+    """Everything about ``env`` that can be judged without building it (no subprocess)."""
+    kind = kind_of(env)
+    if kind == "conda":
+        from environments.conda import conda_definition
+
+        conda_definition(env)
+    elif kind == "venv":
+        from environments.venv import pip_install_args
+
+        pip_install_args(env)
+
+
+def builder_for(env: Environment, default_python: str | None = None) -> EnvironmentBuilder:
+    """The builder that prepares ``env``."""
+    kind = kind_of(env)
+    if kind == "user_managed":
+        from environments.user_managed import UserManagedBuilder
+
+        return UserManagedBuilder(default_python)
+    if kind == "conda":
+        from environments.conda import CondaBuilder
+
+        return CondaBuilder()
+    from environments.venv import VenvBuilder
+
+    return VenvBuilder()
