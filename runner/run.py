@@ -710,7 +710,7 @@ class Run:
                 digest, size = self._workspace._blobs.put_file(path)
                 ext = os.path.splitext(os.fspath(path))[1] or ".png"
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-        file_name = f"{safe}_{int(time.time() * 1000)}{ext}"
+        file_name = f"{safe}_{digest[:16]}{ext}"  # one file per distinct image
         self._store.add_files(self._id, [(file_name, digest, size)])
         ref = f"aml://artifactId/ExperimentRun/dcid.{self._id}/{file_name}"
         self._log_other(name, _KIND_IMAGE, ref, description)

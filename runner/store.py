@@ -67,8 +67,7 @@ _MIGRATIONS: list[str] = [
         submitted_by TEXT,
         definition TEXT,
         error TEXT,
-        child_count INTEGER NOT NULL DEFAULT 0,
-        handle TEXT
+        child_count INTEGER NOT NULL DEFAULT 0
     );
     CREATE INDEX runs_by_experiment ON runs(experiment_id, parent_id);
     CREATE INDEX runs_by_parent ON runs(parent_id);
@@ -130,6 +129,10 @@ _MIGRATIONS: list[str] = [
         name TEXT PRIMARY KEY, kind TEXT NOT NULL, config TEXT NOT NULL,
         created_utc REAL NOT NULL
     ) WITHOUT ROWID;
+    """,
+    # 1 -> 2: where a supervisor finds a launched run again (targets' describe()).
+    """
+    ALTER TABLE runs ADD COLUMN handle TEXT;
     """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -266,6 +269,8 @@ class MetricSeries:
 
 _STORES: dict[tuple[str, int], Store] = {}
 _STORES_LOCK = threading.Lock()
+#: Every Store of the process, so that a forked child can reset them (see _after_fork).
+_ALL_STORES: weakref.WeakSet[Store] = weakref.WeakSet()
 
 
 class Store:
@@ -286,6 +291,7 @@ class Store:
         self._wake = threading.Event()
         self._writer: threading.Thread | None = None
         self._closed = False
+        _ALL_STORES.add(self)
         self.last_rowid: int | None = None
 
     # -- opening ---------------------------------------------------------------------
@@ -355,13 +361,25 @@ class Store:
         """The connection; reopened in a forked child, which must not share its parent's."""
         if self._pid != os.getpid():
             self._pid = os.getpid()
-            self._lock = threading.RLock()
-            self._drain_lock = threading.Lock()
-            self._writer = None
-            self.scalar_buffers = {}
-            self.other_queue.clear()
             self._conn = self._connect()
         return self._conn
+
+    def _forget_parent_state(self) -> None:
+        """In a forked child: drop what the parent had buffered (the parent writes it).
+
+        The buffer lists are emptied in place, not replaced: Run objects made before the
+        fork keep references to them, and what the child logs through those must reach
+        the database. Locks and the writer thread do not survive a fork.
+        """
+        self._lock = threading.RLock()
+        self._drain_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._writer = None
+        for vals, steps in list(self.scalar_buffers.values()):
+            del vals[:]
+            if steps is not None:
+                del steps[:]
+        self.other_queue.clear()
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
@@ -761,19 +779,21 @@ class Store:
         return any(vals for vals, _ in list(self.scalar_buffers.values()))
 
     def flush(self, timeout_s: float | None = None) -> bool:
-        """Write every buffered metric now; True when nothing is left buffered."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while self.has_pending():
-            wait = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
-            if not self._drain_lock.acquire(timeout=wait):
-                return False
-            try:
-                self._drain()
-            finally:
-                self._drain_lock.release()
-            if deadline is not None and time.monotonic() > deadline:
-                break
-        return not self.has_pending()
+        """Make every metric logged before this call durable; False if it timed out.
+
+        It first waits for a drain the background writer has in flight (values it took
+        out of the buffers are stored only once it commits), then drains what is left,
+        once: values other threads log meanwhile are the writer's, so a thread that
+        keeps logging cannot keep flush() (or get_metrics()) going.
+        """
+        wait = -1.0 if timeout_s is None else max(0.0, timeout_s)
+        if not self._drain_lock.acquire(timeout=wait):
+            return False
+        try:
+            self._drain()
+        finally:
+            self._drain_lock.release()
+        return True
 
     def _drain(self) -> None:
         """Move what the buffers hold now into the database, one chunk per (run, metric)."""
@@ -931,8 +951,8 @@ def _writer_loop(ref: weakref.ReferenceType[Store]) -> None:
 
 def _flush_all_at_exit() -> None:
     """Make every buffered metric durable when the interpreter exits normally."""
-    for store in list(_STORES.values()):
-        if store._pid == os.getpid() and not store._closed:
+    for store in list(_ALL_STORES):  # in a forked child these hold the child's values only
+        if not store._closed:
             try:
                 store.flush()
             except Exception as exc:
@@ -940,6 +960,18 @@ def _flush_all_at_exit() -> None:
 
 
 atexit.register(_flush_all_at_exit)
+
+
+def _after_fork() -> None:
+    """Reset every store in a forked child, before the child can log anything."""
+    global _STORES_LOCK
+    _STORES_LOCK = threading.Lock()  # another thread may have held it at the fork
+    for store in list(_ALL_STORES):
+        store._forget_parent_state()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 def dumps(value: Any) -> str:

@@ -1,0 +1,148 @@
+"""Helpers shared by the tests: waiting on conditions and running the tiny scripts.
+
+Tests synchronise with marker files and ``wait_until``; they never sleep and then
+assert. Scripts under ``tests/scripts`` are real programs run as real processes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
+
+T = TypeVar("T")
+
+
+def wait_until(
+    pred: Callable[[], T],
+    timeout_s: float = 10.0,
+    interval_s: float = 0.01,
+    message: str | None = None,
+) -> T:
+    """Poll ``pred`` until it returns something truthy, and return that.
+
+    Fails the test (AssertionError) when ``timeout_s`` passes first, saying what was
+    awaited and what ``pred`` returned last.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            what = message or getattr(pred, "__name__", repr(pred))
+            raise AssertionError(
+                f"waited {timeout_s} s for {what}; the last check returned {value!r}"
+            )
+        time.sleep(interval_s)
+
+
+def script_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a test script: ours, with the repository importable."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env["PYTHONUNBUFFERED"] = "1"
+    env.pop("RUNNER_RUN_ID", None)
+    if extra:
+        env.update(extra)
+    return env
+
+
+def script_argv(name: str, args: Sequence[Any] = ()) -> list[str]:
+    """argv running ``tests/scripts/NAME`` with the test's interpreter."""
+    return [sys.executable, str(SCRIPTS / name), *map(str, args)]
+
+
+def run_script(
+    name: str,
+    *args: Any,
+    env: Mapping[str, str] | None = None,
+    timeout_s: float = 60.0,
+    check: bool = True,
+    cwd: Path | str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run a test script to its end and return what it printed.
+
+    With ``check`` a non-zero exit fails the test with the script's output.
+    """
+    proc = subprocess.run(
+        script_argv(name, args),
+        env=script_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        cwd=cwd,
+        check=False,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{name} {list(args)} exited {proc.returncode}\n"
+            f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
+        )
+    return proc
+
+
+def start_script(
+    name: str,
+    *args: Any,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | str | None = None,
+) -> subprocess.Popen[str]:
+    """Start a test script in the background; the caller waits for it (or kills it)."""
+    return subprocess.Popen(
+        script_argv(name, args),
+        env=script_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+    )
+
+
+def finish(proc: subprocess.Popen[str], timeout_s: float = 60.0) -> tuple[str, str]:
+    """Wait for a started script; fail the test with its output if it did not exit 0."""
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(
+            f"{proc.args!r} did not finish in {timeout_s} s\n--- stdout ---\n{out}\n"
+            f"--- stderr ---\n{err}"
+        ) from None
+    if proc.returncode != 0:
+        raise AssertionError(
+            f"{proc.args!r} exited {proc.returncode}\n--- stdout ---\n{out}\n--- stderr ---\n{err}"
+        )
+    return out, err
+
+
+@contextmanager
+def sql_statements(ws: Any) -> Iterator[list[str]]:
+    """The SQL this thread runs on the workspace's connection while the block runs.
+
+    Real SQLite tracing (``set_trace_callback``), not a stand-in: the list fills as
+    statements execute; statements of other threads (the metric writer) are left out.
+    """
+    seen: list[str] = []
+    me = threading.current_thread()
+
+    def trace(sql: str) -> None:
+        if threading.current_thread() is me:
+            seen.append(sql)
+
+    conn = ws._store.conn
+    conn.set_trace_callback(trace)
+    try:
+        yield seen
+    finally:
+        conn.set_trace_callback(None)
