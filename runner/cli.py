@@ -480,6 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
         examples:
           runner env list
           runner env show sklearn-env --version 2
+          runner env build --from-run mnist_1700000000_1a2b3c4d
         """,
     )
     leaf(
@@ -507,6 +508,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--version", type=_positive_int, metavar="V", help="a version (default: the latest)"
     )
+    p = leaf(
+        env,
+        "build",
+        "Build an environment now: a registered one, a definition on disk, or the exact "
+        "environment of a run (from the lock stored with it, without solving again).",
+        """
+        Progress lines go to stderr while it builds (-q: none); the result is printed
+        as JSON: kind, python, prefix, lockFile, cacheKey, seconds, log. Builds are
+        cached as for submitted runs ($RUNNER_ENV_CACHE): a second build is a hit.
+
+        examples:
+          runner env build sklearn-env
+          runner env build sklearn-env --version 2
+          runner env build --from-run mnist_1700000000_1a2b3c4d
+          runner env build --file ./saved-env        # a folder from env.save_to_directory()
+          runner env build --file environment.yml    # or a pip requirements.txt
+        """,
+        _env_build,
+    )
+    p.add_argument("name", metavar="NAME", nargs="?", help="a registered environment")
+    p.add_argument(
+        "--version",
+        type=_positive_int,
+        metavar="V",
+        help="the version of NAME (default: the latest)",
+    )
+    p.add_argument(
+        "--from-run",
+        metavar="RUN_ID",
+        help="rebuild the run's environment exactly, from its stored lock",
+    )
+    p.add_argument(
+        "--file",
+        metavar="PATH",
+        help="a folder written by env.save_to_directory(), a conda .yml or a requirements.txt",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
 
     # daemon
     daemon = group(
@@ -535,6 +573,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--foreground", action="store_true", help="run in this process instead of detaching"
+    )
+    p.add_argument(
+        "--gpus",
+        metavar="all|0,1,...",
+        help="GPUs runs may use (default: all that NVML finds; 'none' for none)",
+    )
+    p.add_argument(
+        "--max-concurrent",
+        type=int,
+        metavar="N",
+        help="runs at once (default: one per CPU, at least 2; 0: no limit)",
+    )
+    p.add_argument(
+        "--system-metrics-s",
+        type=float,
+        metavar="S",
+        help="seconds between sys/... metrics samples of running runs (default 10; 0: off)",
     )
     leaf(
         daemon,
@@ -1192,18 +1247,97 @@ def _env_show(ctx: _Context) -> int:
     return 0
 
 
+def _env_build(ctx: _Context) -> int:
+    from runner import envbuild
+
+    args = ctx.args
+    given = [
+        what
+        for what, value in (
+            ("NAME", args.name),
+            ("--from-run", args.from_run),
+            ("--file", args.file),
+        )
+        if value is not None
+    ]
+    if len(given) != 1:
+        raise UserError(
+            ("give only one of " + ", ".join(given) if given else "nothing to build")
+            + ": pass a registered environment's NAME, --from-run RUN_ID or --file PATH"
+        )
+    if args.version is not None and args.name is None:
+        raise UserError(f"--version goes with NAME, not with {given[0]}")
+    ws = ctx.workspace()
+    log = envbuild.new_build_log(ws)
+    source: dict[str, Any]
+    if args.from_run is not None:
+        run_id: str = args.from_run
+        source = {"runId": run_id}
+
+        def build() -> Any:
+            return envbuild.rebuild_from_run(ws, run_id, log)
+
+    elif args.file is not None:
+        env = envbuild.load_definition(args.file)
+        source = {"file": str(Path(args.file).expanduser().resolve()), "name": env.name}
+
+        def build() -> Any:
+            return envbuild.build_definition(env, log)
+
+    else:
+        name: str = args.name
+        version = None if args.version is None else str(args.version)
+        source = {"name": name, "version": version}
+
+        def build() -> Any:
+            return envbuild.build_registered(ws, name, version, log)
+
+    prepared, seconds = envbuild.timed_build(build, log, None if args.quiet else sys.stderr)
+    ctx.emit({**source, **envbuild.describe(prepared, seconds), "log": str(log)})
+    return 0
+
+
 def _daemon_start(ctx: _Context) -> int:
     from runner import daemon_client
 
     ws = ctx.workspace()
+    _write_daemon_settings(ws, ctx.args)
     if ctx.args.foreground:
         from runner.daemon import run_daemon
 
         return run_daemon(str(ws.path), detach=False, idle_exit_s=None)
     daemon_client.ensure_daemon(ws.path, idle_exit_s=0)
     daemon_client.request(ws.path, {"op": "keep"})
+    daemon_client.request(ws.path, {"op": "configure"})
     ctx.emit(daemon_client.request(ws.path, {"op": "status"}))
     return 0
+
+
+def _write_daemon_settings(ws: Workspace, args: argparse.Namespace) -> None:
+    """Record --gpus/--max-concurrent/--system-metrics-s in WS/daemon/settings.json."""
+    from runner import daemon_client, gpus
+
+    path = daemon_client.daemon_dir(ws.path) / "settings.json"
+    try:
+        settings = json.loads(path.read_text())
+    except (OSError, ValueError):
+        settings = {}
+    if args.gpus is not None:
+        try:
+            gpus.parse_gpu_list(args.gpus, gpus.discover())
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        settings["gpus"] = args.gpus
+    if args.max_concurrent is not None:
+        if args.max_concurrent < 0:
+            raise UserError("--max-concurrent must be >= 0 (0: no limit)")
+        settings["max_concurrent"] = args.max_concurrent
+    if args.system_metrics_s is not None:
+        if args.system_metrics_s < 0:
+            raise UserError("--system-metrics-s must be >= 0 (0: off)")
+        settings["system_metrics_s"] = args.system_metrics_s
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=2) + "\n")
 
 
 def _daemon_stop(ctx: _Context) -> int:

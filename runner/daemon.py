@@ -28,12 +28,14 @@ import sys
 import threading
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from runner import daemon_client
 from runner.errors import RunnerError
 from runner.liveness import heartbeat_s
+from runner.scheduler import Scheduler
 from runner.status import RunStatus
 from runner.store import RunRow, Store
 from runner.workspace import Workspace
@@ -83,6 +85,8 @@ class Daemon:
         self.last_busy = time.monotonic()
         self._client_dir: Path | None = None
         self._identity = _identity(ws.path)
+        self.settings = load_settings(ws)
+        self.scheduler = Scheduler(self.settings.gpus, self.settings.max_concurrent)
 
     # -- the in-run client ------------------------------------------------------------
 
@@ -126,6 +130,12 @@ class Daemon:
         sock.listen(64)
         sock.settimeout(0.5)
         threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
+        threading.Thread(target=self._sample_loop, name="system-metrics", daemon=True).start()
+        self._log(
+            f"GPUs {self.settings.gpus or 'none'}, at most "
+            f"{self.settings.max_concurrent or 'unlimited'} runs at once, system metrics every "
+            f"{self.settings.system_metrics_s or 'never'} s"
+        )
         threading.Thread(target=self._accept_loop, args=(sock,), name="accept", daemon=True).start()
         self._log(f"daemon {os.getpid()} serving workspace {self.ws.path}")
         try:
@@ -202,7 +212,18 @@ class Daemon:
         if op == "status":
             with self.lock:
                 runs = {rid: s.phase for rid, s in self.supervisors.items()}
-            return {"ok": True, "pid": os.getpid(), "runs": runs, "workspace": str(self.ws.path)}
+            return {
+                "ok": True,
+                "pid": os.getpid(),
+                "workspace": str(self.ws.path),
+                "runs": runs,
+                "systemMetricsSeconds": self.settings.system_metrics_s,
+                **self.scheduler.snapshot(),
+            }
+        if op == "configure":
+            self.settings = load_settings(self.ws)
+            self.scheduler.configure(self.settings.gpus, self.settings.max_concurrent)
+            return {"ok": True, **self.scheduler.snapshot()}
         if op == "keep":  # `runner daemon start`: stay up until stopped
             self.idle_exit_s = None
             return {"ok": True}
@@ -262,6 +283,22 @@ class Daemon:
                     self._log(f"heartbeat failed: {exc}")
             self.stopping.wait(heartbeat_s())
 
+    def _sample_loop(self) -> None:
+        """Record CPU, memory and GPU use of every running run as ``sys/...`` metrics."""
+        from runner.sysmetrics import Sampler
+
+        sampler = Sampler(self.ws)
+        while not self.stopping.is_set():
+            interval = self.settings.system_metrics_s
+            if interval:
+                with self.lock:
+                    live = [s for s in self.supervisors.values() if s.phase == "running"]
+                try:
+                    sampler.sample(live)
+                except Exception as exc:  # sampling must never hurt the runs
+                    self._log(f"system metrics failed: {exc}")
+            self.stopping.wait(interval or 5.0)
+
     def _log(self, text: str) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
         sys.stderr.write(f"{stamp} {text}\n")
@@ -287,6 +324,7 @@ class RunSupervisor:
         self.cancel_lock = threading.Lock()
         self.done = threading.Event()
         self.cancel_thread: threading.Thread | None = None
+        self.gpu_ids: tuple[int, ...] = ()
         self.handle: Any = None
         self.dir = run_dir(self.ws, self.run_id)
         self.logs = self.dir / "logs"
@@ -306,6 +344,7 @@ class RunSupervisor:
             if not self.cancel_event.is_set():
                 self.cancel_reason = reason
                 self.cancel_event.set()
+                self.daemon.scheduler.poke()
             handle = self.handle
             if handle is None or self.cancel_thread is not None:
                 return
@@ -356,8 +395,14 @@ class RunSupervisor:
         except Exception as exc:  # a runner bug or a broken environment: the run fails
             self._fail_internal(exc)
         finally:
+            self.daemon.scheduler.release(self.run_id)
             self.daemon.finished(self.run_id)
             self.done.set()
+
+    def _queued_because(self, why: str) -> None:
+        self.store.set_status(
+            self.run_id, RunStatus.QUEUED.value, allowed_from={RunStatus.QUEUED.value}, details=why
+        )
 
     def _prep_log(self, text: str) -> None:
         with open(self.logs / PREP_LOG, "a", encoding="utf-8") as f:
@@ -384,6 +429,20 @@ class RunSupervisor:
         self._status(RunStatus.QUEUED, before, details="waiting for a free slot")
         if self._cancel_requested():
             return self._end_canceled_before_start()
+        priority = int(self.definition.get("priority") or 0)
+        try:
+            gpus = self.daemon.scheduler.acquire(
+                self.run_id,
+                int(self.definition.get("gpuCount") or 0),
+                (-priority, float(self.row.created_utc), self.run_id),
+                self.cancel_event.is_set,
+                self._queued_because,
+            )
+        except ValueError as exc:
+            raise RunnerError(str(exc)) from None
+        if gpus is None:
+            return self._end_canceled_before_start()
+        self.gpu_ids = gpus
         # A fresh copy of the snapshot as the working folder.
         shutil.rmtree(self.workdir, ignore_errors=True)
         self.workdir.mkdir(parents=True)
@@ -396,7 +455,7 @@ class RunSupervisor:
         spec = self._launch_spec(prepared)
         target = make_target(self.ws, self.definition)
         self.handle = target.launch(spec)
-        self.described = self.handle.describe()
+        self.described = {**self.handle.describe(), "gpus": ",".join(map(str, self.gpu_ids))}
         self.store.update_run(self.run_id, handle=json.dumps(self.described))
         if not self._status(RunStatus.RUNNING, before, start=True):
             self.request_cancel(self.cancel_reason or "canceled while starting")
@@ -417,6 +476,11 @@ class RunSupervisor:
             [client, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
         )
         env["PYTHONUNBUFFERED"] = "1"
+        if self.daemon.scheduler.all_gpus:
+            # Each run sees exactly the GPUs it was given (none if it asked for none).
+            visible = ",".join(map(str, self.gpu_ids))
+            env["CUDA_VISIBLE_DEVICES"] = visible
+            env["NVIDIA_VISIBLE_DEVICES"] = visible or "void"
         env["RUNNER_RUN_ID"] = self.run_id
         env["RUNNER_WORKSPACE"] = str(self.ws.path)
         env["RUNNER_EXPERIMENT"] = self.row.experiment_name
@@ -438,6 +502,7 @@ class RunSupervisor:
             driver_log=self.logs / DRIVER_LOG,
             exit_file=self.exit_file,
             image=prepared.image,
+            gpu_ids=self.gpu_ids,
         )
 
     def _adopt(self) -> None:
@@ -445,6 +510,8 @@ class RunSupervisor:
         target = make_target(self.ws, self.definition)
         described = self.described or {}
         self.handle = target.reattach(described)
+        self.gpu_ids = tuple(int(g) for g in str(described.get("gpus") or "").split(",") if g)
+        self.daemon.scheduler.reserve(self.run_id, self.gpu_ids)
         self.phase = "running"
         self.daemon._log(f"re-adopted run {self.run_id} (pid {described.get('pid')})")
         self._watch(adopted=True)
@@ -587,6 +654,42 @@ class RunSupervisor:
             error=error,
             end=True,
         )
+
+
+@dataclass
+class Settings:
+    """Daemon settings: ``WS/daemon/settings.json``, written by ``runner daemon start``."""
+
+    gpus: list[int]  #: GPU indices runs may use
+    max_concurrent: int | None  #: runs at once (None: no limit)
+    system_metrics_s: float  #: seconds between samples of sys/... metrics (0: off)
+
+
+def default_max_concurrent() -> int:
+    """Runs at once when nothing is configured: one per CPU, at least 2."""
+    return max(2, os.cpu_count() or 2)
+
+
+def load_settings(ws: Workspace) -> Settings:
+    """Settings from the settings file, then ``RUNNER_*`` variables, then defaults."""
+    from runner import gpus as gpu_mod
+
+    path = daemon_client.daemon_dir(ws.path) / "settings.json"
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = {}
+    found = gpu_mod.discover()
+    spec = data.get("gpus", os.environ.get("RUNNER_GPUS", "all"))
+    text = spec if isinstance(spec, str) else ",".join(map(str, spec))
+    try:
+        gpus = gpu_mod.parse_gpu_list(text, found)
+    except ValueError:
+        gpus = [g.index for g in found]
+    mc = data.get("max_concurrent", os.environ.get("RUNNER_MAX_CONCURRENT"))
+    max_concurrent = default_max_concurrent() if mc in (None, "") else (int(mc) or None)
+    sm = data.get("system_metrics_s", os.environ.get("RUNNER_SYSTEM_METRICS_S", "10"))
+    return Settings(gpus=gpus, max_concurrent=max_concurrent, system_metrics_s=float(sm or 0))
 
 
 def _identity(ws_path: Path) -> tuple[int, int] | None:
