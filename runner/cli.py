@@ -583,7 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-concurrent",
         type=int,
         metavar="N",
-        help="runs at once (default: one per CPU, at least 2; 0: no limit)",
+        help="runs at once (default and 0: no limit; GPU runs also wait for their GPUs)",
     )
     p.add_argument(
         "--system-metrics-s",

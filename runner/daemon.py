@@ -136,6 +136,9 @@ class Daemon:
             f"{self.settings.max_concurrent or 'unlimited'} runs at once, system metrics every "
             f"{self.settings.system_metrics_s or 'never'} s"
         )
+        # Re-adopt and re-queue what an earlier daemon left before answering anyone, so
+        # that the first `runner daemon status` already shows the GPUs that are held.
+        self._schedule()
         threading.Thread(target=self._accept_loop, args=(sock,), name="accept", daemon=True).start()
         self._log(f"daemon {os.getpid()} serving workspace {self.ws.path}")
         try:
@@ -242,6 +245,7 @@ class Daemon:
             f"SELECT id, handle FROM runs WHERE status IN ({marks}) ORDER BY rowid",  # noqa: S608
             _ACTIVE,
         )
+        new: list[RunSupervisor] = []
         for run_id, handle in rows:
             with self.lock:
                 if run_id in self.supervisors or self.stopping.is_set():
@@ -254,7 +258,16 @@ class Daemon:
                     continue
                 sup = RunSupervisor(self, row, definition, json.loads(handle) if handle else None)
                 self.supervisors[run_id] = sup
-            threading.Thread(target=sup.supervise, name=f"run-{run_id}", daemon=True).start()
+            new.append(sup)
+        # After a restart: the GPUs of runs that still run, and the places of queued runs,
+        # are taken back before any supervisor thread can hand them to another run.
+        for sup in new:
+            if sup.described is not None:
+                self.scheduler.reserve(sup.run_id, sup.described_gpus())
+            elif sup.row.status == RunStatus.QUEUED.value:
+                self.scheduler.enqueue(sup.run_id, *sup.queue_request())
+        for sup in new:
+            threading.Thread(target=sup.supervise, name=f"run-{sup.run_id}", daemon=True).start()
 
     def finished(self, run_id: str) -> None:
         """A supervisor is done with its run."""
@@ -399,6 +412,17 @@ class RunSupervisor:
             self.daemon.finished(self.run_id)
             self.done.set()
 
+    def described_gpus(self) -> tuple[int, ...]:
+        """The GPUs a launched run holds, as its stored handle says."""
+        text = str((self.described or {}).get("gpus") or "")
+        return tuple(int(g) for g in text.split(",") if g)
+
+    def queue_request(self) -> tuple[int, tuple[int, float, str]]:
+        """(GPUs wanted, place in the queue: higher priority first, then older first)."""
+        priority = int(self.definition.get("priority") or 0)
+        order = (-priority, float(self.row.created_utc), self.run_id)
+        return int(self.definition.get("gpuCount") or 0), order
+
     def _queued_because(self, why: str) -> None:
         self.store.set_status(
             self.run_id, RunStatus.QUEUED.value, allowed_from={RunStatus.QUEUED.value}, details=why
@@ -414,7 +438,10 @@ class RunSupervisor:
 
         self.phase = "preparing"
         before = set(_BEFORE_LAUNCH)
-        self._status(RunStatus.PREPARING, before)
+        if self.row.status != RunStatus.QUEUED.value:
+            # A run queued before a daemon restart stays Queued while its (cached)
+            # environment is looked up again: statuses never go backwards.
+            self._status(RunStatus.PREPARING, before)
         env_def = self.definition.get("environment")
         env = Environment.from_dict(env_def) if env_def else Environment.default()
         prepared = prepare_environment(self.ws, env, self.definition, self.logs / PREP_LOG)
@@ -429,12 +456,12 @@ class RunSupervisor:
         self._status(RunStatus.QUEUED, before, details="waiting for a free slot")
         if self._cancel_requested():
             return self._end_canceled_before_start()
-        priority = int(self.definition.get("priority") or 0)
+        gpu_count, order = self.queue_request()
         try:
             gpus = self.daemon.scheduler.acquire(
                 self.run_id,
-                int(self.definition.get("gpuCount") or 0),
-                (-priority, float(self.row.created_utc), self.run_id),
+                gpu_count,
+                order,
                 self.cancel_event.is_set,
                 self._queued_because,
             )
@@ -481,6 +508,9 @@ class RunSupervisor:
             visible = ",".join(map(str, self.gpu_ids))
             env["CUDA_VISIBLE_DEVICES"] = visible
             env["NVIDIA_VISIBLE_DEVICES"] = visible or "void"
+            # CUDA numbers GPUs fastest first unless told otherwise; NVML (whose indices
+            # these are) numbers them in PCI bus order.
+            env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
         env["RUNNER_RUN_ID"] = self.run_id
         env["RUNNER_WORKSPACE"] = str(self.ws.path)
         env["RUNNER_EXPERIMENT"] = self.row.experiment_name
@@ -510,8 +540,10 @@ class RunSupervisor:
         target = make_target(self.ws, self.definition)
         described = self.described or {}
         self.handle = target.reattach(described)
-        self.gpu_ids = tuple(int(g) for g in str(described.get("gpus") or "").split(",") if g)
+        self.gpu_ids = self.described_gpus()
         self.daemon.scheduler.reserve(self.run_id, self.gpu_ids)
+        # Launched, but the last daemon died before it recorded Running.
+        self._status(RunStatus.RUNNING, _BEFORE_LAUNCH, start=True)
         self.phase = "running"
         self.daemon._log(f"re-adopted run {self.run_id} (pid {described.get('pid')})")
         self._watch(adopted=True)
@@ -665,9 +697,13 @@ class Settings:
     system_metrics_s: float  #: seconds between samples of sys/... metrics (0: off)
 
 
-def default_max_concurrent() -> int:
-    """Runs at once when nothing is configured: one per CPU, at least 2."""
-    return max(2, os.cpu_count() or 2)
+def default_max_concurrent() -> int | None:
+    """Runs at once when nothing is configured: no limit, as azureml's local runs.
+
+    GPU runs still wait for their GPUs. A fixed default would deadlock a parent that
+    waits for more children than there are slots.
+    """
+    return None
 
 
 def load_settings(ws: Workspace) -> Settings:

@@ -73,7 +73,14 @@ def is_running(ws_path: Path) -> bool:
 
 
 def notify(ws_path: Path, message: dict[str, Any]) -> dict[str, Any] | None:
-    """Send a request, starting the daemon first if none runs."""
+    """Send a request, starting the daemon first if none runs.
+
+    A daemon that exists (it holds the workspace lock) but does not answer (stopped or
+    busy) is not replaced: the request is already in the database and the daemon acts
+    on it when it resumes. None is returned then.
+    """
+    if not is_running(ws_path) and _lock_held(ws_path):
+        return None
     ensure_daemon(ws_path)
     return request(ws_path, message)
 
@@ -160,7 +167,7 @@ def stop_daemon(ws_path: Path, timeout_s: float = 30.0) -> bool:
         if not is_running(ws_path) and not _lock_held(ws_path):
             return True
         time.sleep(0.02)
-    return True
+    return False
 
 
 def _lock_held(ws_path: Path) -> bool:

@@ -55,12 +55,17 @@ def _alive(proc: psutil.Process) -> bool:
         return False
 
 
-def process_tree(root: ProcessId, session: int | None = None) -> list[psutil.Process]:
-    """The root and every descendant, plus processes of the root's session.
+def process_tree(
+    root: ProcessId, session: int | None = None, env_marker: tuple[str, str] | None = None
+) -> list[psutil.Process]:
+    """The root and every descendant, plus processes of the root's session, plus
+    processes whose environment holds ``env_marker`` (NAME, VALUE).
 
     Descendants that started their own session (``setsid``) are found through the
     parent links psutil sees at the moment of the snapshot; processes still in the
-    run's session but re-parented elsewhere are found by session id.
+    run's session but re-parented elsewhere are found by session id. A process that
+    left the session *and* lost its parent (a double-forked daemon) has no link left to
+    the run but the environment it inherited: ``env_marker`` finds it.
     """
     found: dict[int, psutil.Process] = {}
     top = root.process()
@@ -71,10 +76,15 @@ def process_tree(root: ProcessId, session: int | None = None) -> list[psutil.Pro
                 found[child.pid] = child
         except psutil.NoSuchProcess:
             pass
-    if session is not None:
+    if session is not None or env_marker is not None:
+        me = os.getpid()
         for proc in psutil.process_iter():
             try:
-                if proc.pid not in found and os.getsid(proc.pid) == session:
+                if proc.pid in found or proc.pid == me:
+                    continue
+                if (session is not None and os.getsid(proc.pid) == session) or (
+                    env_marker is not None and _has_env(proc, env_marker)
+                ):
                     found[proc.pid] = proc
                     for child in proc.children(recursive=True):
                         found.setdefault(child.pid, child)
@@ -83,11 +93,27 @@ def process_tree(root: ProcessId, session: int | None = None) -> list[psutil.Pro
     return list(found.values())
 
 
+def _has_env(proc: psutil.Process, marker: tuple[str, str]) -> bool:
+    needle = f"\0{marker[0]}={marker[1]}\0".encode()
+    try:  # the raw block: several times faster than psutil's parsed dict
+        with open(f"/proc/{proc.pid}/environ", "rb") as f:
+            return needle in b"\0" + f.read() + b"\0"
+    except FileNotFoundError:
+        pass
+    except OSError:  # gone, or not ours to read
+        return False
+    try:  # no /proc: not Linux
+        return proc.environ().get(marker[0]) == marker[1]
+    except psutil.Error:  # gone, a zombie, or not ours to read
+        return False
+
+
 def terminate_tree(
     root: ProcessId,
     grace_s: float = DEFAULT_GRACE_S,
     *,
     session: int | None = None,
+    env_marker: tuple[str, str] | None = None,
     extra: list[psutil.Process] | None = None,
 ) -> list[int]:
     """SIGTERM the whole tree, wait up to ``grace_s``, SIGKILL what is left.
@@ -95,12 +121,12 @@ def terminate_tree(
     Returns the pids that had to be killed. The tree is snapshotted before the first
     signal and re-scanned once after it, so children forked while dying are caught too.
     """
-    procs = {p.pid: p for p in process_tree(root, session)}
+    procs = {p.pid: p for p in process_tree(root, session, env_marker)}
     for p in extra or []:
         procs.setdefault(p.pid, p)
     _signal_all(procs.values(), signal.SIGTERM)
     # Children started between the snapshot and the signal: one more pass.
-    for p in process_tree(root, session):
+    for p in process_tree(root, session, env_marker):
         if p.pid not in procs:
             procs[p.pid] = p
             _signal_all([p], signal.SIGTERM)

@@ -353,7 +353,7 @@ class Run:
 
     def get_details(self) -> dict[str, Any]:
         """The run's definition, status, times, properties, log files and error."""
-        row = self._refresh()
+        row = self._checked()
         details: dict[str, Any] = {
             "runId": row.id,
             "target": row.target,

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runner.errors import ConfigError, TargetUnavailableError
+from runner.errors import ConfigError, RunnerError, TargetUnavailableError
 
 if TYPE_CHECKING:
     from runner.experiment import Experiment
@@ -123,5 +123,31 @@ def submit(
             (run_id, snap.id, time.time()),
         )
     store.set_status(run_id, "Starting", allowed_from={"NotStarted"})
-    daemon_client.notify(ws.path, {"op": "wake"})
+    try:
+        daemon_client.notify(ws.path, {"op": "wake"})
+    except (RunnerError, OSError) as exc:
+        # The caller is told the submit failed: the run must not start later behind
+        # their back (a daemon started afterwards would pick up a run left Starting).
+        message = f"the run could not be handed to the daemon: {exc}"
+        error = {
+            "error": {
+                "code": "ServiceError",
+                "message": message,
+                "kind": "could_not_start",
+                "exitCode": None,
+                "logTail": "",
+            },
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        failed = store.set_status(
+            run_id,
+            "Failed",
+            allowed_from={"Starting"},
+            details=message,
+            error=error,
+            end=True,
+        )
+        if failed is not None:
+            raise
+        # a daemon took the run after all: it is on its way
     return Run(experiment, run_id)

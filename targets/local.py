@@ -21,6 +21,10 @@ from runner.errors import TargetUnavailableError
 from runner.proc import ProcessId, terminate_tree
 from targets.base import LaunchSpec
 
+#: The variable every process of a run inherits (set by the daemon): it finds processes
+#: that left both the run's session and its process tree (a double-forked daemon).
+RUN_ID_VAR = "RUNNER_RUN_ID"
+
 # $1 work folder, $2 exit file, then the argv. The exit code of a process killed by a
 # signal is 128 + N, as shells report it.
 _SHIM = 'cd "$1" || exit 127; ef=$2; shift 2; "$@"; c=$?; echo "$c" > "$ef"; exit "$c"'
@@ -43,9 +47,11 @@ class LocalHandle:
         pid: ProcessId,
         exit_file: Path,
         popen: subprocess.Popen[bytes] | None = None,
+        run_id: str | None = None,
     ) -> None:
         self.pid = pid
         self.exit_file = exit_file
+        self.run_id = run_id
         self._popen = popen
         self._code: int | None = None
         self._exited = threading.Event()
@@ -94,19 +100,23 @@ class LocalHandle:
 
     def cancel(self, grace_s: float = 10.0) -> None:
         """TERM the whole tree (its session too), wait ``grace_s``, KILL the rest."""
-        terminate_tree(self.pid, grace_s, session=self.pid.pid)
+        marker = (RUN_ID_VAR, self.run_id) if self.run_id else None
+        terminate_tree(self.pid, grace_s, session=self.pid.pid, env_marker=marker)
         if self._popen is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._popen.wait(timeout=5)
 
     def describe(self) -> dict[str, str]:
-        """Enough to reattach: pid, its create time, the exit file."""
-        return {
+        """Enough to reattach: pid, its create time, the exit file (and the run id)."""
+        described = {
             "kind": "local",
             "pid": str(self.pid.pid),
             "create_time": repr(self.pid.create_time),
             "exit_file": str(self.exit_file),
         }
+        if self.run_id:
+            described["run_id"] = self.run_id
+        return described
 
 
 class LocalTarget:
@@ -145,12 +155,12 @@ class LocalTarget:
             pid = ProcessId.of(popen.pid)
         except Exception:  # exited already; create time unknown but the popen knows the code
             pid = ProcessId(popen.pid, 0.0)
-        return LocalHandle(pid, spec.exit_file, popen)
+        return LocalHandle(pid, spec.exit_file, popen, run_id=spec.env.get(RUN_ID_VAR))
 
     def reattach(self, described: Mapping[str, str]) -> LocalHandle:
         """A handle for a run started by an earlier supervisor."""
         pid = ProcessId(int(described["pid"]), float(described["create_time"]))
-        return LocalHandle(pid, Path(described["exit_file"]))
+        return LocalHandle(pid, Path(described["exit_file"]), run_id=described.get("run_id"))
 
     def close(self) -> None:
         """Nothing to release."""

@@ -29,6 +29,38 @@ run.add_properties({"prop": "value"})
 with open("note.txt", "w") as f:
     f.write("uploaded from the run")
 run.upload_file("uploads/note.txt", "note.txt")
+os.makedirs("folder/deeper", exist_ok=True)
+for name in ("folder/a.txt", "folder/deeper/b.txt", "one.txt", "two.txt"):
+    with open(name, "w") as f:
+        f.write("content of " + name)
+run.upload_files(["many/one.txt", "many/two.txt"], ["one.txt", "two.txt"])
+run.upload_folder("tree", "folder")
+with open("pixel.png", "wb") as f:
+    f.write(b"\x89PNG\r\n\x1a\n" + b"\x00" * 32)
+run.log_image("picture", path="pixel.png")
+run.log_confusion_matrix(
+    "cm",
+    {
+        "schema_type": "confusion_matrix",
+        "schema_version": "1.0.0",
+        "data": {"class_labels": ["0", "1"], "matrix": [[3, 1], [0, 2]]},
+    },
+)
+run.log_residuals(
+    "res",
+    {
+        "schema_type": "residuals",
+        "schema_version": "1.0.0",
+        "data": {"bin_edges": [0, 1, 2], "bin_counts": [4, 5]},
+    },
+)
+run.display_name = "shown name"
+run.description = "set from inside"
+report["files_seen"] = sorted(run.get_file_names())
+run.download_file("tree/deeper/b.txt", "downloaded.txt")
+with open("downloaded.txt") as f:
+    report["downloaded"] = f.read()
+report["secret"] = run.get_secret("sr-token")
 
 os.makedirs("child_out", exist_ok=True)
 with open("child_out/c.txt", "w") as f:

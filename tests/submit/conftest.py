@@ -1,0 +1,344 @@
+"""Fixtures for script runs: source folders of real scripts, markers, status recording,
+and a teardown that stops every workspace daemon a test started and proves that no
+process of any run outlived the test.
+
+The daemon double-forks, so it is no child of the test process and the leak check of
+``tests/conftest.py`` cannot see it or the runs it launched. Here:
+
+- ``SR_PIDS`` (set before anything is submitted, so the daemon and every run inherit
+  it) names a folder where each ``tests/scripts/sr_*`` process records its pid and
+  kernel start time;
+- at teardown every daemon of a workspace under ``tmp_path`` is woken (SIGCONT, in case
+  a test stopped it) and stopped with ``daemon_client.stop_daemon``; then no recorded
+  process, and no process carrying ``RUNNER_RUN_ID`` with a workspace under ``tmp_path``
+  in its environment, may be left. Leftovers are killed (so later tests start clean)
+  and fail the test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from runner import daemon_client
+from runner.config import ScriptRunConfig
+from runner.experiment import Experiment
+from runner.run import Run
+from runner.workspace import Workspace
+from tests.helpers import SCRIPTS, wait_until
+
+#: The life of a run, in order; NotResponding sits beside Running.
+ORDER = {
+    "NotStarted": 0,
+    "Starting": 1,
+    "Provisioning": 2,
+    "Preparing": 3,
+    "Queued": 4,
+    "Running": 5,
+    "NotResponding": 5,
+    "CancelRequested": 6,
+    "Finalizing": 7,
+    "Completed": 8,
+    "Failed": 8,
+    "Canceled": 8,
+}
+TERMINAL = {"Completed", "Failed", "Canceled"}
+
+
+def _start_ticks(pid: int) -> str | None:
+    """Field 22 of /proc/PID/stat, or None if the process is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    if fields[0] in ("Z", "X"):
+        return None
+    return fields[19]
+
+
+def daemon_pid(ws_path: Path) -> int | None:
+    """The pid the workspace's (last) daemon wrote down, if it is still alive."""
+    try:
+        pid = int(json.loads((ws_path / "daemon" / "daemon.json").read_text())["pid"])
+    except (OSError, ValueError, KeyError):
+        return None
+    try:
+        if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            return None
+    except psutil.Error:
+        return None
+    return pid
+
+
+def _workspaces_under(root: Path) -> list[Path]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        if "workspace.json" in filenames:
+            found.append(Path(dirpath))
+            dirnames[:] = []  # nothing of interest inside a workspace
+    return found
+
+
+def _run_processes_under(root: Path) -> list[psutil.Process]:
+    """Live processes of runs whose workspace lies under ``root`` (found by environment)."""
+    prefixes = {str(root), str(root.resolve())}
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid == os.getpid() or proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            env = proc.environ()
+        except psutil.Error:
+            continue
+        ws = env.get("RUNNER_WORKSPACE", "")
+        if env.get("RUNNER_RUN_ID") and any(ws.startswith(p) for p in prefixes):
+            found.append(proc)
+    return found
+
+
+@pytest.fixture
+def pids_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where the sr_* scripts record their pids (inherited by daemons and runs)."""
+    folder = tmp_path / "pids"
+    folder.mkdir()
+    monkeypatch.setenv("SR_PIDS", str(folder))
+    # A daemon started on demand stays up briefly; teardown stops it anyway.
+    monkeypatch.setenv("RUNNER_DAEMON_IDLE_S", "30")
+    return folder
+
+
+def recorded(pids_dir: Path) -> dict[int, tuple[str, str]]:
+    """pid -> (start ticks, role) of every process the scripts recorded."""
+    out = {}
+    for path in pids_dir.iterdir():
+        if path.name.isdigit():
+            ticks, _, role = path.read_text().partition(" ")
+            out[int(path.name)] = (ticks, role)
+    return out
+
+
+def alive_recorded(pids_dir: Path) -> dict[int, str]:
+    """pid -> role of the recorded processes that still run."""
+    return {
+        pid: role for pid, (ticks, role) in recorded(pids_dir).items() if _start_ticks(pid) == ticks
+    }
+
+
+#: No test here may take longer: a hung wait fails the test instead of the whole session.
+TEST_DEADLINE_S = 90
+
+
+@pytest.fixture(autouse=True)
+def deadline() -> Iterator[None]:
+    """Fail a test stuck for TEST_DEADLINE_S (there is no pytest-timeout here): SIGALRM
+    interrupts the main thread's wait with the traceback of where it hung."""
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        pytest.fail(f"the test took more than {TEST_DEADLINE_S} s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, TEST_DEADLINE_S)
+    yield
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture(autouse=True)
+def no_run_outlives_the_test(tmp_path: Path, pids_dir: Path) -> Iterator[None]:
+    """Stop the daemons this test started; fail if any process of a run is left."""
+    yield
+    problems = []
+    for ws_path in _workspaces_under(tmp_path):
+        pid = daemon_pid(ws_path)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)  # a test may have stopped it
+        daemon_client.stop_daemon(ws_path, timeout_s=15)
+        # Its lock goes with its files, a moment before the process is gone.
+        gone_by = time.monotonic() + 10
+        while (pid := daemon_pid(ws_path)) is not None and time.monotonic() < gone_by:
+            time.sleep(0.02)
+        if pid is not None:
+            problems.append(f"the daemon of {ws_path} (pid {pid}) did not stop when asked")
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5.0
+    while True:
+        left_recorded = alive_recorded(pids_dir)
+        left_env = [p for p in _run_processes_under(tmp_path) if p.pid not in left_recorded]
+        if (not left_recorded and not left_env) or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    if left_recorded or left_env:
+        problems.append(
+            "processes of runs outlived the test: "
+            + ", ".join(f"{pid} ({role})" for pid, role in left_recorded.items())
+            + ", ".join(f"{p.pid} (by environment)" for p in left_env)
+        )
+        for pid in left_recorded:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for proc in left_env:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+# -- building runs ---------------------------------------------------------------------
+
+
+def user_metrics(run: Run) -> dict[str, Any]:
+    """The run's metrics without the ``sys/*`` samples the daemon adds."""
+    return {k: v for k, v in run.get_metrics().items() if not k.startswith("sys/")}
+
+
+class Kit:
+    """Builds source folders of real scripts, configs, markers; waits on runs."""
+
+    def __init__(self, tmp_path: Path, exp: Experiment) -> None:
+        self.tmp = tmp_path
+        self.exp = exp
+        self.ws: Workspace = exp.workspace
+        self.markers = tmp_path / "markers"
+        self.markers.mkdir(exist_ok=True)
+
+    def source(
+        self,
+        *scripts: str,
+        folder: Path | None = None,
+        sub: Mapping[str, Sequence[str]] | None = None,
+    ) -> Path:
+        """A source folder holding sr_common.py and the named scripts (plus subfolders)."""
+        src = (
+            folder if folder is not None else self.tmp / f"src-{len(list(self.tmp.glob('src-*')))}"
+        )
+        src.mkdir(parents=True, exist_ok=True)
+        for name in ("sr_common.py", *scripts):
+            shutil.copy(SCRIPTS / name, src / name)
+        for subdir, names in (sub or {}).items():
+            self.source(*names, folder=src / subdir)
+        return src
+
+    def marker(self, name: str) -> Path:
+        """A path under the markers folder (not created)."""
+        return self.markers / name
+
+    def config(
+        self,
+        script: str,
+        arguments: Sequence[Any] = (),
+        env: Mapping[str, str] | None = None,
+        grace_s: float = 1.0,
+        source: Path | None = None,
+        **kwargs: Any,
+    ) -> ScriptRunConfig:
+        """A ScriptRunConfig for one script (copied into a fresh source folder)."""
+        src = source if source is not None else self.source(script)
+        cfg = ScriptRunConfig(str(src), script, arguments=list(arguments), **kwargs)
+        cfg.run_config.environment_variables = {k: str(v) for k, v in (env or {}).items()}
+        cfg.run_config.cancel_grace_seconds = grace_s
+        return cfg
+
+    def submit(self, script: str, *arguments: Any, **kwargs: Any) -> Run:
+        """Submit one script to the experiment."""
+        return self.exp.submit(self.config(script, arguments, **kwargs))
+
+    @staticmethod
+    def wait_status(run: Run, *statuses: str, timeout_s: float = 30.0) -> str:
+        """Poll ``run.get_status()`` until it is one of ``statuses``."""
+
+        def reached() -> str | None:
+            status = run.get_status()
+            return status if status in statuses else None
+
+        return wait_until(reached, timeout_s, message=f"run {run.id} to be {'/'.join(statuses)}")
+
+    @staticmethod
+    def wait_file(path: Path, timeout_s: float = 30.0) -> Path:
+        """Wait for a marker file."""
+        wait_until(path.exists, timeout_s, message=f"marker {path.name}")
+        return path
+
+
+@pytest.fixture
+def kit(tmp_path: Path, exp: Experiment) -> Kit:
+    """The builder of this test's runs."""
+    return Kit(tmp_path, exp)
+
+
+class StatusRecorder:
+    """Records every distinct status of every run of a workspace, polling its database
+    through a connection of its own (as another process would) every millisecond."""
+
+    def __init__(self, ws: Workspace) -> None:
+        self.db = ws._store.db_path
+        self.seen: dict[str, list[str]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        conn = sqlite3.connect(self.db, timeout=30)
+        try:
+            while not self._stop.is_set():
+                for run_id, status in conn.execute("SELECT id, status FROM runs"):
+                    history = self.seen.setdefault(run_id, [])
+                    if not history or history[-1] != status:
+                        history.append(status)
+                time.sleep(0.001)
+        finally:
+            conn.close()
+
+    def __enter__(self) -> StatusRecorder:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def wait_seen(self, run_id: str, status: str, timeout_s: float = 10.0) -> None:
+        """Wait until the recorder has seen the run in ``status`` (for short-lived states
+        that the test itself ends, such as NotResponding before SIGCONT)."""
+        wait_until(
+            lambda: status in self.seen.get(run_id, []),
+            timeout_s,
+            message=f"the recorder to see run {run_id} {status}",
+        )
+
+    def history(self, run_id: str, timeout_s: float = 10.0) -> list[str]:
+        """The statuses seen for a run, in order, once the recorder saw it end."""
+
+        def ended() -> bool:
+            seen = self.seen.get(run_id, [])
+            return bool(seen) and seen[-1] in TERMINAL
+
+        wait_until(ended, timeout_s, message=f"the recorder to see run {run_id} end")
+        return list(self.seen[run_id])
+
+
+def assert_never_backwards(history: Sequence[str]) -> None:
+    """A status history only moves forward (Running <-> NotResponding excepted)."""
+    for old, new in zip(history, history[1:]):
+        assert ORDER[new] >= ORDER[old], f"status went back from {old} to {new}: {history}"
+    assert sum(s in TERMINAL for s in history) <= 1, history
+
+
+@pytest.fixture
+def statuses(ws: Workspace) -> Iterator[StatusRecorder]:
+    """A running StatusRecorder for the test's workspace."""
+    with StatusRecorder(ws) as recorder:
+        yield recorder
