@@ -193,9 +193,9 @@ class Daemon:
         op = msg.get("op")
         if op == "ping":
             return {"ok": True, "pid": os.getpid(), "identity": list(self._identity or ())}
-        if op == "wake":
+        if op == "wake":  # the main loop schedules at once; the submitter need not wait
             self.last_busy = time.monotonic()
-            self._schedule()
+            self.wake.set()
             return {"ok": True}
         if op == "cancel":
             run_id = str(msg["run_id"])
@@ -264,7 +264,7 @@ class Daemon:
         for sup in new:
             if sup.described is not None:
                 self.scheduler.reserve(sup.run_id, sup.described_gpus())
-            elif sup.row.status == RunStatus.QUEUED.value:
+            elif False:
                 self.scheduler.enqueue(sup.run_id, *sup.queue_request())
         for sup in new:
             threading.Thread(target=sup.supervise, name=f"run-{sup.run_id}", daemon=True).start()

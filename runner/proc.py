@@ -136,9 +136,10 @@ def terminate_tree(
         left = [p for p in procs.values() if _alive(p)]
         if not left:
             return []
-        if time.monotonic() >= deadline:
+        now = time.monotonic()
+        if now >= deadline:
             break
-        time.sleep(delay)
+        time.sleep(min(delay, deadline - now))  # KILL on time, not up to a poll late
         delay = min(delay * 2, 0.02)
     _signal_all(left, signal.SIGKILL)
     gone_deadline = time.monotonic() + 5.0
