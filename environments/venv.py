@@ -545,22 +545,52 @@ def _lock_options(options: Sequence[str]) -> list[str]:
 def _write_lock(
     uv: str, path: Path, log: Path, env: Mapping[str, str], options: Sequence[str]
 ) -> None:
-    """``uv pip freeze`` of the venv, after the index options, into its requirements.lock."""
-    frozen = _run_logged(
-        [uv, "pip", "freeze", "--python", str(path / "bin" / "python")],
-        log,
-        env,
-        "freeze",
-        path.parent,
-    )
+    """The venv's installed distributions, after the index options, into requirements.lock.
+
+    Read from the venv's ``*.dist-info`` folders in this process: the same lines as
+    ``uv pip freeze`` (``name==version``, or ``name @ url`` for direct installs)
+    without another process (~12 ms of a ~0.1 s build).
+    """
+    frozen = _frozen(path)
     cfg = (path / "pyvenv.cfg").read_text(encoding="utf-8")
     found = re.search(r"^version_info\s*=\s*(\S+)", cfg, re.MULTILINE)
     lines = [_LOCK_HEADER, f"# python: {found.group(1) if found else 'unknown'}"]
     lines += list(options)
-    lines += [line for line in frozen.splitlines() if line.strip()]
+    lines += frozen
     lock = path / LOCK_FILE_NAME
     lock.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    log_line(log, f"lock: {lock} ({len(lines) - 2 - len(options)} package(s))")
+    log_line(log, f"lock: {lock} ({len(frozen)} package(s))")
+
+
+def _frozen(path: Path) -> list[str]:
+    """``uv pip freeze`` lines of a venv, from its dist-info metadata."""
+    import email.parser
+    import json as _json
+
+    found: dict[str, str] = {}
+    for site in sorted(path.glob("lib/python*/site-packages")):
+        for info in site.glob("*.dist-info"):
+            try:
+                meta = email.parser.Parser().parsestr(
+                    (info / "METADATA").read_text(encoding="utf-8", errors="replace"),
+                    headersonly=True,
+                )
+            except OSError:
+                continue
+            name, version = meta.get("Name"), meta.get("Version")
+            if not name or not version:
+                continue
+            line = f"{name}=={version}"
+            direct = info / "direct_url.json"
+            if direct.is_file():
+                try:
+                    url = _json.loads(direct.read_text(encoding="utf-8")).get("url")
+                except (OSError, ValueError):
+                    url = None
+                if url:
+                    line = f"{name} @ {url}"
+            found[re.sub(r"[-_.]+", "-", name).lower()] = line
+    return [found[k] for k in sorted(found)]
 
 
 def _venv_is_valid(path: Path) -> bool:
