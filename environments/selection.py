@@ -3,15 +3,14 @@
 - user-managed: the interpreter as it is (UserManagedBuilder)
 - conda packages other than ``pip``: solved and locked with py-rattler (CondaBuilder)
 - otherwise pip packages only: a uv venv (VenvBuilder)
-- ``docker.enabled``: not built by this version (a clear ConfigError)
+- ``docker.enabled``: an image built with the Docker Engine API (DockerImageBuilder), run by
+  the docker target
 """
 
 from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING
-
-from runner.errors import ConfigError
 
 if TYPE_CHECKING:
     from environments.base import EnvironmentBuilder
@@ -20,13 +19,15 @@ if TYPE_CHECKING:
 _PIP_ONLY = re.compile(r"^(?:[^:\s]+::)?pip(?:\s*[=<>!~].*|\s+\S.*)?$")
 
 
+def is_pip_spec(spec: str) -> bool:
+    """True for a conda spec of pip itself (``pip``, ``pip=24.0``, ``conda-forge::pip``)."""
+    return bool(_PIP_ONLY.match(spec))
+
+
 def kind_of(env: Environment) -> str:
-    """'user_managed', 'conda' or 'venv' (ConfigError for what cannot be built here)."""
+    """'docker', 'user_managed', 'conda' or 'venv'."""
     if env.docker.enabled:
-        raise ConfigError(
-            f"environment {env.name!r} has docker.enabled = True, which this version of runner "
-            "cannot build or run yet; set env.docker.enabled = False"
-        )
+        return "docker"
     if env.python.user_managed_dependencies:
         return "user_managed"
     conda = env.python.conda_dependencies
@@ -38,7 +39,13 @@ def kind_of(env: Environment) -> str:
 def check(env: Environment) -> None:
     """Everything about ``env`` that can be judged without building it (no subprocess)."""
     kind = kind_of(env)
-    if kind == "conda":
+    if kind == "docker":
+        from environments.docker_image import docker_client, pip_requirements
+
+        env.validate()
+        pip_requirements(env)
+        docker_client(timeout_s=10).close()  # TargetUnavailableError with the fix
+    elif kind == "conda":
         from environments.conda import conda_definition
 
         conda_definition(env)
@@ -51,6 +58,10 @@ def check(env: Environment) -> None:
 def builder_for(env: Environment, default_python: str | None = None) -> EnvironmentBuilder:
     """The builder that prepares ``env``."""
     kind = kind_of(env)
+    if kind == "docker":
+        from environments.docker_image import DockerImageBuilder
+
+        return DockerImageBuilder()
     if kind == "user_managed":
         from environments.user_managed import UserManagedBuilder
 

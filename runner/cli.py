@@ -896,6 +896,7 @@ def run_summary(run: Run) -> dict[str, Any]:
         "number": run.number,
         "displayName": run.display_name,
         "status": details["status"],
+        "statusDetails": details.get("statusDetails"),
         "type": run.type,
         "target": details["target"],
         "startTimeUtc": details.get("startTimeUtc"),

@@ -66,6 +66,10 @@ DRIVER_LOG = "70_driver_log.txt"
 PREP_LOG = "55_environment_prep_log.txt"
 
 
+class UnschedulableError(RunnerError):
+    """A run asks for more than this daemon can ever give it (e.g. more GPUs than exist)."""
+
+
 def run_dir(ws: Workspace, run_id: str) -> Path:
     """A run's folder of working files on this machine."""
     return ws.path / "runs" / run_id
@@ -139,6 +143,7 @@ class Daemon:
         # Re-adopt and re-queue what an earlier daemon left before answering anyone, so
         # that the first `runner daemon status` already shows the GPUs that are held.
         self._schedule()
+        threading.Thread(target=self._clean_containers, name="docker-cleanup", daemon=True).start()
         threading.Thread(target=self._accept_loop, args=(sock,), name="accept", daemon=True).start()
         self._log(f"daemon {os.getpid()} serving workspace {self.ws.path}")
         try:
@@ -155,6 +160,37 @@ class Daemon:
         finally:
             self.stopping.set()
             sock.close()
+
+    def _clean_containers(self) -> None:
+        """Remove containers of this workspace that no active run owns (a crash's leftovers)."""
+        if not (os.environ.get("DOCKER_HOST") or os.path.exists("/var/run/docker.sock")):
+            return  # no engine here: do not pay for importing docker
+        try:
+            from targets.docker import cleanup_leftovers, docker_available
+
+            client = docker_available()
+            if client is None:
+                return
+            marks = ",".join("?" * len(_ACTIVE))
+
+            def active() -> dict[str, str | None]:
+                rows = self.store.query(
+                    f"SELECT id, handle FROM runs WHERE status IN ({marks})",  # noqa: S608
+                    _ACTIVE,
+                )
+                return {
+                    run_id: (json.loads(handle) if handle else {}).get("container_id")
+                    for run_id, handle in rows
+                }
+
+            # The containers are listed first, then the active runs (so a run launched in
+            # between counts as active).
+            removed = cleanup_leftovers(client, self.ws.path, active)
+            client.close()
+            if removed:
+                self._log(f"removed {len(removed)} leftover container(s): {', '.join(removed)}")
+        except Exception as exc:  # cleaning must never stop the daemon
+            self._log(f"leftover container cleanup failed: {exc}")
 
     def _idle_too_long(self) -> bool:
         with self.lock:
@@ -264,7 +300,7 @@ class Daemon:
         for sup in new:
             if sup.described is not None:
                 self.scheduler.reserve(sup.run_id, sup.described_gpus())
-            elif False:
+            elif sup.row.status == RunStatus.QUEUED.value:
                 self.scheduler.enqueue(sup.run_id, *sup.queue_request())
         for sup in new:
             threading.Thread(target=sup.supervise, name=f"run-{sup.run_id}", daemon=True).start()
@@ -357,7 +393,7 @@ class RunSupervisor:
             if not self.cancel_event.is_set():
                 self.cancel_reason = reason
                 self.cancel_event.set()
-                self.daemon.scheduler.poke()
+                self.daemon.scheduler.poke(self.run_id)
             handle = self.handle
             if handle is None or self.cancel_thread is not None:
                 return
@@ -466,7 +502,7 @@ class RunSupervisor:
                 self._queued_because,
             )
         except ValueError as exc:
-            raise RunnerError(str(exc)) from None
+            raise UnschedulableError(str(exc)) from None
         if gpus is None:
             return self._end_canceled_before_start()
         self.gpu_ids = gpus
@@ -493,7 +529,8 @@ class RunSupervisor:
     def _launch_spec(self, prepared: Any) -> Any:
         from targets.base import LaunchSpec
 
-        env = dict(os.environ)
+        # A container starts from its image's environment, not the daemon's.
+        env = {} if prepared.image else dict(os.environ)
         for var in ("RUNNER_DAEMON_IDLE_S",):
             env.pop(var, None)
         env.update(prepared.env)
@@ -503,8 +540,10 @@ class RunSupervisor:
             [client, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
         )
         env["PYTHONUNBUFFERED"] = "1"
-        if self.daemon.scheduler.all_gpus:
-            # Each run sees exactly the GPUs it was given (none if it asked for none).
+        asked = self.definition.get("environmentVariables") or {}
+        if self.daemon.scheduler.all_gpus and "CUDA_VISIBLE_DEVICES" not in asked:
+            # Each run sees exactly the GPUs it was given (none if it asked for none),
+            # unless its environment_variables name GPUs itself: that is asking to share.
             visible = ",".join(map(str, self.gpu_ids))
             env["CUDA_VISIBLE_DEVICES"] = visible
             env["NVIDIA_VISIBLE_DEVICES"] = visible or "void"
@@ -653,6 +692,9 @@ class RunSupervisor:
         from targets.local import read_exit_file
 
         code = read_exit_file(self.exit_file)
+        if (self.described or {}).get("kind") == "docker":  # remove the finished container
+            with contextlib.suppress(Exception):
+                make_target(self.ws, self.definition).reattach(self.described or {}).cancel(1.0)
         self._finalize(code, failure=None if code is not None else "finalizing was interrupted")
 
     def _fail_internal(self, exc: BaseException) -> None:
@@ -662,7 +704,12 @@ class RunSupervisor:
         detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         with contextlib.suppress(OSError):
             self._prep_log(f"\nrunner could not run this: {detail}")
-        kind = "environment_failed" if isinstance(exc, RunnerError) else "could_not_start"
+        if isinstance(exc, UnschedulableError):
+            kind = "could_not_start"
+        elif isinstance(exc, RunnerError):
+            kind = "environment_failed"
+        else:
+            kind = "could_not_start"
         message = str(exc) if isinstance(exc, RunnerError) else f"{type(exc).__name__}: {exc}"
         error = {
             "error": {
@@ -720,8 +767,12 @@ def load_settings(ws: Workspace) -> Settings:
     text = spec if isinstance(spec, str) else ",".join(map(str, spec))
     try:
         gpus = gpu_mod.parse_gpu_list(text, found)
-    except ValueError:
-        gpus = [g.index for g in found]
+    except ValueError as exc:
+        # A GPU the settings name is gone (or the text is bad): keep those of the named
+        # ones that remain, never GPUs the settings left out (they may be someone else's).
+        named = {int(p) for p in text.split(",") if p.strip().isdigit()}
+        gpus = sorted(named & {g.index for g in found})
+        sys.stderr.write(f"settings: {exc}; using GPUs {gpus}\n")
     mc = data.get("max_concurrent", os.environ.get("RUNNER_MAX_CONCURRENT"))
     max_concurrent = default_max_concurrent() if mc in (None, "") else (int(mc) or None)
     sm = data.get("system_metrics_s", os.environ.get("RUNNER_SYSTEM_METRICS_S", "10"))
@@ -762,6 +813,11 @@ def make_target(ws: Workspace, definition: dict[str, Any]) -> Any:
     name = definition.get("target") or "local"
     if name != "local":
         raise RunnerError(f"compute target {name!r} is not supported by this version yet")
+    docker = (definition.get("environment") or {}).get("docker") or {}
+    if docker.get("enabled"):
+        from targets.docker import DockerTarget
+
+        return DockerTarget(shm_size=docker.get("shmSize"))
     return LocalTarget()
 
 

@@ -80,7 +80,13 @@ def notify(ws_path: Path, message: dict[str, Any]) -> dict[str, Any] | None:
     on it when it resumes. None is returned then.
     """
     if not is_running(ws_path) and _lock_held(ws_path):
-        return None
+        # A daemon killed a moment ago still holds the lock while it is reaped: wait a
+        # little for the lock to be released before leaving the request to the database.
+        deadline = time.monotonic() + 1.0
+        while _lock_held(ws_path) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if _lock_held(ws_path):
+            return None
     ensure_daemon(ws_path)
     return request(ws_path, message)
 
@@ -110,9 +116,7 @@ def _host_python(ws_path: Path) -> tuple[str, dict[str, str]]:
     return sys.executable, env
 
 
-def ensure_daemon(
-    ws_path: Path, timeout_s: float = 30.0, idle_exit_s: float | None = None
-) -> None:
+def ensure_daemon(ws_path: Path, timeout_s: float = 30.0, idle_exit_s: float | None = None) -> None:
     """Start the workspace's daemon unless one answers; return once it answers."""
     if is_running(ws_path):
         return

@@ -49,6 +49,8 @@ RUN_TYPE_CHILD = "azureml.childrun"
 _TERMINAL_VALUES = frozenset(s.value for s in TERMINAL)
 _ACTIVE_VALUES = frozenset(s.value for s in RunStatus) - _TERMINAL_VALUES
 _SCALARS = _m.SCALAR_TYPES
+#: Statuses in which a submitted run needs its workspace daemon to make progress.
+_SUPERVISOR_WORK = frozenset({"Starting", "Preparing", "Queued", "CancelRequested"})
 
 # Metric kinds as stored in metric_meta.kind.
 _KIND_SCALAR = "scalar"
@@ -340,6 +342,17 @@ class Run:
                 if not daemon_client._lock_held(self._workspace.path):
                     daemon_client.ensure_daemon(self._workspace.path)  # it re-adopts the run
                 row = self._refresh()
+        elif (
+            row.status in _SUPERVISOR_WORK
+            and row.type == RUN_TYPE_SCRIPT
+            and time.time() - float(row.created_utc) > 1.0
+        ):
+            # A run waiting for a supervisor (to start, or to act on a cancel) while no
+            # daemon exists, e.g. one was killed as the request came: start one.
+            from runner import daemon_client
+
+            if not daemon_client._lock_held(self._workspace.path):
+                daemon_client.ensure_daemon(self._workspace.path)
         return row
 
     def get_status(self) -> str:

@@ -58,12 +58,8 @@ def submit(
         selection = None
     if selection is not None:
         selection.check(env)  # a ConfigError now, not a Failed run later
-    elif env.docker.enabled:
-        raise ConfigError(
-            f"environment {env.name!r} has docker.enabled = True, which this version of runner "
-            "cannot run yet; set env.docker.enabled = False"
-        )
-    if env.python.user_managed_dependencies:
+    # A docker environment's interpreter is in its image, not on this machine.
+    if env.python.user_managed_dependencies and not env.docker.enabled:
         from runner.environment import resolve_interpreter
 
         python = resolve_interpreter(env, sys.executable)

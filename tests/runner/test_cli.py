@@ -33,6 +33,7 @@ SUMMARY_KEYS = [
     "number",
     "displayName",
     "status",
+    "statusDetails",
     "type",
     "target",
     "startTimeUtc",
