@@ -18,10 +18,17 @@ result is a failure whatever the exit code).
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import sys
+
+# Run by path, this folder comes first on sys.path, and its venv.py (or any module of
+# ours named like one of the standard library's) would shadow the real one. (os and sys
+# are loaded before sys.path is read, so they are the real ones.)
+if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+    del sys.path[0]
+
+import asyncio
+import json
 import time
 import traceback
 from pathlib import Path

@@ -1,6 +1,6 @@
 """Benchmark the daemon's queue: 1,000 trivial runs through it vs the same 1,000 processes.
 
-Run: ``python bench/queue.py [--runs 1000] [--concurrency 4] [--rounds 1]``
+Run: ``python bench/daemon_queue.py [--runs 1000] [--concurrency 4] [--rounds 1]``
 
 runner: the workspace daemon is up (``max_concurrent`` = --concurrency); the bench
 submits --runs runs of a trivial script (``exp.submit(ScriptRunConfig(src, 'once.py'))``
