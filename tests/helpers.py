@@ -7,6 +7,7 @@ assert. Scripts under ``tests/scripts`` are real programs run as real processes.
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -14,7 +15,10 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from runner.workspace import Workspace
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
@@ -146,3 +150,57 @@ def sql_statements(ws: Any) -> Iterator[list[str]]:
         yield seen
     finally:
         conn.set_trace_callback(None)
+
+
+#: The statuses a run ends in.
+TERMINAL = frozenset({"Completed", "Failed", "Canceled"})
+
+
+class StatusRecorder:
+    """Records every distinct status of every run of a workspace, polling its database
+    through a connection of its own (as another process would) every millisecond."""
+
+    def __init__(self, ws: Workspace) -> None:
+        self.db = ws._store.db_path
+        self.seen: dict[str, list[str]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        conn = sqlite3.connect(self.db, timeout=30)
+        try:
+            while not self._stop.is_set():
+                for run_id, status in conn.execute("SELECT id, status FROM runs"):
+                    history = self.seen.setdefault(run_id, [])
+                    if not history or history[-1] != status:
+                        history.append(status)
+                time.sleep(0.001)
+        finally:
+            conn.close()
+
+    def __enter__(self) -> StatusRecorder:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def wait_seen(self, run_id: str, status: str, timeout_s: float = 10.0) -> None:
+        """Wait until the recorder has seen the run in ``status`` (for short-lived states
+        that the test itself ends, such as NotResponding before SIGCONT)."""
+        wait_until(
+            lambda: status in self.seen.get(run_id, []),
+            timeout_s,
+            message=f"the recorder to see run {run_id} {status}",
+        )
+
+    def history(self, run_id: str, timeout_s: float = 10.0) -> list[str]:
+        """The statuses seen for a run, in order, once the recorder saw it end."""
+
+        def ended() -> bool:
+            seen = self.seen.get(run_id, [])
+            return bool(seen) and seen[-1] in TERMINAL
+
+        wait_until(ended, timeout_s, message=f"the recorder to see run {run_id} end")
+        return list(self.seen[run_id])

@@ -19,10 +19,8 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -359,37 +357,6 @@ def wait_details(run: Run, fragment: str, timeout_s: float = 30.0, exact: bool =
     details = wait_until(reached, timeout_s, message=f"details of run {run.id} to say {fragment!r}")
     assert details is not None
     return details
-
-
-class StatusRecorder:
-    """Records every distinct status of every run of a workspace, polling its database
-    through a connection of its own (as another process would)."""
-
-    def __init__(self, ws: Workspace) -> None:
-        self.db = ws._store.db_path
-        self.seen: dict[str, list[str]] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-
-    def _poll(self) -> None:
-        conn = sqlite3.connect(self.db, timeout=30)
-        try:
-            while not self._stop.is_set():
-                for run_id, status in conn.execute("SELECT id, status FROM runs"):
-                    history = self.seen.setdefault(run_id, [])
-                    if not history or history[-1] != status:
-                        history.append(status)
-                time.sleep(0.002)
-        finally:
-            conn.close()
-
-    def __enter__(self) -> StatusRecorder:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
 
 
 def cli(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

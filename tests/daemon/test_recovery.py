@@ -23,7 +23,6 @@ from runner.run import Run
 from tests.daemon.conftest import (
     Box,
     FakeGpus,
-    StatusRecorder,
     configure,
     daemon_pid,
     daemon_status,
@@ -32,7 +31,7 @@ from tests.daemon.conftest import (
     wait_details,
     wait_status,
 )
-from tests.helpers import wait_until
+from tests.helpers import StatusRecorder, wait_until
 
 HEARTBEAT_S = 0.2
 

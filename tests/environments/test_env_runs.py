@@ -22,13 +22,11 @@ import importlib.util
 import io
 import json
 import os
-import sqlite3
 import ssl
 import subprocess
 import sys
 import textwrap
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -50,7 +48,7 @@ from runner.experiment import Experiment
 from runner.run import Run
 from runner.workspace import Workspace
 from tests.environments.conda_channel import LocalChannel, build_channel
-from tests.helpers import wait_until
+from tests.helpers import StatusRecorder, wait_until
 
 HERE_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 PREP_LOG = "azureml-logs/55_environment_prep_log.txt"
@@ -127,47 +125,6 @@ def env_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
         if "workspace.json" in filenames:
             daemon_client.stop_daemon(Path(dirpath), timeout_s=15)
             dirnames[:] = []
-
-
-class StatusRecorder:
-    """Every distinct status of every run of a workspace, polled every millisecond through
-    a connection of its own to the workspace database (as another process would)."""
-
-    def __init__(self, ws: Workspace) -> None:
-        self.db = ws._store.db_path
-        self.seen: dict[str, list[str]] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-
-    def _poll(self) -> None:
-        conn = sqlite3.connect(self.db, timeout=30)
-        try:
-            while not self._stop.is_set():
-                for run_id, status in conn.execute("SELECT id, status FROM runs"):
-                    history = self.seen.setdefault(run_id, [])
-                    if not history or history[-1] != status:
-                        history.append(status)
-                time.sleep(0.001)
-        finally:
-            conn.close()
-
-    def __enter__(self) -> StatusRecorder:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def history(self, run_id: str) -> list[str]:
-        """The statuses seen for a run, once the recorder has seen it end."""
-
-        def ended() -> bool:
-            seen = self.seen.get(run_id, [])
-            return bool(seen) and seen[-1] in TERMINAL
-
-        wait_until(ended, 10, message=f"the recorder to see run {run_id} end")
-        return list(self.seen[run_id])
 
 
 def pip_env(*packages: str, name: str = "pip-env") -> Environment:

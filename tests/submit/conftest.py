@@ -22,8 +22,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
-import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -37,7 +35,7 @@ from runner.config import ScriptRunConfig
 from runner.experiment import Experiment
 from runner.run import Run
 from runner.workspace import Workspace
-from tests.helpers import SCRIPTS, wait_until
+from tests.helpers import SCRIPTS, StatusRecorder, wait_until
 
 #: The life of a run, in order; NotResponding sits beside Running.
 ORDER = {
@@ -278,56 +276,6 @@ class Kit:
 def kit(tmp_path: Path, exp: Experiment) -> Kit:
     """The builder of this test's runs."""
     return Kit(tmp_path, exp)
-
-
-class StatusRecorder:
-    """Records every distinct status of every run of a workspace, polling its database
-    through a connection of its own (as another process would) every millisecond."""
-
-    def __init__(self, ws: Workspace) -> None:
-        self.db = ws._store.db_path
-        self.seen: dict[str, list[str]] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-
-    def _poll(self) -> None:
-        conn = sqlite3.connect(self.db, timeout=30)
-        try:
-            while not self._stop.is_set():
-                for run_id, status in conn.execute("SELECT id, status FROM runs"):
-                    history = self.seen.setdefault(run_id, [])
-                    if not history or history[-1] != status:
-                        history.append(status)
-                time.sleep(0.001)
-        finally:
-            conn.close()
-
-    def __enter__(self) -> StatusRecorder:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def wait_seen(self, run_id: str, status: str, timeout_s: float = 10.0) -> None:
-        """Wait until the recorder has seen the run in ``status`` (for short-lived states
-        that the test itself ends, such as NotResponding before SIGCONT)."""
-        wait_until(
-            lambda: status in self.seen.get(run_id, []),
-            timeout_s,
-            message=f"the recorder to see run {run_id} {status}",
-        )
-
-    def history(self, run_id: str, timeout_s: float = 10.0) -> list[str]:
-        """The statuses seen for a run, in order, once the recorder saw it end."""
-
-        def ended() -> bool:
-            seen = self.seen.get(run_id, [])
-            return bool(seen) and seen[-1] in TERMINAL
-
-        wait_until(ended, timeout_s, message=f"the recorder to see run {run_id} end")
-        return list(self.seen[run_id])
 
 
 def assert_never_backwards(history: Sequence[str]) -> None:

@@ -15,10 +15,9 @@ import pytest
 
 from runner import Experiment
 from runner.errors import RunnerWarning
-from tests.helpers import wait_until
+from tests.helpers import StatusRecorder, wait_until
 from tests.submit.conftest import (
     Kit,
-    StatusRecorder,
     alive_recorded,
     assert_never_backwards,
     user_metrics,

@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 
 from runner import Experiment
-from tests.submit.conftest import Kit, StatusRecorder, assert_never_backwards, user_metrics
+from tests.helpers import StatusRecorder
+from tests.submit.conftest import Kit, assert_never_backwards, user_metrics
 
 
 def test_every_in_run_call_works_from_the_script(

@@ -16,10 +16,9 @@ import psutil
 import pytest
 
 from runner import Run, Workspace, daemon_client
-from tests.helpers import run_script, wait_until
+from tests.helpers import StatusRecorder, run_script, wait_until
 from tests.submit.conftest import (
     Kit,
-    StatusRecorder,
     alive_recorded,
     assert_never_backwards,
     daemon_pid,
