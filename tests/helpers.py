@@ -6,6 +6,7 @@ assert. Scripts under ``tests/scripts`` are real programs run as real processes.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -16,6 +17,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+
+import psutil
 
 if TYPE_CHECKING:
     from runner.workspace import Workspace
@@ -204,3 +207,68 @@ class StatusRecorder:
 
         wait_until(ended, timeout_s, message=f"the recorder to see run {run_id} end")
         return list(self.seen[run_id])
+
+
+def daemon_pid(ws_path: Path) -> int | None:
+    """The pid the workspace's (last) daemon wrote down, if it is still alive."""
+    try:
+        pid = int(json.loads((ws_path / "daemon" / "daemon.json").read_text())["pid"])
+    except (OSError, ValueError, KeyError):
+        return None
+    try:
+        if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            return None
+    except psutil.Error:
+        return None
+    return pid
+
+
+def workspaces_under(root: Path) -> list[Path]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        if "workspace.json" in filenames:
+            found.append(Path(dirpath))
+            dirnames[:] = []  # nothing of interest inside a workspace
+    return found
+
+
+def run_processes_under(root: Path) -> list[psutil.Process]:
+    """Live processes of runs whose workspace lies under ``root`` (found by environment)."""
+    prefixes = {str(root), str(root.resolve())}
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid == os.getpid() or proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            env = proc.environ()
+        except psutil.Error:
+            continue
+        ws = env.get("RUNNER_WORKSPACE", "")
+        if env.get("RUNNER_RUN_ID") and any(ws.startswith(p) for p in prefixes):
+            found.append(proc)
+    return found
+
+
+def stop_daemons_under(root: Path) -> list[str]:
+    """Stop the daemon of every workspace under ``root``; problems found, as sentences."""
+    import contextlib
+    import signal
+
+    from runner import daemon_client
+
+    problems = []
+    for ws_path in workspaces_under(root):
+        pid = daemon_pid(ws_path)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)  # a test may have stopped it
+        daemon_client.stop_daemon(ws_path, timeout_s=15)
+        # Its lock goes with its files, a moment before the process is gone.
+        gone_by = time.monotonic() + 10
+        while (pid := daemon_pid(ws_path)) is not None and time.monotonic() < gone_by:
+            time.sleep(0.02)
+        if pid is not None:
+            problems.append(f"the daemon of {ws_path} (pid {pid}) did not stop when asked")
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    return problems

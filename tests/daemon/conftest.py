@@ -35,7 +35,14 @@ from runner.config import ScriptRunConfig
 from runner.experiment import Experiment
 from runner.run import Run
 from runner.workspace import Workspace
-from tests.helpers import REPO, SCRIPTS, wait_until
+from tests.helpers import (
+    REPO,
+    SCRIPTS,
+    daemon_pid,
+    run_processes_under,
+    stop_daemons_under,
+    wait_until,
+)
 
 FAKE_NVML_C = Path(__file__).resolve().with_name("fake_nvml.c")
 TERMINAL = {"Completed", "Failed", "Canceled"}
@@ -121,20 +128,6 @@ def configure(
     (folder / "settings.json").write_text(json.dumps(settings))
 
 
-def daemon_pid(ws_path: Path) -> int | None:
-    """The pid the workspace's last daemon wrote down, if that process is still alive."""
-    try:
-        pid = int(json.loads((ws_path / "daemon" / "daemon.json").read_text())["pid"])
-    except (OSError, ValueError, KeyError):
-        return None
-    try:
-        if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-            return None
-    except psutil.Error:
-        return None
-    return pid
-
-
 def kill_daemon(ws_path: Path) -> int:
     """kill -9 the workspace's daemon; returns its pid once it is gone."""
     pid = daemon_pid(ws_path)
@@ -156,31 +149,6 @@ def daemon_log(ws_path: Path) -> str:
         return (ws_path / "daemon" / "daemon.log").read_text(errors="replace")[-3000:]
     except OSError:
         return ""
-
-
-def _workspaces_under(root: Path) -> list[Path]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        if "workspace.json" in filenames:
-            found.append(Path(dirpath))
-            dirnames[:] = []
-    return found
-
-
-def _run_processes_under(root: Path) -> list[psutil.Process]:
-    """Live processes of runs whose workspace lies under ``root`` (by environment)."""
-    prefixes = (str(root), str(root.resolve()))
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.pid == os.getpid() or proc.status() == psutil.STATUS_ZOMBIE:
-                continue
-            env = proc.environ()
-        except psutil.Error:
-            continue
-        if env.get("RUNNER_RUN_ID") and env.get("RUNNER_WORKSPACE", "").startswith(prefixes):
-            found.append(proc)
-    return found
 
 
 def _cmdline(proc: psutil.Process) -> str:
@@ -212,25 +180,12 @@ def stop_daemons(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[No
     # A daemon started on demand exits soon after the test even if teardown fails.
     monkeypatch.setenv("RUNNER_DAEMON_IDLE_S", "30")
     yield
-    problems = []
-    for ws_path in _workspaces_under(tmp_path):
-        pid = daemon_pid(ws_path)
-        if pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)  # a test may have stopped it
-        daemon_client.stop_daemon(ws_path, timeout_s=15)
-        gone_by = time.monotonic() + 10
-        while (pid := daemon_pid(ws_path)) is not None and time.monotonic() < gone_by:
-            time.sleep(0.02)
-        if pid is not None:
-            problems.append(f"the daemon of {ws_path} (pid {pid}) did not stop when asked")
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+    problems = stop_daemons_under(tmp_path)
     # Release every run still waiting for the test, then give them a moment to end.
     for markers in tmp_path.glob("markers*"):
         (markers / "all.release").touch()
     deadline_at = time.monotonic() + 10.0
-    while (left := _run_processes_under(tmp_path)) and time.monotonic() < deadline_at:
+    while (left := run_processes_under(tmp_path)) and time.monotonic() < deadline_at:
         time.sleep(0.02)
     if left:
         problems.append(

@@ -23,12 +23,11 @@ from tests.daemon.conftest import (
     Box,
     FakeGpus,
     cli,
-    daemon_pid,
     daemon_status,
     raw_status,
     wait_details,
 )
-from tests.helpers import REPO, wait_until
+from tests.helpers import REPO, daemon_pid, wait_until
 
 UNIT = REPO / "contrib" / "systemd" / "runner-daemon@.service"
 

@@ -24,14 +24,13 @@ from tests.daemon.conftest import (
     Box,
     FakeGpus,
     configure,
-    daemon_pid,
     daemon_status,
     kill_daemon,
     raw_status,
     wait_details,
     wait_status,
 )
-from tests.helpers import StatusRecorder, wait_until
+from tests.helpers import StatusRecorder, daemon_pid, wait_until
 
 HEARTBEAT_S = 0.2
 

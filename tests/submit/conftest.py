@@ -18,7 +18,6 @@ The daemon double-forks, so it is no child of the test process and the leak chec
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -30,12 +29,17 @@ from typing import Any
 import psutil
 import pytest
 
-from runner import daemon_client
 from runner.config import ScriptRunConfig
 from runner.experiment import Experiment
 from runner.run import Run
 from runner.workspace import Workspace
-from tests.helpers import SCRIPTS, StatusRecorder, wait_until
+from tests.helpers import (
+    SCRIPTS,
+    StatusRecorder,
+    run_processes_under,
+    stop_daemons_under,
+    wait_until,
+)
 
 #: The life of a run, in order; NotResponding sits beside Running.
 ORDER = {
@@ -65,46 +69,6 @@ def _start_ticks(pid: int) -> str | None:
     if fields[0] in ("Z", "X"):
         return None
     return fields[19]
-
-
-def daemon_pid(ws_path: Path) -> int | None:
-    """The pid the workspace's (last) daemon wrote down, if it is still alive."""
-    try:
-        pid = int(json.loads((ws_path / "daemon" / "daemon.json").read_text())["pid"])
-    except (OSError, ValueError, KeyError):
-        return None
-    try:
-        if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-            return None
-    except psutil.Error:
-        return None
-    return pid
-
-
-def _workspaces_under(root: Path) -> list[Path]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        if "workspace.json" in filenames:
-            found.append(Path(dirpath))
-            dirnames[:] = []  # nothing of interest inside a workspace
-    return found
-
-
-def _run_processes_under(root: Path) -> list[psutil.Process]:
-    """Live processes of runs whose workspace lies under ``root`` (found by environment)."""
-    prefixes = {str(root), str(root.resolve())}
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.pid == os.getpid() or proc.status() == psutil.STATUS_ZOMBIE:
-                continue
-            env = proc.environ()
-        except psutil.Error:
-            continue
-        ws = env.get("RUNNER_WORKSPACE", "")
-        if env.get("RUNNER_RUN_ID") and any(ws.startswith(p) for p in prefixes):
-            found.append(proc)
-    return found
 
 
 @pytest.fixture
@@ -158,25 +122,11 @@ def deadline() -> Iterator[None]:
 def no_run_outlives_the_test(tmp_path: Path, pids_dir: Path) -> Iterator[None]:
     """Stop the daemons this test started; fail if any process of a run is left."""
     yield
-    problems = []
-    for ws_path in _workspaces_under(tmp_path):
-        pid = daemon_pid(ws_path)
-        if pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)  # a test may have stopped it
-        daemon_client.stop_daemon(ws_path, timeout_s=15)
-        # Its lock goes with its files, a moment before the process is gone.
-        gone_by = time.monotonic() + 10
-        while (pid := daemon_pid(ws_path)) is not None and time.monotonic() < gone_by:
-            time.sleep(0.02)
-        if pid is not None:
-            problems.append(f"the daemon of {ws_path} (pid {pid}) did not stop when asked")
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+    problems = stop_daemons_under(tmp_path)
     deadline = time.monotonic() + 5.0
     while True:
         left_recorded = alive_recorded(pids_dir)
-        left_env = [p for p in _run_processes_under(tmp_path) if p.pid not in left_recorded]
+        left_env = [p for p in run_processes_under(tmp_path) if p.pid not in left_recorded]
         if (not left_recorded and not left_env) or time.monotonic() > deadline:
             break
         time.sleep(0.02)

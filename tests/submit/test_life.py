@@ -15,11 +15,11 @@ import pytest
 
 from runner import Environment, Experiment, RunConfiguration, ScriptRunConfig, Workspace
 from runner.errors import RunFailedError, TargetUnavailableError
+from tests.helpers import daemon_pid
 from tests.submit.conftest import (
     Kit,
     StatusRecorder,
     assert_never_backwards,
-    daemon_pid,
     user_metrics,
 )
 

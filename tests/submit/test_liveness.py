@@ -16,12 +16,11 @@ import psutil
 import pytest
 
 from runner import Run, Workspace, daemon_client
-from tests.helpers import StatusRecorder, run_script, wait_until
+from tests.helpers import StatusRecorder, daemon_pid, run_script, wait_until
 from tests.submit.conftest import (
     Kit,
     alive_recorded,
     assert_never_backwards,
-    daemon_pid,
     user_metrics,
 )
 
