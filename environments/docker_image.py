@@ -23,8 +23,10 @@ A failed build raises :class:`~runner.errors.EnvironmentBuildError` with the log
 base image that is not on this machine and cannot be pulled fails the same way.
 
 The interpreter in the image is ``python.interpreter_path`` when set, else ``python3``.
-conda packages (other than ``pip``) are refused: the image has no conda to install them with;
-put them in the Dockerfile, or use pip packages.
+Conda packages (other than ``pip``) are solved, locked and installed on the host by
+CondaBuilder (a cache hit when built before), and the prefix is copied into the image at
+the same absolute path (conda prefixes are not relocatable), with ``CONDA_PREFIX`` and
+``PATH`` set; its lock is kept with the run as for any conda environment.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ SPEC_LABEL = "runner.spec_hash"
 #: The default interpreter inside an image.
 DEFAULT_PYTHON = "python3"
 #: Where the CA bundle lands in the build context (and, for the pip step only, in the image).
+_PREFIX_DIR = "conda-prefix"
 _CA_NAME = "runner-ca-bundle.crt"
 _SYSTEM_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 #: Variables handed to builds as build arguments when the daemon has them.
@@ -145,15 +148,9 @@ def pip_requirements(env: Environment) -> list[str]:
     conda = python.conda_dependencies
     if conda is None:
         return []
-    from environments.selection import is_pip_spec
 
-    others = [spec for spec in conda.conda_packages if not is_pip_spec(spec)]
-    if others:
-        raise ConfigError(
-            f"environment {env.name!r} has docker.enabled = True and conda packages "
-            f"{others!r}: runner installs only pip packages into images; move them to pip "
-            "packages, or install them in the Dockerfile (docker.base_dockerfile)"
-        )
+    if conda_packages(env):
+        return []  # the conda prefix built on the host carries the pip section too
     args: list[str] = []
     for option in conda.pip_options:
         parts = option.split(None, 1)
@@ -167,7 +164,27 @@ def pip_requirements(env: Environment) -> list[str]:
     return [*args, *packages] if packages else []
 
 
-def dockerfile_for(env: Environment, spec_hash: str, with_ca: bool) -> str:
+def conda_packages(env: Environment) -> list[str]:
+    """The conda packages (other than pip) of ``env``: these make a conda layer."""
+    from environments.selection import is_pip_spec
+
+    conda = env.python.conda_dependencies
+    if env.python.user_managed_dependencies or conda is None:
+        return []
+    return [spec for spec in conda.conda_packages if not is_pip_spec(spec)]
+
+
+def host_conda_env(env: Environment) -> Environment:
+    """The same definition without docker: what CondaBuilder builds on the host."""
+    host = env.clone(env.name)
+    host.docker.enabled = False
+    host.python.interpreter_path = None
+    return host
+
+
+def dockerfile_for(
+    env: Environment, spec_hash: str, with_ca: bool, conda_prefix: Path | None = None
+) -> str:
     """The Dockerfile of the environment's image: its base plus the pip layer."""
     if env.docker.base_dockerfile:
         base = env.docker.base_dockerfile.replace("\r\n", "\n").rstrip("\n")
@@ -176,6 +193,11 @@ def dockerfile_for(env: Environment, spec_hash: str, with_ca: bool) -> str:
     else:  # validate() refuses this
         raise ConfigError(f"environment {env.name!r} has no docker base image or Dockerfile")
     lines = [base, f'LABEL {SPEC_LABEL}="{spec_hash}"']
+    if conda_prefix is not None:
+        # The prefix solved, locked and installed on the host (conda packages and the pip
+        # section), copied to the same absolute path: conda prefixes are not relocatable.
+        lines.append(f"COPY {_PREFIX_DIR}/ {conda_prefix}/")
+        lines.append(f'ENV CONDA_PREFIX="{conda_prefix}" PATH="{conda_prefix}/bin:$PATH"')
     requirements = pip_requirements(env)
     if requirements:
         python = env.python.interpreter_path or DEFAULT_PYTHON
@@ -210,10 +232,13 @@ def ca_bundle(environ: Mapping[str, str] | None = None) -> Path | None:
     return _SYSTEM_CA if _SYSTEM_CA.is_file() else None
 
 
-def build_context(dockerfile: str, ca: Path | None) -> io.BytesIO:
-    """An in-memory tar with the Dockerfile (and the CA bundle), as the Engine API takes it."""
+def build_context(dockerfile: str, ca: Path | None, conda_prefix: Path | None = None) -> io.BytesIO:
+    """An in-memory tar with the Dockerfile (the CA bundle, a conda prefix), as the Engine
+    API takes it."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
+        if conda_prefix is not None:
+            tar.add(str(conda_prefix), arcname=_PREFIX_DIR, recursive=True)
         files = [("Dockerfile", dockerfile.encode("utf-8"))]
         if ca is not None:
             files.append((_CA_NAME, ca.read_bytes()))
@@ -278,6 +303,21 @@ class DockerImageBuilder:
         self, env: Environment, spec_hash: str, tag: str, prepared: PreparedEnvironment, log: Path
     ) -> PreparedEnvironment:
         t0 = time.monotonic()
+        conda_prefix: Path | None = None
+        if conda_packages(env):
+            # Solved, locked and installed on the host (a cache hit when built before); the
+            # lock is kept with the run like any conda environment's.
+            from environments.conda import CondaBuilder
+
+            host = CondaBuilder().prepare(host_conda_env(env), log)
+            conda_prefix = Path(host.python).parent.parent
+            python = env.python.interpreter_path or host.python
+            prepared = PreparedEnvironment(
+                python=python,
+                env={**prepared.env, "CONDA_PREFIX": str(conda_prefix)},
+                image=tag,
+                lock_file=host.lock_file,
+            )
         if self._exists(tag):
             log_line(log, f"image cache hit: {tag} ({(time.monotonic() - t0) * 1000:.0f} ms)")
             return prepared
@@ -286,7 +326,7 @@ class DockerImageBuilder:
             if self._exists(tag):  # another process built it while we waited
                 log_line(log, f"image cache hit: {tag} (built by another process)")
                 return prepared
-            self._build(env, spec_hash, tag, log)
+            self._build(env, spec_hash, tag, log, conda_prefix)
         return prepared
 
     def _exists(self, tag: str) -> bool:
@@ -306,17 +346,24 @@ class DockerImageBuilder:
         folder.mkdir(parents=True, exist_ok=True)
         return FileLock(str(folder / f"docker-{spec_hash[:32]}.lock"))
 
-    def _build(self, env: Environment, spec_hash: str, tag: str, log: Path) -> None:
+    def _build(
+        self, env: Environment, spec_hash: str, tag: str, log: Path, conda_prefix: Path | None
+    ) -> None:
         start = log_size(log)
         t0 = time.monotonic()
         ca = ca_bundle()
         dockerfile = dockerfile_for(
-            env, spec_hash, with_ca=ca is not None and bool(pip_requirements(env))
+            env,
+            spec_hash,
+            with_ca=ca is not None and bool(pip_requirements(env)),
+            conda_prefix=conda_prefix,
         )
         log_line(log, f"building image {tag} with the Docker engine; Dockerfile:")
         for line in dockerfile.splitlines():
             log_line(log, f"  | {line}")
-        context = build_context(dockerfile, ca if "COPY " + _CA_NAME in dockerfile else None)
+        context = build_context(
+            dockerfile, ca if "COPY " + _CA_NAME in dockerfile else None, conda_prefix
+        )
         error: str | None = None
         try:
             for chunk in self._stream(context, tag):

@@ -40,10 +40,19 @@ def check(env: Environment) -> None:
     """Everything about ``env`` that can be judged without building it (no subprocess)."""
     kind = kind_of(env)
     if kind == "docker":
-        from environments.docker_image import docker_client, pip_requirements
+        from environments.docker_image import (
+            conda_packages,
+            docker_client,
+            host_conda_env,
+            pip_requirements,
+        )
 
         env.validate()
         pip_requirements(env)
+        if conda_packages(env):
+            from environments.conda import conda_definition
+
+            conda_definition(host_conda_env(env))
         docker_client(timeout_s=10).close()  # TargetUnavailableError with the fix
     elif kind == "conda":
         from environments.conda import conda_definition

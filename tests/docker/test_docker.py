@@ -496,3 +496,44 @@ def test_submit_child_from_inside_a_container(exp: Experiment, tmp_path: Path) -
     assert "child ended Completed" in log_text(run)
     (child,) = run.get_children()
     assert f"parent is {run.id}" in log_text(child)
+
+
+def test_conda_layer_copies_the_prefix_built_on_the_host(
+    exp: Experiment, tmp_path: Path, engine: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from environments.conda import conda_platform
+    from tests.environments.conda_channel import build_channel
+
+    monkeypatch.setenv("RUNNER_ENV_CACHE", str(tmp_path / "envs"))  # read by the daemon
+    channel = build_channel(tmp_path / "channel", conda_platform())
+    conda = CondaDependencies.create(conda_packages=["pyhello"])
+    for name in list(conda.conda_channels):
+        conda.remove_channel(name)
+    conda.add_channel(channel.url)
+    env = Environment("conda-in-docker")
+    env.docker.enabled = True
+    env.docker.base_image = BASE_IMAGE
+    env.python.conda_dependencies = conda
+    # The test channel's python is a shim that calls the host's interpreter: the script
+    # runs with the image's own python3 and looks at the prefix copied into the image.
+    env.python.interpreter_path = "/usr/bin/python3"
+    src = source(
+        tmp_path,
+        """
+        import os
+        prefix = os.environ["CONDA_PREFIX"]
+        print("prefix", prefix, sorted(os.listdir(os.path.join(prefix, "conda-meta"))))
+        print("on PATH", os.path.join(prefix, "bin") in os.environ["PATH"].split(":"))
+        """,
+    )
+    run = submit(exp, src, env)
+    assert wait_end(run, 240) == "Completed", log_text(
+        run, "azureml-logs/55_environment_prep_log.txt"
+    )
+    out = log_text(run)
+    assert "pyhello-1.1" in out
+    assert "hello-data-0.2" in out
+    assert "on PATH True" in out
+    assert "azureml-environment/conda-lock.yml" in run.get_file_names()
+    with contextlib.suppress(docker.errors.ImageNotFound):
+        engine.images.remove(image_tag(env), force=True)
