@@ -32,7 +32,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import common
@@ -66,11 +66,6 @@ os.replace(p + ".tmp", p)
 time.sleep(3600)
 """
 N_PIDS = 5
-
-
-def ms(seconds: float) -> str:
-    """Seconds as milliseconds with one decimal."""
-    return f"{seconds * 1000:.1f}"
 
 
 def wait_for_pids(pid_dir: Path, timeout_s: float = 30.0) -> list[psutil.Process]:
@@ -130,19 +125,6 @@ def bare_kill(root: psutil.Process, grace_s: float) -> None:
             p.kill()
 
 
-@contextlib.contextmanager
-def idle_processes(n: int) -> Iterator[None]:
-    """``n`` extra idle processes (``sleep``) on the machine while the block runs."""
-    procs = [subprocess.Popen(["sleep", "3600"]) for _ in range(n)]
-    try:
-        yield
-    finally:
-        for p in procs:
-            p.kill()
-        for p in procs:
-            p.wait()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=10, help="cancels per case (default 10)")
@@ -165,7 +147,7 @@ def main() -> int:
 
     results: dict[str, dict[str, list[float]]] = {}
     with (
-        idle_processes(args.extra_procs),
+        common.idle_processes(args.extra_procs),
         common.temp_dir("runner-bench-cancel-") as tmp,
         common.temp_workspace() as ws,
     ):
@@ -236,9 +218,9 @@ def main() -> int:
         rows.append(
             [
                 f"{label}: baseline, bare psutil tree kill",
-                ms(base),
-                ms(min(c["base"])),
-                ms(max(c["base"])),
+                common.ms(base),
+                common.ms(min(c["base"])),
+                common.ms(max(c["base"])),
                 "1.00",
                 "",
             ]
@@ -246,9 +228,9 @@ def main() -> int:
         rows.append(
             [
                 f"{label}: run.cancel() -> all pids gone",
-                ms(run_t),
-                ms(min(c["runner"])),
-                ms(max(c["runner"])),
+                common.ms(run_t),
+                common.ms(min(c["runner"])),
+                common.ms(max(c["runner"])),
                 f"{run_t / base:.2f}",
                 f"<= {goal_s * 1000:.0f} ms {common.verdict(case_ok)}",
             ]
@@ -256,9 +238,9 @@ def main() -> int:
         rows.append(
             [
                 f"{label}: run.cancel() returns (information)",
-                ms(statistics.median(c["call"])),
-                ms(min(c["call"])),
-                ms(max(c["call"])),
+                common.ms(statistics.median(c["call"])),
+                common.ms(min(c["call"])),
+                common.ms(max(c["call"])),
                 "",
                 "(info)",
             ]
@@ -266,9 +248,9 @@ def main() -> int:
         rows.append(
             [
                 f"{label}: run recorded Canceled (information)",
-                ms(statistics.median(c["done"])),
-                ms(min(c["done"])),
-                ms(max(c["done"])),
+                common.ms(statistics.median(c["done"])),
+                common.ms(min(c["done"])),
+                common.ms(max(c["done"])),
                 "",
                 "(info)",
             ]

@@ -6,12 +6,14 @@ Importing this module puts the repository root on ``sys.path``, so a script run 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import platform
 import shutil
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -174,3 +176,41 @@ def quiet_mlflow() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="mlflow")
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+
+
+def ms(seconds: float) -> str:
+    """Seconds as milliseconds with one decimal."""
+    return f"{seconds * 1000:.1f}"
+
+
+def med(values: Sequence[float]) -> float:
+    """The median, NaN for no values."""
+    return statistics.median(values) if values else float("nan")
+
+
+def interleaved(
+    reps: int, a: Callable[[], object], b: Callable[[], object]
+) -> tuple[list[float], list[float]]:
+    """Wall times of ``reps`` calls each of a and b, in pairs, the order flipped every pair."""
+    ta: list[float] = []
+    tb: list[float] = []
+    for i in range(reps):
+        order = ((a, ta), (b, tb)) if i % 2 == 0 else ((b, tb), (a, ta))
+        for fn, out in order:
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    return ta, tb
+
+
+@contextlib.contextmanager
+def idle_processes(n: int) -> Iterator[None]:
+    """``n`` extra idle processes (``sleep``) on the machine while the block runs."""
+    procs = [subprocess.Popen(["sleep", "3600"]) for _ in range(n)]
+    try:
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()

@@ -34,11 +34,10 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import common
@@ -54,31 +53,6 @@ _PHASES = {
         r"^conda: installed from the lock in ([\d.]+) s", re.M
     ),
 }
-
-
-def ms(seconds: float) -> str:
-    """Seconds as milliseconds with one decimal."""
-    return f"{seconds * 1000:.1f}"
-
-
-def med(values: Sequence[float]) -> float:
-    """The median, NaN for no values."""
-    return statistics.median(values) if values else float("nan")
-
-
-def interleaved(
-    reps: int, a: Callable[[], object], b: Callable[[], object]
-) -> tuple[list[float], list[float]]:
-    """Wall times of ``reps`` calls each of a and b, in pairs, the order flipped every pair."""
-    ta: list[float] = []
-    tb: list[float] = []
-    for i in range(reps):
-        order = ((a, ta), (b, tb)) if i % 2 == 0 else ((b, tb), (a, ta))
-        for fn, out in order:
-            t0 = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - t0)
-    return ta, tb
 
 
 def pip_env(name: str = "bench-pip"):
@@ -144,7 +118,7 @@ def cold_pip(tmp: Path, reps: int, offline: bool) -> tuple[list[float], list[flo
     if offline:  # both sides from uv's cache only: no index revalidation over the network
         os.environ["UV_OFFLINE"] = uv_env["UV_OFFLINE"] = "1"
     try:
-        ta, tb = interleaved(reps, runner_side, raw_side)
+        ta, tb = common.interleaved(reps, runner_side, raw_side)
     finally:
         if offline:
             os.environ.pop("UV_OFFLINE", None)
@@ -197,7 +171,7 @@ def hit_submit(tmp: Path, reps: int) -> tuple[list[float], list[float]]:
         for _ in range(3):  # untimed: start the daemon, build/hit the environment, warm up
             submit(True)()
             submit(False)()
-        return interleaved(reps, submit(True), submit(False))
+        return common.interleaved(reps, submit(True), submit(False))
     finally:
         daemon_client.stop_daemon(ws.path)
         ws._store.close()
@@ -239,7 +213,7 @@ def conda_builds(tmp: Path, reps: int) -> tuple[float, list[float], dict[str, li
             if found:
                 phases[name].append(float(found.group(1)))
     builder = CondaBuilder(EnvironmentCache(root))
-    hit = med(common.timings(50, lambda: builder.prepare(env, tmp / "conda-hit.log")))
+    hit = common.med(common.timings(50, lambda: builder.prepare(env, tmp / "conda-hit.log")))
     return first, times, phases, hit
 
 
@@ -270,9 +244,9 @@ def main() -> int:
         sa, sb = hit_submit(tmp, args.submit_reps)
         c_first, c_times, c_phases, c_hit = conda_builds(tmp, args.conda_reps)
 
-    ratio = med(ta) / med(tb)
+    ratio = common.med(ta) / common.med(tb)
     ok_cold = ratio <= GOAL_COLD
-    ok_hit = med(hits) * 1000 < GOAL_HIT_MS
+    ok_hit = common.med(hits) * 1000 < GOAL_HIT_MS
     print(
         f"uv: {uv_version}; packages: {', '.join(PACKAGES)}; uv's download cache warm"
         + ("; (a) with UV_OFFLINE=1" if args.offline else "")
@@ -284,48 +258,54 @@ def main() -> int:
         [
             [
                 "baseline: uv venv && uv pip install",
-                ms(med(tb)),
-                ms(min(tb)),
-                ms(max(tb)),
+                common.ms(common.med(tb)),
+                common.ms(min(tb)),
+                common.ms(max(tb)),
                 "1.00",
                 "",
             ],
             [
                 "VenvBuilder.prepare, empty cache",
-                ms(med(ta)),
-                ms(min(ta)),
-                ms(max(ta)),
+                common.ms(common.med(ta)),
+                common.ms(min(ta)),
+                common.ms(max(ta)),
                 f"{ratio:.2f}",
                 common.verdict(ok_cold),
             ],
         ],
     )
     diff = [a - b for a, b in zip(sa, sb)]
-    ok_submit = med(diff) * 1000 < GOAL_HIT_MS
+    ok_submit = common.med(diff) * 1000 < GOAL_HIT_MS
     print("(b) a cache hit")
     common.print_table(
         ["case", "median ms", "min ms", "max ms", f"goal < {GOAL_HIT_MS:g} ms"],
         [
             [
                 "builder_for(env).prepare(env, log), built env",
-                f"{med(hits) * 1000:.2f}",
+                f"{common.med(hits) * 1000:.2f}",
                 f"{min(hits) * 1000:.2f}",
                 f"{max(hits) * 1000:.2f}",
                 common.verdict(ok_hit),
             ],
-            ["submit + wait, cached pip env", ms(med(sa)), ms(min(sa)), ms(max(sa)), ""],
+            [
+                "submit + wait, cached pip env",
+                common.ms(common.med(sa)),
+                common.ms(min(sa)),
+                common.ms(max(sa)),
+                "",
+            ],
             [
                 "submit + wait, user-managed, same python",
-                ms(med(sb)),
-                ms(min(sb)),
-                ms(max(sb)),
+                common.ms(common.med(sb)),
+                common.ms(min(sb)),
+                common.ms(max(sb)),
                 "",
             ],
             [
                 "difference (pairwise): the hit through a submit",
-                ms(med(diff)),
-                ms(min(diff)),
-                ms(max(diff)),
+                common.ms(common.med(diff)),
+                common.ms(min(diff)),
+                common.ms(max(diff)),
                 common.verdict(ok_submit),
             ],
         ],
@@ -335,13 +315,15 @@ def main() -> int:
         ["first build in this process (imports conda-lock)", f"{c_first:.3f}", "", ""],
         [
             f"CondaBuilder.prepare, empty cache (median of {len(c_times)})",
-            f"{med(c_times):.3f}",
+            f"{common.med(c_times):.3f}",
             f"{min(c_times):.3f}",
             f"{max(c_times):.3f}",
         ],
     ]
     for name, values in c_phases.items():
-        rows.append([f"  {name}", f"{med(values):.3f}", f"{min(values):.3f}", f"{max(values):.3f}"])
+        rows.append(
+            [f"  {name}", f"{common.med(values):.3f}", f"{min(values):.3f}", f"{max(values):.3f}"]
+        )
     rows.append(["cache hit (median of 50)", f"{c_hit:.4f}", "", ""])
     common.print_table(["case", "median s", "min s", "max s"], rows)
     ok = ok_cold and ok_hit and ok_submit

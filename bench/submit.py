@@ -23,14 +23,12 @@ the source folder inside a git repository (submit reads the azureml.git.* proper
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import common
@@ -61,31 +59,6 @@ t4 = time.time()
 import json, sys
 print(json.dumps([float(sys.argv[1]), t0, t1, t2, t3, t4, run.id]))
 """
-
-
-def ms(seconds: float) -> str:
-    """Seconds as milliseconds with one decimal."""
-    return f"{seconds * 1000:.1f}"
-
-
-def med(values: Sequence[float]) -> float:
-    """The median, NaN for no values."""
-    return statistics.median(values) if values else float("nan")
-
-
-def interleaved(
-    reps: int, a: Callable[[], object], b: Callable[[], object]
-) -> tuple[list[float], list[float]]:
-    """Wall times of ``reps`` calls each of a and b, in pairs, the order flipped every pair."""
-    ta: list[float] = []
-    tb: list[float] = []
-    for i in range(reps):
-        order = ((a, ta), (b, tb)) if i % 2 == 0 else ((b, tb), (a, ta))
-        for fn, out in order:
-            t0 = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - t0)
-    return ta, tb
 
 
 def make_git_repo(folder: Path) -> bool:
@@ -154,20 +127,7 @@ class InProcess:
             "script exited -> ended (daemon: leftovers, store outputs and logs)",
             "ended -> wait_for_completion() returns",
         )
-        return [[label, ms(med(col))] for label, col in zip(labels, cols)]
-
-
-@contextlib.contextmanager
-def idle_processes(n: int) -> Iterator[None]:
-    """``n`` extra idle processes (``sleep``) on the machine while the block runs."""
-    procs = [subprocess.Popen(["sleep", "3600"]) for _ in range(n)]
-    try:
-        yield
-    finally:
-        for p in procs:
-            p.kill()
-        for p in procs:
-            p.wait()
+        return [[label, common.ms(common.med(col))] for label, col in zip(labels, cols)]
 
 
 def main() -> int:
@@ -209,7 +169,7 @@ def main() -> int:
         return fn
 
     with (
-        idle_processes(args.extra_procs),
+        common.idle_processes(args.extra_procs),
         common.temp_dir("runner-bench-submit-") as tmp,
         common.temp_workspace() as ws,
     ):
@@ -241,14 +201,14 @@ def main() -> int:
             runner_run.stamps.clear()
 
             # (a) in-process, warm.
-            ta, tb = interleaved(args.reps, runner_run, bare_run)
+            ta, tb = common.interleaved(args.reps, runner_run, bare_run)
             phase_rows = runner_run.phases(ws)
 
             # (b) whole process, the daemon running.
             submit_proc = proc(str(tmp / "submit_hello.py"), cwd=tmp)
             hello_proc = proc("hello.py", cwd=src)
             submit_proc()  # untimed: writes the bytecode caches
-            pa, pb = interleaved(args.proc_reps, submit_proc, hello_proc)
+            pa, pb = common.interleaved(args.proc_reps, submit_proc, hello_proc)
 
             # (b)'s phases, for information: the stamped variant.
             stamped: list[list[float]] = []
@@ -266,7 +226,7 @@ def main() -> int:
                 s = json.loads(out)
                 stamped.append([s[1] - s[0], s[2] - s[1], s[3] - s[2], s[4] - s[3], s[5] - s[4]])
                 stamped[-1].append(t_exit - s[5])
-            t_pass = med(common.timings(args.proc_reps, proc("-c", "pass", cwd=tmp)))
+            t_pass = common.med(common.timings(args.proc_reps, proc("-c", "pass", cwd=tmp)))
 
             # (a) again with the source in a git repository, for information.
             git_rows: list[list[object]] = []
@@ -278,21 +238,21 @@ def main() -> int:
                     git_run = InProcess(exp, gsrc)
                     git_run()
                     git_run.stamps.clear()
-                    tg, tgb = interleaved(max(args.reps // 2, 1), git_run, bare_run)
+                    tg, tgb = common.interleaved(max(args.reps // 2, 1), git_run, bare_run)
                     sub = [t1 - t0 for t0, t1, _, _ in git_run.stamps]
                     git_rows.append(
                         [
                             "same, source folder in a git repo (information)",
-                            ms(med(tg)),
-                            ms(min(tg)),
-                            ms(max(tg)),
-                            f"{med(tg) / med(tgb):.2f}",
+                            common.ms(common.med(tg)),
+                            common.ms(min(tg)),
+                            common.ms(max(tg)),
+                            f"{common.med(tg) / common.med(tgb):.2f}",
                             "(info)",
                         ]
                     )
                     git_note = (
-                        f"  (git repo: submit() returns after {ms(med(sub))} ms, vs "
-                        f"{ms(med([t1 - t0 for t0, t1, _, _ in runner_run.stamps]))} ms "
+                        f"  (git repo: submit() returns after {common.ms(common.med(sub))} ms, vs "
+                        f"{common.ms(common.med([t1 - t0 for t0, t1, _, _ in runner_run.stamps]))} ms "
                         "outside one)"
                     )
                 else:
@@ -302,8 +262,8 @@ def main() -> int:
         finally:
             daemon_client.stop_daemon(ws.path)
 
-    ma, mb = med(ta), med(tb)
-    pma, pmb = med(pa), med(pb)
+    ma, mb = common.med(ta), common.med(tb)
+    pma, pmb = common.med(pa), common.med(pb)
     ra, rb = ma / mb, pma / pmb
     ok_a, ok_b = ra <= GOAL_IN_PROCESS, rb <= GOAL_PROCESS
 
@@ -313,17 +273,17 @@ def main() -> int:
         [
             [
                 "baseline: subprocess.run([python, 'hello.py'])",
-                ms(mb),
-                ms(min(tb)),
-                ms(max(tb)),
+                common.ms(mb),
+                common.ms(min(tb)),
+                common.ms(max(tb)),
                 "1.00",
                 "",
             ],
             [
                 "exp.submit(...).wait_for_completion()",
-                ms(ma),
-                ms(min(ta)),
-                ms(max(ta)),
+                common.ms(ma),
+                common.ms(min(ta)),
+                common.ms(max(ta)),
                 f"{ra:.2f}",
                 common.verdict(ok_a),
             ],
@@ -340,16 +300,30 @@ def main() -> int:
     common.print_table(
         ["case", "median ms", "min ms", "max ms", "vs baseline", f"goal <= {GOAL_PROCESS:g}x"],
         [
-            ["baseline: python hello.py", ms(pmb), ms(min(pb)), ms(max(pb)), "1.00", ""],
+            [
+                "baseline: python hello.py",
+                common.ms(pmb),
+                common.ms(min(pb)),
+                common.ms(max(pb)),
+                "1.00",
+                "",
+            ],
             [
                 "python submit_hello.py",
-                ms(pma),
-                ms(min(pa)),
-                ms(max(pa)),
+                common.ms(pma),
+                common.ms(min(pa)),
+                common.ms(max(pa)),
                 f"{rb:.2f}",
                 common.verdict(ok_b),
             ],
-            ["python -c pass (information)", ms(t_pass), "", "", f"{t_pass / pmb:.2f}", "(info)"],
+            [
+                "python -c pass (information)",
+                common.ms(t_pass),
+                "",
+                "",
+                f"{t_pass / pmb:.2f}",
+                "(info)",
+            ],
         ],
     )
     labels = (
@@ -363,11 +337,11 @@ def main() -> int:
     print(f"phases of (b) (medians of {len(stamped)} runs of a stamped copy of the script):")
     common.print_table(
         ["phase", "ms"],
-        [[label, ms(med([s[i] for s in stamped]))] for i, label in enumerate(labels)],
+        [[label, common.ms(common.med([s[i] for s in stamped]))] for i, label in enumerate(labels)],
     )
     print(
-        f"cold first submit (starts the daemon; information): {ms(cold)} ms until "
-        f"wait_for_completion() returned; submit() returned after {ms(cold_submit)} ms"
+        f"cold first submit (starts the daemon; information): {common.ms(cold)} ms until "
+        f"wait_for_completion() returned; submit() returned after {common.ms(cold_submit)} ms"
     )
     print(
         "for scale (from the issue, a trivial script vs bare python): mlflow run ~250x, "
