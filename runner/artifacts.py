@@ -128,21 +128,6 @@ class BlobStore:
         with open(path, "rb") as f:
             return self.put_stream(f)
 
-    def put_file_known(self, path: Path | str, digest: str) -> None:
-        """Store a file whose digest the caller already computed (skips re-hashing)."""
-        shard = self._shard(digest)
-        dest = f"{shard}/{digest[2:]}"
-        if os.path.exists(dest):
-            return
-        tmp = self._tmp_name(shard)
-        try:
-            shutil.copyfile(path, tmp)
-            os.chmod(tmp, 0o444)
-            os.replace(tmp, dest)
-        except BaseException:
-            _unlink_quiet(tmp)
-            raise
-
     def read_bytes(self, digest: str) -> bytes:
         """The content of a blob."""
         return self.path_of(digest).read_bytes()
@@ -154,15 +139,6 @@ class BlobStore:
         tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
         shutil.copyfile(self.path_of(digest), tmp)
         os.replace(tmp, dest)
-
-
-def file_digest(path: Path | str) -> str:
-    """SHA-256 hex digest of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _unlink_quiet(path: str) -> None:

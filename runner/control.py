@@ -38,7 +38,7 @@ def request_cancel(ws: Workspace, run_id: str, reason: str = "canceled by user")
                 allowed_from=_ACTIVE - {RunStatus.CANCEL_REQUESTED.value},
                 details=reason,
             )
-            marker = ws.path / "runs" / row.id / "cancel"
+            marker = ws.run_dir(row.id) / "cancel"
             marker.parent.mkdir(parents=True, exist_ok=True)
             tmp = marker.with_name(f".cancel-{os.getpid()}")
             tmp.write_text(reason, encoding="utf-8")

@@ -70,11 +70,6 @@ class UnschedulableError(RunnerError):
     """A run asks for more than this daemon can ever give it (e.g. more GPUs than exist)."""
 
 
-def run_dir(ws: Workspace, run_id: str) -> Path:
-    """A run's folder of working files on this machine."""
-    return ws.path / "runs" / run_id
-
-
 class Daemon:
     """Supervises the submitted runs of one workspace."""
 
@@ -375,7 +370,7 @@ class RunSupervisor:
         self.cancel_thread: threading.Thread | None = None
         self.gpu_ids: tuple[int, ...] = ()
         self.handle: Any = None
-        self.dir = run_dir(self.ws, self.run_id)
+        self.dir = self.ws.run_dir(self.run_id)
         self.logs = self.dir / "logs"
         self.workdir = self.dir / "work"
         self.exit_file = self.dir / "exit_code"

@@ -399,7 +399,7 @@ class Run:
         return details
 
     def _run_dir(self) -> Path:
-        return self._workspace.path / "runs" / self._id
+        return self._workspace.run_dir(self._id)
 
     def _log_files(self) -> dict[str, str]:
         """Log name -> local path: live files of a running run, stored ones afterwards."""

@@ -576,7 +576,7 @@ def _ingest(blobs: BlobStore, path: str, size: int, probe: bool = False) -> tupl
                 data = b"".join(parts)
             return blobs.put_bytes(data), len(data)
         # Big content is stored with put_stream, which hashes what it copies in one
-        # pass, not with hash-then-put_file_known: a file rewritten between two passes
+        # pass, not with a hash pass then a copy pass: a file rewritten between two passes
         # would be stored under the digest of its old content. When it may be stored
         # already (a touched file), one read-only pass first avoids copying it again.
         with os.fdopen(fd, "rb", buffering=0, closefd=False) as stream:

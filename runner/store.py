@@ -974,11 +974,6 @@ if hasattr(os, "register_at_fork"):  # POSIX
     os.register_at_fork(after_in_child=_after_fork)
 
 
-def dumps(value: Any) -> str:
-    """Compact JSON."""
-    return json.dumps(value, separators=(",", ":"))
-
-
 def loads_or_none(text: str | None) -> Any:
     """JSON text to a value; None stays None."""
     return None if text is None else json.loads(text)

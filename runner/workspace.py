@@ -178,6 +178,10 @@ class Workspace:
 
         return {m.name: m for m in Model.list(self, latest=True)}
 
+    def run_dir(self, run_id: str) -> Path:
+        """A run's folder of working files on this machine (live logs, control files)."""
+        return self.path / "runs" / run_id
+
     def get_default_keyvault(self) -> Keyvault:
         """The workspace's secret store (a 0600 file inside the workspace)."""
         return Keyvault(self.path / "keyvault.json")
