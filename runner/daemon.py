@@ -463,10 +463,15 @@ class RunSupervisor:
         with open(self.logs / PREP_LOG, "a", encoding="utf-8") as f:
             f.write(text)
 
+    def _remote(self) -> bool:
+        return (self.definition.get("target") or "local") != "local"
+
     def _start(self) -> None:
         from runner.environment import Environment
         from runner.snapshot import load_snapshot, materialize
 
+        if self._remote():
+            return self._start_remote()
         self.phase = "preparing"
         before = set(_BEFORE_LAUNCH)
         if self.row.status != RunStatus.QUEUED.value:
@@ -524,19 +529,22 @@ class RunSupervisor:
     def _launch_spec(self, prepared: Any) -> Any:
         from targets.base import LaunchSpec
 
-        # A container starts from its image's environment, not the daemon's.
-        env = {} if prepared.image else dict(os.environ)
+        remote = prepared is None  # the host prepares the interpreter and its variables
+        # A container or a remote host starts from its own environment, not the daemon's.
+        env = {} if remote or prepared.image else dict(os.environ)
         for var in ("RUNNER_DAEMON_IDLE_S",):
             env.pop(var, None)
-        env.update(prepared.env)
+        if not remote:
+            env.update(prepared.env)
         env.update(self.definition.get("environmentVariables") or {})
-        client = str(self.daemon.client_dir())
-        env["PYTHONPATH"] = os.pathsep.join(
-            [client, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
-        )
+        if not remote:
+            client = str(self.daemon.client_dir())
+            env["PYTHONPATH"] = os.pathsep.join(
+                [client, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
+            )
         env["PYTHONUNBUFFERED"] = "1"
         asked = self.definition.get("environmentVariables") or {}
-        if self.daemon.scheduler.all_gpus and "CUDA_VISIBLE_DEVICES" not in asked:
+        if self.daemon.scheduler.all_gpus and "CUDA_VISIBLE_DEVICES" not in asked and not remote:
             # Each run sees exactly the GPUs it was given (none if it asked for none),
             # unless its environment_variables name GPUs itself: that is asking to share.
             visible = ",".join(map(str, self.gpu_ids))
@@ -556,6 +564,8 @@ class RunSupervisor:
                 argv = ["/bin/sh", "-c", command, "sh", *args]
             else:
                 argv = [*command, *args]
+        elif remote:
+            argv = ["{python}", self.definition["script"], *args]
         else:
             argv = [*prepared.argv_prefix, prepared.python, self.definition["script"], *args]
         return LaunchSpec(
@@ -565,8 +575,89 @@ class RunSupervisor:
             env=env,
             driver_log=self.logs / DRIVER_LOG,
             exit_file=self.exit_file,
-            image=prepared.image,
+            image=None if remote else prepared.image,
             gpu_ids=self.gpu_ids,
+        )
+
+    def _start_remote(self) -> None:
+        """Prepare and start the run on an SSH host, then follow it from here."""
+        from runner.environment import Environment
+        from runner.snapshot import load_snapshot
+        from targets.ssh import environment_request, sync_snapshot
+
+        self.phase = "preparing"
+        before = set(_BEFORE_LAUNCH)
+        self._status(RunStatus.PREPARING, before)
+        target = make_target(self.ws, self.definition)
+        self._prep_log(f"connecting to {target.endpoint.user}@{target.endpoint.address}\n")
+        session = target.open_session(self.daemon.client_dir())
+        try:
+            snap_id = self.definition.get("snapshotId")
+            if snap_id:
+                sent = sync_snapshot(
+                    session, self.ws._blobs, load_snapshot(self.ws._blobs, snap_id)
+                )
+                self._prep_log(f"snapshot {snap_id[:12]}: {sent} bytes of contents sent\n")
+            env_def = self.definition.get("environment")
+            env = Environment.from_dict(env_def) if env_def else Environment.default()
+            answer, _ = session.request({"op": "prepare", **environment_request(env)})
+            self._prep_log(str(answer.get("log") or ""))
+            if self._cancel_requested():
+                session.close()
+                return self._end_canceled_before_start()
+            spec = self._launch_spec(None)
+            session.request(
+                {
+                    "op": "launch",
+                    "run_id": self.run_id,
+                    "snapshot": snap_id,
+                    "experiment": self.row.experiment_name,
+                    "target": self.definition.get("target"),
+                    "tags": self.store.get_tags(self.run_id),
+                    "properties": self.store.get_properties(self.run_id),
+                    "python": answer.get("python"),
+                    "argv": list(spec.argv),
+                    "env": dict(spec.env),
+                }
+            )
+        except BaseException:
+            session.close()
+            raise
+        self.handle = target.reattach({"run_id": self.run_id})
+        self.described = {**self.handle.describe(), "gpus": ""}
+        self.store.update_run(self.run_id, handle=json.dumps(self.described))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._follow(session)
+        if not self._status(RunStatus.RUNNING, before, start=True):
+            self.request_cancel(self.cancel_reason or "canceled while starting")
+        self.phase = "running"
+        self._watch()
+        return None
+
+    def _follow(self, session: Any = None) -> None:
+        """Stream a remote run's log and records here; the link's state sets the status."""
+        self.handle.follow(
+            self.store,
+            self.ws._blobs,
+            self.logs / DRIVER_LOG,
+            self.daemon.client_dir(),
+            self._link_changed,
+            session=session,
+            heartbeat_s=heartbeat_s(),
+        )
+
+    def _link_changed(self, up: bool) -> None:
+        if up:
+            self.daemon._log(f"run {self.run_id}: the link to the host is back")
+            self.phase = "running"  # the next heartbeat makes it Running again
+            self.daemon.wake.set()
+            return
+        self.daemon._log(f"run {self.run_id}: lost the link to the host ({self.handle.error})")
+        self.phase = "lost"
+        self._status(
+            RunStatus.NOT_RESPONDING,
+            {RunStatus.RUNNING.value},
+            details=f"lost the connection to the host: {self.handle.error}",
         )
 
     def _adopt(self) -> None:
@@ -574,6 +665,9 @@ class RunSupervisor:
         target = make_target(self.ws, self.definition)
         described = self.described or {}
         self.handle = target.reattach(described)
+        if described.get("kind") == "ssh":
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            self._follow()
         self.gpu_ids = self.described_gpus()
         self.daemon.scheduler.reserve(self.run_id, self.gpu_ids)
         # Launched, but the last daemon died before it recorded Running.
@@ -641,10 +735,22 @@ class RunSupervisor:
             {*_LIVE, RunStatus.CANCEL_REQUESTED.value, *_BEFORE_LAUNCH},
         )
         try:
+            self._fetch_remote_outputs()
             self._store_outputs()
         finally:
             self._end(code, canceled, failure)
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _fetch_remote_outputs(self) -> None:
+        fetch = getattr(self.handle, "fetch_outputs", None)
+        if fetch is None:
+            return
+        try:
+            fetch(self.workdir)
+        except Exception as exc:  # the run's end is recorded all the same
+            self.daemon._log(f"run {self.run_id}: could not fetch outputs: {exc}")
+            with open(self.logs / DRIVER_LOG, "a", encoding="utf-8") as f:
+                f.write(f"\nrunner: could not fetch ./outputs from the host: {exc}\n")
 
     def _end(self, code: int | None, canceled: bool, failure: str | None) -> None:
         allowed = {*_ACTIVE}
@@ -686,6 +792,10 @@ class RunSupervisor:
         code = None
         from targets.local import read_exit_file
 
+        if (self.described or {}).get("kind") == "ssh":
+            # Not finished: follow it again (to its exit code), then finalize.
+            self._adopt()
+            return
         code = read_exit_file(self.exit_file)
         if (self.described or {}).get("kind") == "docker":  # remove the finished container
             with contextlib.suppress(Exception):
@@ -807,7 +917,14 @@ def make_target(ws: Workspace, definition: dict[str, Any]) -> Any:
 
     name = definition.get("target") or "local"
     if name != "local":
-        raise RunnerError(f"compute target {name!r} is not supported by this version yet")
+        from runner.compute import ComputeTarget
+
+        target = ComputeTarget(ws, name)
+        if target.type != "remote":
+            raise RunnerError(f"compute target {name!r} ({target.type}) cannot run jobs yet")
+        from targets.ssh import SshTarget
+
+        return SshTarget(ws, name, target.config)
     docker = (definition.get("environment") or {}).get("docker") or {}
     if docker.get("enabled"):
         from targets.docker import DockerTarget

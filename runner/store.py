@@ -17,6 +17,7 @@ Why it looks like this:
 from __future__ import annotations
 
 import atexit
+import base64
 import json
 import os
 import sqlite3
@@ -38,6 +39,10 @@ Scalar = Any  # int | float | bool | str, checked by runner.metrics
 
 #: How often the background writer makes buffered metrics durable and visible.
 FLUSH_INTERVAL_S = 0.2
+#: Set in a remote run's processes (by runner.remote_agent): every change to the store is
+#: also appended to this file as one JSON line, which the supervisor on the submitting
+#: machine replays into its own store (runner.journal).
+JOURNAL_ENV = "RUNNER_JOURNAL"
 
 _MIGRATIONS: list[str] = [
     # 0 -> 1: the first schema.
@@ -133,6 +138,13 @@ _MIGRATIONS: list[str] = [
     # 1 -> 2: where a supervisor finds a launched run again (targets' describe()).
     """
     ALTER TABLE runs ADD COLUMN handle TEXT;
+    """,
+    # 2 -> 3: how far a remote run's journal has been replayed (runner.journal).
+    """
+    CREATE TABLE sync_offsets(
+        run_id TEXT NOT NULL, stream TEXT NOT NULL, offset INTEGER NOT NULL,
+        PRIMARY KEY(run_id, stream)
+    ) WITHOUT ROWID;
     """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -293,6 +305,7 @@ class Store:
         self._closed = False
         _ALL_STORES.add(self)
         self.last_rowid: int | None = None
+        self.journal = os.environ.get(JOURNAL_ENV) if db_path != ":memory:" else None
 
     # -- opening ---------------------------------------------------------------------
 
@@ -399,6 +412,22 @@ class Store:
         with self._lock:
             return self.conn.execute(sql, params).fetchall()
 
+    def _journal(self, event: JSONDict) -> None:
+        """Append one change to the journal, if this process keeps one.
+
+        Called inside the write transaction, so the journal's order is the commit order
+        of every process sharing the database (the write lock serializes them). One
+        ``write`` of one line on an O_APPEND file: lines of several processes never mix.
+        """
+        if self.journal is None:
+            return
+        line = json.dumps(event, separators=(",", ":")).encode() + b"\n"
+        fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
     def close(self) -> None:
         """Flush buffered metrics and close the connection; idempotent."""
         if self._closed:
@@ -424,6 +453,14 @@ class Store:
             return int(
                 conn.execute("SELECT id FROM experiments WHERE name = ?", (name,)).fetchone()[0]
             )
+
+    @staticmethod
+    def _experiment_name_in(conn: sqlite3.Connection, experiment_id: int) -> str:
+        return str(
+            conn.execute("SELECT name FROM experiments WHERE id = ?", (experiment_id,)).fetchone()[
+                0
+            ]
+        )
 
     def experiment_names(self) -> list[str]:
         """All experiment names, oldest first."""
@@ -507,6 +544,23 @@ class Store:
                     )
                 ids.append(run_id)
                 number += 1
+                if self.journal is not None:
+                    self._journal(
+                        {
+                            "e": "run",
+                            "id": run_id,
+                            "experiment": self._experiment_name_in(conn, experiment_id),
+                            "parent": parent_id,
+                            "type": spec.type,
+                            "status": spec.status,
+                            "display_name": spec.display_name,
+                            "target": spec.target,
+                            "created": now,
+                            "submitted_by": submitted_by,
+                            "definition": spec.definition,
+                            "tags": spec.tags or {},
+                        }
+                    )
             conn.execute(
                 "UPDATE experiments SET next_number = ? WHERE id = ?", (number, experiment_id)
             )
@@ -634,6 +688,7 @@ class Store:
         assignments = ", ".join(f"{name} = ?" for name in fields)
         with self.write() as conn:
             conn.execute(f"UPDATE runs SET {assignments} WHERE id = ?", (*fields.values(), run_id))
+            self._journal({"e": "update", "id": run_id, "fields": fields})
 
     def set_status(
         self,
@@ -673,6 +728,19 @@ class Store:
                 sets.append("error = ?")
                 params.append(json.dumps(error))
             conn.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id = ?", (*params, run_id))
+            self._journal(
+                {
+                    "e": "status",
+                    "id": run_id,
+                    "status": status,
+                    "from": None if allowed_from is None else sorted(set(allowed_from)),
+                    "details": details,
+                    "error": error,
+                    "start": start,
+                    "end": end,
+                    "time": now,
+                }
+            )
             return old
 
     # -- tags and properties ---------------------------------------------------------
@@ -684,6 +752,7 @@ class Store:
                 "INSERT OR REPLACE INTO tags(run_id, key, value) VALUES (?,?,?)",
                 [(run_id, k, v) for k, v in tags.items()],
             )
+            self._journal({"e": "tags", "id": run_id, "tags": tags})
 
     def remove_tags(self, run_id: str, keys: Sequence[str]) -> None:
         """Delete tags (missing keys are fine)."""
@@ -691,6 +760,7 @@ class Store:
             conn.executemany(
                 "DELETE FROM tags WHERE run_id = ? AND key = ?", [(run_id, k) for k in keys]
             )
+            self._journal({"e": "untag", "id": run_id, "keys": list(keys)})
 
     def get_tags(self, run_id: str) -> dict[str, str | None]:
         """The run's tags."""
@@ -719,6 +789,7 @@ class Store:
                 "INSERT OR IGNORE INTO properties(run_id, key, value) VALUES (?,?,?)",
                 [(run_id, k, v) for k, v in props.items()],
             )
+            self._journal({"e": "props", "id": run_id, "props": props})
 
     def get_properties(self, run_id: str) -> dict[str, str | None]:
         """The run's properties."""
@@ -737,6 +808,7 @@ class Store:
         everyone else is checked against that.
         """
         with self.write() as conn:
+            before = conn.total_changes
             conn.execute(
                 "INSERT OR IGNORE INTO metric_meta(run_id, name, kind, has_step, description) "
                 "VALUES (?,?,?,?,?)",
@@ -746,6 +818,17 @@ class Store:
                 "SELECT kind, has_step FROM metric_meta WHERE run_id = ? AND name = ?",
                 (run_id, name),
             ).fetchone()
+            if conn.total_changes != before:
+                self._journal(
+                    {
+                        "e": "meta",
+                        "id": run_id,
+                        "name": name,
+                        "kind": kind,
+                        "has_step": has_step,
+                        "description": description,
+                    }
+                )
         return str(row[0]), None if row[1] is None else bool(row[1])
 
     def ensure_writer(self) -> None:
@@ -833,6 +916,8 @@ class Store:
                     "VALUES (?,?,?,?,?,?,?)",
                     rows,
                 )
+                if self.journal is not None:
+                    self._journal({"e": "metrics", "rows": [_b64_row(r) for r in rows]})
         except sqlite3.Error as exc:
             # Never lose values to a passing error: put them back in front for the next try.
             sys.stderr.write(f"runner: metric write failed, will retry: {exc}\n")
@@ -888,6 +973,7 @@ class Store:
                 "VALUES (?,?,?,?,?)",
                 [(run_id, n, d, s, now) for n, d, s in entries],
             )
+            self._journal({"e": "files", "id": run_id, "entries": [list(e) for e in entries]})
 
     def replace_files(self, run_id: str, entries: Sequence[tuple[str, str, int]]) -> None:
         """Record files of a run, replacing same-named ones (logs and outputs, stored last)."""
@@ -897,6 +983,9 @@ class Store:
                 "INSERT OR REPLACE INTO files(run_id, name, digest, size, created_utc) "
                 "VALUES (?,?,?,?,?)",
                 [(run_id, n, d, s, now) for n, d, s in entries],
+            )
+            self._journal(
+                {"e": "files", "id": run_id, "entries": [list(e) for e in entries], "replace": True}
             )
 
     def list_files(self, run_id: str, prefix: str | None = None) -> list[tuple[str, str, int]]:
@@ -926,6 +1015,20 @@ def _enable_wal(conn: sqlite3.Connection, timeout_s: float = 60.0) -> str:
                 raise
             time.sleep(delay_s)
             delay_s = min(delay_s * 2, 0.05)
+
+
+def _b64_row(row: tuple[Any, ...]) -> list[Any]:
+    """A metrics row as JSON: the packed value and step bytes in base64."""
+    run_id, name, enc, data, steps, count, when = row
+    return [
+        run_id,
+        name,
+        enc,
+        base64.b64encode(data).decode(),
+        None if steps is None else base64.b64encode(steps).decode(),
+        count,
+        when,
+    ]
 
 
 def _prefixed(alias: str) -> str:

@@ -29,7 +29,6 @@ def submit(
 ) -> Run:
     """Submit a ScriptRunConfig; returns the Run (status Starting) at once."""
     from runner import daemon_client
-    from runner.compute import ComputeTarget
     from runner.config import ScriptRunConfig
     from runner.run import RUN_TYPE_SCRIPT, Run, _check_tag_key, _check_tag_value
     from runner.snapshot import git_properties, take_snapshot
@@ -45,21 +44,19 @@ def submit(
     rc = config.run_config
     env = rc.environment
     target = rc.target_name
-    if target != "local":
-        kind = ComputeTarget(ws, target).type  # NotFoundError names the known targets
-        raise TargetUnavailableError(
-            f"compute target {target!r} ({kind}) cannot run jobs in this version of runner yet; "
-            "submit to 'local'"
-        )
+    remote = target != "local"
+    if remote:
+        _check_remote(ws, target, env)
     python: str | None = None
     try:
         selection = importlib.import_module("environments.selection")
     except ImportError:  # inside a run: only runner's in-run client is importable
         selection = None
-    if selection is not None:
+    if selection is not None and not remote:
         selection.check(env)  # a ConfigError now, not a Failed run later
-    # A docker environment's interpreter is in its image, not on this machine.
-    if env.python.user_managed_dependencies and not env.docker.enabled:
+    # A docker environment's interpreter is in its image, not on this machine; a remote
+    # one is on its host.
+    if env.python.user_managed_dependencies and not env.docker.enabled and not remote:
         from runner.environment import resolve_interpreter
 
         python = resolve_interpreter(env, sys.executable)
@@ -147,3 +144,25 @@ def submit(
             raise
         # a daemon took the run after all: it is on its way
     return Run(experiment, run_id)
+
+
+def _check_remote(ws: Any, name: str, env: Any) -> None:
+    """Everything about a remote target that can fail, checked before the run is recorded:
+    the target exists and is an SSH host, the environment can be prepared there, and the
+    host answers (known host key, accepted login, python3 >= 3.9)."""
+    from runner.compute import ComputeTarget
+
+    target = ComputeTarget(ws, name)  # NotFoundError names the known targets
+    if target.type != "remote":
+        raise TargetUnavailableError(
+            f"compute target {name!r} ({target.type}) cannot run jobs in this version of runner"
+        )
+    try:
+        ssh = importlib.import_module("targets.ssh")
+    except ImportError as exc:  # inside a run: submit_child to a host is for the host side
+        raise TargetUnavailableError(
+            f"runs on target {name!r} can be submitted only where runner is installed"
+        ) from exc
+    ssh.environment_request(env)  # ConfigError for kinds a host cannot prepare
+    env.validate()
+    ssh.SshTarget(ws, name, target.config).check()

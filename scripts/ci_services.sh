@@ -5,6 +5,8 @@
 #   - the base test image $RUNNER_TEST_IMAGE (default runner-test/python:3.11-bookworm) built
 #     with debootstrap (python3, venv, pip, ca-certificates) when missing: no image registry
 #     is needed, so `FROM python:...` is never pulled. First time about 90 s.
+#   - the SSH test hosts of tests/ssh, by scripts/ssh_services.sh (last, so that its failure
+#     still lets the docker line above print; the exit status then says it failed).
 # The host CA bundle is copied into the image: package indexes here may be reached through a
 # TLS-inspecting proxy. Adapted from ../shared/recipes/docker_local.sh.
 set -euo pipefail
@@ -44,3 +46,4 @@ if ! "$DOCKER" image inspect "$IMAGE" >/dev/null 2>&1; then
   rm -rf "$ST/rootfs"
 fi
 echo "ci_services.sh: docker engine and $IMAGE ready in $(awk "BEGIN{printf \"%.2f\", $(date +%s.%N) - $t0}") s"
+bash "$(dirname "${BASH_SOURCE[0]}")/ssh_services.sh"

@@ -1,0 +1,493 @@
+"""The remote side of an SSH target: standard library only, Python 3.9+.
+
+runner copies its in-run client (this package) to a host once per version, under
+``~/.runner-remote/client/<version>/runner``, and talks to this module over ``ssh``.
+Everything of a run lives under ``~/.runner-remote/runs/<run id>/``:
+
+- ``work/``: the run's copy of the snapshot (``./outputs`` and ``./logs`` inside);
+- ``ws/``: a workspace of the run alone: the script's ``Run.get_context()`` records into
+  it as on any machine, and every change is also appended to ``journal`` (JSON lines),
+  which the submitting machine reads from an offset and replays into its own history;
+- ``driver.log``, ``exit_code`` (written by the shim when the script ends) and ``pid``.
+
+Snapshot contents are kept in ``~/.runner-remote/blobs`` by SHA-256, so a file the host
+has is never sent again. The script runs in its own session, so it lives on when the
+connection drops; ``cancel`` (a new connection) signals that session.
+
+Protocol (``session``): frames both ways on stdin/stdout, each a JSON header line with
+``n``, the length of the binary payload that follows it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+from typing import Any, BinaryIO
+
+#: The shim of targets/local.py: $1 work folder, $2 exit file, then the argv.
+SHIM = 'cd "$1" || exit 127; ef=$2; shift 2; "$@"; c=$?; echo "$c" > "$ef"; exit "$c"'
+#: Grace for processes a finished script left in its session.
+LEFTOVER_GRACE_S = 2.0
+
+
+def default_base() -> Path:
+    """Where runner keeps its files on this host."""
+    return Path(os.environ.get("RUNNER_REMOTE_BASE") or "~/.runner-remote").expanduser()
+
+
+# -- framing ---------------------------------------------------------------------------
+
+
+def write_frame(out: BinaryIO, header: dict[str, Any], payload: bytes = b"") -> None:
+    """Send one frame: a JSON header line (with the payload length) and the payload."""
+    head = dict(header)
+    head["n"] = len(payload)
+    out.write(json.dumps(head, separators=(",", ":")).encode() + b"\n")
+    if payload:
+        out.write(payload)
+    out.flush()
+
+
+def read_frame(inp: BinaryIO) -> tuple[dict[str, Any], bytes] | None:
+    """The next frame, or None at the end of the stream."""
+    line = inp.readline()
+    if not line:
+        return None
+    header: dict[str, Any] = json.loads(line)
+    n = int(header.get("n") or 0)
+    payload = inp.read(n) if n else b""
+    if len(payload) != n:
+        return None
+    return header, payload
+
+
+# -- processes --------------------------------------------------------------------------
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses: fields start after the last ')'.
+    return text[text.rfind(")") + 2 :].split()
+
+
+def start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot ('' when gone): pid + this
+    names one process, even after the pid is reused."""
+    fields = _stat(pid)
+    return fields[19] if fields else ""
+
+
+def is_alive(pid: int, started: str) -> bool:
+    """Whether the process ``pid`` that started at ``started`` still runs (not a zombie)."""
+    fields = _stat(pid)
+    if not fields:
+        return False
+    return fields[0] != "Z" and (not started or fields[19] == started)
+
+
+def run_processes(sid: int, run_id: str) -> list[int]:
+    """Processes of the run: in its session, or carrying its RUNNER_RUN_ID."""
+    marker = f"RUNNER_RUN_ID={run_id}".encode()
+    found = []
+    me = os.getpid()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        pid = int(name)
+        fields = _stat(pid)
+        if not fields or fields[0] == "Z":
+            continue
+        if int(fields[3]) == sid:
+            found.append(pid)
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if marker + b"\0" in f.read() + b"\0":
+                    found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
+def terminate(sid: int, run_id: str, grace_s: float) -> int:
+    """TERM the run's processes, wait up to ``grace_s``, KILL the rest; how many there were."""
+    pids = run_processes(sid, run_id)
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while pids and time.monotonic() < deadline:
+        time.sleep(0.05)
+        _reap()
+        pids = [p for p in pids if _stat(p) and _stat(p)[0] != "Z"]  # type: ignore[index]
+    for pid in run_processes(sid, run_id):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    return len(pids)
+
+
+def _reap() -> None:
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+
+
+def read_exit(path: Path) -> int | None:
+    """The exit code the shim wrote, if it has."""
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.lstrip("-").isdigit() else None
+
+
+# -- the session -------------------------------------------------------------------------
+
+
+class Session:
+    """Answers one connection's requests, in order."""
+
+    def __init__(self, base: Path, inp: BinaryIO, out: BinaryIO) -> None:
+        self.base = base
+        self.inp = inp
+        self.out = out
+        self.blobs = base / "blobs"
+        self.pending: dict[str, list[list[Any]]] = {}
+
+    def serve(self) -> None:
+        """Handle frames until ``bye`` or the end of input."""
+        while True:
+            frame = read_frame(self.inp)
+            if frame is None:
+                return
+            header, payload = frame
+            op = header.get("op")
+            if op == "bye":
+                return
+            handler = getattr(self, f"op_{op}", None)
+            try:
+                if handler is None:
+                    raise ValueError(f"unknown request {op!r}")
+                handler(header, payload)
+            except BrokenPipeError:
+                return
+            except Exception as exc:
+                write_frame(self.out, {"error": f"{type(exc).__name__}: {exc}"})
+
+    def reply(self, header: dict[str, Any], payload: bytes = b"") -> None:
+        write_frame(self.out, header, payload)
+
+    def run_dir(self, run_id: str) -> Path:
+        if not run_id or "/" in run_id or run_id.startswith("."):
+            raise ValueError(f"bad run id {run_id!r}")
+        return self.base / "runs" / run_id
+
+    # -- requests ------------------------------------------------------------------------
+
+    def op_hello(self, header: dict[str, Any], payload: bytes) -> None:
+        self.reply(
+            {
+                "python": sys.executable,
+                "version": list(sys.version_info[:3]),
+                "docker": shutil.which("docker") is not None,
+                "base": str(self.base),
+                "pid": os.getpid(),
+            }
+        )
+
+    def _blob_path(self, digest: str) -> Path:
+        return self.blobs / digest[:2] / digest[2:]
+
+    def op_snapshot(self, header: dict[str, Any], payload: bytes) -> None:
+        """Is the snapshot here? With its entries: which contents are missing."""
+        snap_id = str(header["id"])
+        if (self.base / "snapshots" / f"{snap_id}.json").exists():
+            self.reply({"have": True})
+            return
+        entries = header.get("entries")
+        if entries is None:
+            self.reply({"have": False})
+            return
+        self.pending[snap_id] = entries
+        missing = sorted({e[1] for e in entries if not self._blob_path(e[1]).exists()})
+        self.reply({"have": False, "missing": missing})
+
+    def op_blob(self, header: dict[str, Any], payload: bytes) -> None:
+        """Store one content (no reply: blobs stream; ``snapshot_done`` answers)."""
+        digest = str(header["digest"])
+        if hashlib.sha256(payload).hexdigest() != digest:
+            raise ValueError(f"content of {digest[:12]} arrived damaged")
+        path = self._blob_path(digest)
+        if path.exists():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_bytes(payload)
+        os.replace(tmp, path)
+
+    def op_snapshot_done(self, header: dict[str, Any], payload: bytes) -> None:
+        snap_id = str(header["id"])
+        entries = self.pending.pop(snap_id, None)
+        if entries is None:
+            raise ValueError(f"snapshot {snap_id[:12]} was not announced")
+        missing = [e[0] for e in entries if not self._blob_path(e[1]).exists()]
+        if missing:
+            raise ValueError(f"snapshot {snap_id[:12]}: contents of {missing[:5]} did not arrive")
+        folder = self.base / "snapshots"
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{snap_id}.{os.getpid()}"
+        tmp.write_text(json.dumps(entries))
+        os.replace(tmp, folder / f"{snap_id}.json")
+        self.reply({"ok": True})
+
+    def op_prepare(self, header: dict[str, Any], payload: bytes) -> None:
+        """Make the run's interpreter ready; answers its path and the build log."""
+        log = io.StringIO()
+        kind = header.get("kind")
+        if kind == "user_managed":
+            python = header.get("python") or sys.executable
+            found = shutil.which(python) if os.sep not in python else python
+            if not found or not os.access(found, os.X_OK):
+                raise ValueError(f"interpreter {python!r} does not exist on this host")
+            log.write(f"user-managed environment: using {found} as it is\n")
+            self.reply({"python": found, "log": log.getvalue()})
+        elif kind == "venv":
+            python = self._venv(str(header["key"]), header.get("requirements") or [], log)
+            self.reply({"python": python, "log": log.getvalue()})
+        else:
+            raise ValueError(f"environments of kind {kind!r} cannot be prepared on this host")
+
+    def _venv(self, key: str, requirements: list[str], log: io.StringIO) -> str:
+        """A venv per requirements hash, built once (under a lock) and reused."""
+        import fcntl
+
+        folder = self.base / "envs" / key
+        python = folder / "bin" / "python"
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with open(folder.parent / f"{key}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if (folder / ".ready").exists():
+                log.write(f"venv {folder}: cached\n")
+                return str(python)
+            shutil.rmtree(folder, ignore_errors=True)
+            t0 = time.monotonic()
+            args = [sys.executable, "-m", "venv"]
+            if not requirements:
+                args.append("--without-pip")
+            self._build([*args, str(folder)], log)
+            if requirements:
+                self._build([str(python), "-m", "pip", "install", "--quiet", *requirements], log)
+            (folder / ".ready").write_text(json.dumps(requirements))
+            log.write(f"venv {folder}: built in {time.monotonic() - t0:.1f} s\n")
+        return str(python)
+
+    @staticmethod
+    def _build(argv: list[str], log: io.StringIO) -> None:
+        log.write("$ " + " ".join(argv) + "\n")
+        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
+        log.write(proc.stdout.decode("utf-8", "replace"))
+        if proc.returncode != 0:
+            raise ValueError(
+                f"{argv[0]} {' '.join(argv[1:3])} failed (exit {proc.returncode}):\n"
+                + log.getvalue()[-3000:]
+            )
+
+    def op_launch(self, header: dict[str, Any], payload: bytes) -> None:
+        """Materialize the snapshot, record the run in its own workspace, start it."""
+        from runner.artifacts import BlobStore
+        from runner.snapshot import Snapshot, SnapshotEntry, materialize
+        from runner.store import NewRun
+        from runner.workspace import Workspace
+
+        run_id = str(header["run_id"])
+        folder = self.run_dir(run_id)
+        if (folder / "pid").exists():
+            raise ValueError(f"run {run_id} was launched on this host already")
+        shutil.rmtree(folder, ignore_errors=True)
+        work = folder / "work"
+        snap_id = header.get("snapshot")
+        if snap_id:
+            entries = json.loads((self.base / "snapshots" / f"{snap_id}.json").read_text())
+            snap = Snapshot(
+                id=snap_id,
+                entries=tuple(SnapshotEntry(p, d, int(s), bool(x)) for p, d, s, x in entries),
+            )
+            materialize(snap, BlobStore(self.blobs), work)
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "outputs").mkdir(exist_ok=True)
+        (work / "logs").mkdir(exist_ok=True)
+        ws = Workspace.create(folder / "ws", exist_ok=True)
+        store = ws._store
+        exp_id = store.ensure_experiment(str(header.get("experiment") or "remote"))
+        store.create_runs(
+            exp_id,
+            [
+                NewRun(
+                    id=run_id,
+                    type="azureml.scriptrun",
+                    status="Running",
+                    target=str(header.get("target") or "remote"),
+                    tags=header.get("tags") or {},
+                )
+            ],
+        )
+        if header.get("properties"):
+            store.add_properties(run_id, header["properties"])
+        store.close()
+        client = Path(__file__).resolve().parent.parent
+        env = dict(os.environ)
+        env.update(header.get("env") or {})
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(client), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
+        )
+        env["RUNNER_RUN_ID"] = run_id
+        env["AZUREML_RUN_ID"] = run_id
+        env["RUNNER_WORKSPACE"] = str(folder / "ws")
+        env["RUNNER_JOURNAL"] = str(folder / "journal")
+        env["PYTHONUNBUFFERED"] = "1"
+        argv = [str(a) for a in header["argv"]]
+        if header.get("python") and argv and argv[0] == "{python}":
+            argv[0] = str(header["python"])
+        (folder / "journal").touch()
+        with open(folder / "driver.log", "ab") as log, open(os.devnull, "rb") as devnull:
+            proc = subprocess.Popen(
+                ["/bin/sh", "-c", SHIM, "runner-shim", str(work), str(folder / "exit_code"), *argv],
+                stdin=devnull,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                close_fds=True,
+            )
+        started = start_time(proc.pid)
+        (folder / "pid").write_text(f"{proc.pid} {started}\n")
+        self.reply({"pid": proc.pid, "started": started})
+
+    def op_follow(self, header: dict[str, Any], payload: bytes) -> None:
+        """Stream the run's log and journal from the given offsets until it has ended.
+
+        Frames: ``{"s": "log"|"journal", "o": offset}`` with bytes, ``{"s": "blob"}`` with
+        a file the journal names (sent before the journal lines naming it), ``{"s": "hb"}``
+        when there was nothing to say for a heartbeat interval, and last ``{"s": "exit"}``.
+        """
+        run_id = str(header["run_id"])
+        folder = self.run_dir(run_id)
+        if not (folder / "pid").exists():  # never launched here, or already cleaned up
+            self.reply({"s": "exit", "code": read_exit(folder / "exit_code"), "missing": True})
+            return
+        pid_text = (folder / "pid").read_text().split()
+        pid, started = int(pid_text[0]), pid_text[1] if len(pid_text) > 1 else ""
+        offsets = {"log": int(header.get("log") or 0), "journal": int(header.get("journal") or 0)}
+        files = {"log": folder / "driver.log", "journal": folder / "journal"}
+        hb = float(header.get("hb") or 2.0)
+        blobs = folder / "ws" / "blobs"
+        last_sent = time.monotonic()
+        t0 = time.monotonic()
+        while True:
+            _reap()
+            code = read_exit(folder / "exit_code")
+            done = code is not None or not is_alive(pid, started)
+            sent = False
+            for stream in ("log", "journal"):
+                data = _read_from(files[stream], offsets[stream])
+                if stream == "journal":
+                    data = data[: data.rfind(b"\n") + 1]
+                    self._send_blobs(data, blobs)
+                if data:
+                    self.reply({"s": stream, "o": offsets[stream]}, data)
+                    offsets[stream] += len(data)
+                    sent = True
+            if done and not sent:
+                if code is None:
+                    code = read_exit(folder / "exit_code")
+                # What the script left running in its session ends with it, as in a container.
+                terminate(pid, run_id, LEFTOVER_GRACE_S)
+                self.reply({"s": "exit", "code": code})
+                return
+            now = time.monotonic()
+            if sent:
+                last_sent = now
+            elif now - last_sent >= hb:
+                self.reply({"s": "hb", "t": time.time()})
+                last_sent = now
+            # Poll fast at first (short runs end in milliseconds), then settle.
+            time.sleep(0.002 if now - t0 < 0.5 else 0.02 if now - t0 < 5 else 0.1)
+
+    def _send_blobs(self, lines: bytes, blobs: Path) -> None:
+        if b'"e":"files"' not in lines:
+            return
+        for line in lines.splitlines():
+            if b'"e":"files"' not in line:
+                continue
+            for _name, digest, _size in json.loads(line).get("entries", []):
+                path = blobs / digest[:2] / digest[2:]
+                with contextlib.suppress(OSError):
+                    self.reply({"s": "blob", "digest": digest}, path.read_bytes())
+
+    def op_outputs(self, header: dict[str, Any], payload: bytes) -> None:
+        """A tar of the run's ./outputs and ./logs."""
+        work = self.run_dir(str(header["run_id"])) / "work"
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for name in ("outputs", "logs"):
+                if (work / name).is_dir():
+                    tar.add(str(work / name), arcname=name)
+        self.reply({"ok": True}, buf.getvalue())
+
+    def op_cleanup(self, header: dict[str, Any], payload: bytes) -> None:
+        shutil.rmtree(self.run_dir(str(header["run_id"])), ignore_errors=True)
+        self.reply({"ok": True})
+
+
+def _read_from(path: Path, offset: int, limit: int = 4 << 20) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read(limit)
+    except OSError:
+        return b""
+
+
+def cancel(base: Path, run_id: str, grace_s: float) -> dict[str, Any]:
+    """TERM the run's session, wait ``grace_s``, KILL what is left."""
+    folder = base / "runs" / run_id
+    try:
+        pid = int((folder / "pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return {"ok": True, "found": False}
+    return {"ok": True, "found": True, "signaled": terminate(pid, run_id, grace_s)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``session`` | ``cancel RUN_ID GRACE_S``."""
+    args = sys.argv[1:] if argv is None else argv
+    base = default_base()
+    if not args:
+        sys.stderr.write("usage: remote_agent session | cancel RUN_ID GRACE_S\n")
+        return 2
+    if args[0] == "session":
+        Session(base, sys.stdin.buffer, sys.stdout.buffer).serve()
+        return 0
+    if args[0] == "cancel" and len(args) == 3:
+        sys.stdout.write(json.dumps(cancel(base, args[1], float(args[2]))) + "\n")
+        return 0
+    sys.stderr.write(f"remote_agent: unknown command {args!r}\n")
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
