@@ -2,15 +2,23 @@
 
 The registry keeps each target's name, kind and JSON configuration in the workspace
 store; secrets (an SSH password) go to the workspace keyvault, never into the config.
+Attaching an SSH host checks it first (host key, login, python3; ``targets.hostkeys``)
+and records nothing when a check fails; detaching removes the target's secrets and the
+host key attaching added, unless another target still uses that host.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
+import os
+import re
+import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
-from runner.errors import ConfigError, ConflictError, NotFoundError
+from runner.errors import ConfigError, ConflictError, NotFoundError, TargetUnavailableError
 
 if TYPE_CHECKING:
     from runner.workspace import Workspace
@@ -49,7 +57,20 @@ class ComputeTarget:
 
     @staticmethod
     def attach(workspace: Workspace, name: str, attach_configuration: Any) -> ComputeTarget:
-        """Register a target under ``name`` from an attach configuration."""
+        """Register a target under ``name`` from an attach configuration.
+
+        An SSH host is checked before anything is recorded: its host key must be known to
+        ssh already, or be the one whose fingerprint the configuration names
+        (``host_key_fingerprint=``, then it is added to ``WS/ssh/known_hosts``); the login
+        must be accepted; python3 >= 3.9 must be on the host's PATH.
+
+        Raises:
+            HostKeyError: the host's key is not known yet (the message gives its fingerprint
+                and how to accept it), is not the one given, or changed.
+            TargetUnavailableError: the host cannot be reached, refuses the login, or lacks
+                python3 >= 3.9.
+            ConflictError: a target of that name exists.
+        """
         if not isinstance(name, str) or not name or name == LOCAL:
             raise ConfigError(
                 f"target name {name!r} is not allowed; pick a name other than 'local'"
@@ -58,27 +79,74 @@ class ComputeTarget:
             raise ConfigError(
                 "attach_configuration must come from RemoteCompute.attach_configuration(...)"
             )
-        kind, config = attach_configuration.to_config(workspace, name)
+        if _exists(workspace, name):
+            raise _taken(name)
+        if not isinstance(attach_configuration, RemoteComputeAttachConfiguration):
+            kind, config = attach_configuration.to_config(workspace, name)
+            _insert(workspace, name, kind, config)
+            return ComputeTarget(workspace, name)
+        kind, config, stored = attach_configuration._config(name)
         try:
-            with workspace._store.write() as conn:
-                conn.execute(
-                    "INSERT INTO compute_targets(name, kind, config, created_utc) VALUES (?,?,?,?)",
-                    (name, kind, json.dumps(config), time.time()),
-                )
-        except Exception as exc:
-            if "UNIQUE" in str(exc):
-                raise ConflictError(
-                    f"a compute target named {name!r} exists; detach it first or pick another name"
-                ) from exc
+            hostkeys = importlib.import_module("targets.hostkeys")
+        except ImportError as exc:  # inside a run's environment: runner is not installed
+            raise TargetUnavailableError(
+                f"attaching SSH host {attach_configuration.address!r} needs runner installed "
+                "(its targets package); attach from where you submit runs"
+            ) from exc
+        new_key = hostkeys.verify_attach(
+            workspace,
+            name,
+            config,
+            attach_configuration.password,
+            attach_configuration.host_key_fingerprint,
+            passphrase=attach_configuration.private_key_passphrase,
+        )
+        inserted = False
+        try:
+            if stored:
+                workspace.get_default_keyvault().set_secrets(stored)
+            _insert(workspace, name, kind, config)
+            inserted = True
+            if new_key is not None:
+                hostkeys.add_known_host(workspace, new_key)
+        except BaseException:
+            if inserted:
+                with workspace._store.write() as conn:
+                    conn.execute("DELETE FROM compute_targets WHERE name = ?", (name,))
+            _delete_secrets(workspace, list(stored))
             raise
         return ComputeTarget(workspace, name)
 
     def detach(self) -> None:
-        """Remove the target from the workspace (runs on it stay recorded)."""
+        """Remove the target from the workspace (runs on it stay recorded).
+
+        Its keyvault secrets go too, and so does its host's line in ``WS/ssh/known_hosts``
+        unless another attached target reaches the same host and port.
+        """
         if self.name == LOCAL:
             raise ConfigError("the 'local' target cannot be detached")
         with self.workspace._store.write() as conn:
             conn.execute("DELETE FROM compute_targets WHERE name = ?", (self.name,))
+        _delete_secrets(
+            self.workspace,
+            [
+                str(self.config[k])
+                for k in ("password_secret", "passphrase_secret")
+                if self.config.get(k)
+            ],
+        )
+        if self.type != "remote":
+            return
+        label = _host_label(self.config)
+        in_use = {
+            _host_label(t.config)
+            for t in list_targets(self.workspace).values()
+            if t.type == "remote"
+        }
+        if label in in_use:
+            return
+        with contextlib.suppress(ImportError):  # without targets/ nothing was ever added
+            importlib.import_module("targets.hostkeys").remove_known_host(self.workspace, label)
 
     def get_status(self) -> str:
         """'Succeeded' for a registered target (provisioning is not a thing here)."""
@@ -103,6 +171,7 @@ class RemoteComputeAttachConfiguration:
         password: str | None = None,
         private_key_file: str | None = None,
         private_key_passphrase: str | None = None,
+        host_key_fingerprint: str | None = None,
     ) -> None:
         if not isinstance(address, str) or not address:
             raise ConfigError("attach_configuration needs address= (a host name or IP)")
@@ -112,30 +181,47 @@ class RemoteComputeAttachConfiguration:
             raise ConfigError("attach_configuration needs username=")
         if password is None and private_key_file is None:
             raise ConfigError("attach_configuration needs private_key_file= or password=")
+        if private_key_file is not None and not os.path.isfile(
+            os.path.expanduser(private_key_file)
+        ):
+            raise ConfigError(
+                f"private_key_file={private_key_file!r}: no such file; pass the path of the "
+                "SSH private key that logs in to the host (e.g. '~/.ssh/id_ed25519')"
+            )
         self.address = address
         self.ssh_port = ssh_port
         self.username = username
         self.password = password
         self.private_key_file = private_key_file
         self.private_key_passphrase = private_key_passphrase
+        self.host_key_fingerprint = check_fingerprint(host_key_fingerprint)
 
-    def to_config(self, workspace: Workspace, name: str) -> tuple[str, dict[str, Any]]:
-        """(kind, JSON config); the password goes to the keyvault, never into the config."""
+    def _config(self, name: str) -> tuple[str, dict[str, Any], dict[str, str]]:
+        """(kind, JSON config, the secrets it names: secret name -> value)."""
         config: dict[str, Any] = {
             "address": self.address,
             "ssh_port": self.ssh_port,
             "username": self.username,
             "private_key_file": self.private_key_file,
         }
+        stored: dict[str, str] = {}
+        # Secret names allow letters, digits and '-'; the suffix keeps names that differ
+        # only in other characters ('gpu.box', 'gpu_box') from sharing a secret.
+        base = "compute-" + re.sub(r"[^A-Za-z0-9-]", "-", name)[:80] + "-" + secrets.token_hex(4)
         if self.password is not None:
-            secret = f"compute-{name}-password".replace("_", "-")
-            workspace.get_default_keyvault().set_secret(secret, self.password)
-            config["password_secret"] = secret
+            config["password_secret"] = f"{base}-password"
+            stored[config["password_secret"]] = self.password
         if self.private_key_passphrase is not None:
-            secret = f"compute-{name}-key-passphrase".replace("_", "-")
-            workspace.get_default_keyvault().set_secret(secret, self.private_key_passphrase)
-            config["passphrase_secret"] = secret
-        return "remote", config
+            config["passphrase_secret"] = f"{base}-key-passphrase"
+            stored[config["passphrase_secret"]] = self.private_key_passphrase
+        return "remote", config, stored
+
+    def to_config(self, workspace: Workspace, name: str) -> tuple[str, dict[str, Any]]:
+        """(kind, JSON config); the password goes to the keyvault, never into the config."""
+        kind, config, stored = self._config(name)
+        if stored:
+            workspace.get_default_keyvault().set_secrets(stored)
+        return kind, config
 
 
 class RemoteCompute(ComputeTarget):
@@ -150,11 +236,93 @@ class RemoteCompute(ComputeTarget):
         private_key_file: str | None = None,
         private_key_passphrase: str | None = None,
         compute_resource_id: str | None = None,
+        host_key_fingerprint: str | None = None,
     ) -> RemoteComputeAttachConfiguration:
-        """Describe an SSH host to attach with ``ComputeTarget.attach``."""
+        """Describe an SSH host to attach with ``ComputeTarget.attach``.
+
+        Args:
+            host_key_fingerprint: runner's addition: the SHA256 fingerprint of the host's key,
+                as ``ssh-keygen -l`` prints it (``SHA256:...``), to accept a host that is in
+                no known_hosts file yet. Attaching without it to such a host fails with the
+                fingerprint the host presents; check it against the host's own
+                (``ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`` there) and pass it.
+                For a host whose key ssh knows already it is not consulted: ssh checks
+                that key.
+
+        Example:
+            >>> cfg = RemoteCompute.attach_configuration(
+            ...     address="10.0.0.5", ssh_port=22, username="me",
+            ...     private_key_file="~/.ssh/id_ed25519",
+            ...     host_key_fingerprint="SHA256:n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg")
+            >>> ComputeTarget.attach(ws, "gpu-box", cfg)
+            ComputeTarget(name='gpu-box', type='remote')
+        """
         return RemoteComputeAttachConfiguration(
-            address or "", ssh_port, username, password, private_key_file, private_key_passphrase
+            address or "",
+            ssh_port,
+            username,
+            password,
+            private_key_file,
+            private_key_passphrase,
+            host_key_fingerprint,
         )
+
+
+_FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
+
+
+def check_fingerprint(value: object) -> str | None:
+    """A host key fingerprint as ``ssh-keygen -l`` prints it (``SHA256:`` + 43 base64
+    characters; a pasted ``=`` padding is dropped), or None; ConfigError otherwise."""
+    if value is None:
+        return None
+    text = value.strip().rstrip("=") if isinstance(value, str) else ""
+    if text[:7].upper() == "SHA256:":
+        text = "SHA256:" + text[7:]
+    if not _FINGERPRINT.fullmatch(text):
+        raise ConfigError(
+            f"host_key_fingerprint={value!r} is not a SHA256 host key fingerprint; give it as "
+            "`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` prints it on the host: "
+            "'SHA256:' and 43 characters"
+        )
+    return text
+
+
+def _exists(workspace: Workspace, name: str) -> bool:
+    return bool(workspace._store.query("SELECT 1 FROM compute_targets WHERE name = ?", (name,)))
+
+
+def _taken(name: str) -> ConflictError:
+    return ConflictError(
+        f"a compute target named {name!r} exists; detach it first or pick another name"
+    )
+
+
+def _insert(workspace: Workspace, name: str, kind: str, config: dict[str, Any]) -> None:
+    try:
+        with workspace._store.write() as conn:
+            conn.execute(
+                "INSERT INTO compute_targets(name, kind, config, created_utc) VALUES (?,?,?,?)",
+                (name, kind, json.dumps(config), time.time()),
+            )
+    except Exception as exc:
+        if "UNIQUE" in str(exc):
+            raise _taken(name) from exc
+        raise
+
+
+def _delete_secrets(workspace: Workspace, names: list[str]) -> None:
+    keyvault = workspace.get_default_keyvault()
+    for secret in names:
+        with contextlib.suppress(NotFoundError):
+            keyvault.delete_secret(secret)
+
+
+def _host_label(config: dict[str, Any]) -> str:
+    """The host of an SSH target's config as known_hosts names it."""
+    port = int(config.get("ssh_port") or 22)
+    address = str(config.get("address"))
+    return address if port == 22 else f"[{address}]:{port}"
 
 
 def list_targets(workspace: Workspace) -> dict[str, ComputeTarget]:

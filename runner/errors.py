@@ -9,6 +9,8 @@
     │   └── ConflictError(UserError, ValueError)    changing an immutable property; duplicates
     ├── EnvironmentBuildError         .log_path plus the tail of the build log
     ├── TargetUnavailableError        docker down, ssh refused, host key unknown
+    │   └── HostKeyError(TargetUnavailableError, UserError)   exit_code = 2: an SSH
+    │                                 host key not accepted yet, not the given one, or changed
     ├── RunFailedError                wait_for_completion(raise_on_error=True)
     └── StoreError                    workspace unreadable, locked or corrupt
 
@@ -68,6 +70,44 @@ class EnvironmentBuildError(RunnerError):
 
 class TargetUnavailableError(RunnerError):
     """A compute target cannot be reached or used right now."""
+
+
+class HostKeyError(TargetUnavailableError, UserError):
+    """An SSH host presents a key that is not accepted: unknown, not the one given, or changed.
+
+    Only the user can settle it (compare the fingerprint with the host's own), so the CLI
+    exits 2, as for other input the user can fix.
+
+    Attributes:
+        host: the host as known_hosts names it (``host`` or ``[host]:port``).
+        key_type: the presented key's type, e.g. ``ssh-ed25519``.
+        fingerprint: the presented key's SHA256 fingerprint, ``SHA256:...``.
+        expected: the fingerprint the caller gave, when one was given.
+        changed: whether a different key is known for the host (not merely none yet).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        host: str,
+        key_type: str,
+        fingerprint: str,
+        expected: str | None = None,
+        changed: bool = False,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.host = host
+        self.key_type = key_type
+        self.fingerprint = fingerprint
+        self.expected = expected
+        self.changed = changed
+
+    @property
+    def unknown(self) -> bool:
+        """The host's key is merely not known yet (accepting it is the user's call)."""
+        return self.expected is None and not self.changed
 
 
 class RunFailedError(RunnerError):

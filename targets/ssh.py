@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar, cast
 
@@ -57,6 +57,15 @@ _INSTALL = (
 )
 
 
+#: ssh asks "Enter passphrase for key ..." or "user@host's password:".
+_ASKPASS = """#!/bin/sh
+case "$1" in
+  *assphrase*) printf '%s\\n' "$RUNNER_SSH_PASSPHRASE" ;;
+  *) printf '%s\\n' "$RUNNER_SSH_PASSWORD" ;;
+esac
+"""
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """How to reach one host."""
@@ -66,15 +75,19 @@ class Endpoint:
     port: int
     user: str
     key_file: str | None
-    password: str | None
-    known_hosts: tuple[str, ...]  #: files checked for the host key, in order
+    password: str | None = field(repr=False)  #: from the keyvault; never in repr or logs
+    known_hosts: tuple[str, ...] = ()  #: files checked for the host key, in order
+    passphrase: str | None = field(default=None, repr=False)  #: of an encrypted key_file
 
     @staticmethod
     def of(ws: Any, name: str, config: Mapping[str, Any]) -> Endpoint:
         """The endpoint of an attached target (its password from the workspace keyvault)."""
-        password = None
+        vault = ws.get_default_keyvault()
+        password = passphrase = None
         if config.get("password_secret"):
-            password = ws.get_default_keyvault().get_secret(config["password_secret"])
+            password = vault.get_secret(config["password_secret"])
+        if config.get("passphrase_secret"):
+            passphrase = vault.get_secret(config["passphrase_secret"])
         key = config.get("private_key_file")
         return Endpoint(
             name=name,
@@ -84,6 +97,7 @@ class Endpoint:
             key_file=os.path.expanduser(key) if key else None,
             password=password,
             known_hosts=known_hosts_files(ws),
+            passphrase=passphrase,
         )
 
     @property
@@ -138,28 +152,31 @@ class Connection:
         ]
         if e.key_file:
             opts += ["-i", e.key_file, "-o", "IdentitiesOnly=yes"]
-        if e.password is None:
+        if e.password is None and e.passphrase is None:
             opts += ["-o", "BatchMode=yes"]
-        else:
+        else:  # answered by the askpass helper, never by a terminal
             opts += ["-o", "NumberOfPasswordPrompts=1"]
         return opts
 
     def _askpass_env(self) -> dict[str, str]:
-        """Environment for ssh: with a password, an askpass helper that prints it."""
+        """Environment for ssh: with a password or key passphrase, an askpass helper that
+        answers ssh's prompt from variables (so nothing waits for a terminal)."""
         env = dict(os.environ)
-        if self.endpoint.password is None:
+        e = self.endpoint
+        if e.password is None and e.passphrase is None:
             return env
         folder = Path(self.control_path).parent
-        helper = folder / "askpass.sh"
+        helper = folder / "askpass-v2.sh"
         if not helper.exists():
             tmp = folder / f".askpass.{os.getpid()}"
-            tmp.write_text('#!/bin/sh\nprintf "%s\\n" "$RUNNER_SSH_PASSWORD"\n')
+            tmp.write_text(_ASKPASS)
             tmp.chmod(0o700)
             os.replace(tmp, helper)
         env.update(
             SSH_ASKPASS=str(helper),
             SSH_ASKPASS_REQUIRE="force",
-            RUNNER_SSH_PASSWORD=self.endpoint.password,
+            RUNNER_SSH_PASSWORD=e.password or "",
+            RUNNER_SSH_PASSPHRASE=e.passphrase or "",
             DISPLAY=env.get("DISPLAY", ":0"),
         )
         return env
@@ -429,11 +446,18 @@ class SshTarget:
 
     kind: ClassVar[str] = "ssh"
 
-    def __init__(self, ws: Any, name: str, config: Mapping[str, Any]) -> None:
+    def __init__(
+        self, ws: Any, name: str, config: Mapping[str, Any], endpoint: Endpoint | None = None
+    ) -> None:
         self.ws = ws
         self.name = name
-        self.endpoint = Endpoint.of(ws, name, config)
+        self.endpoint = endpoint or Endpoint.of(ws, name, config)
         self.conn = Connection(self.endpoint)
+
+    @classmethod
+    def from_endpoint(cls, ws: Any, endpoint: Endpoint) -> SshTarget:
+        """A target not recorded (yet): attach checks the login with it."""
+        return cls(ws, endpoint.name, {}, endpoint)
 
     def check(self) -> None:
         """Host key, login and python3 on the host: a clear error now, not a failed run."""

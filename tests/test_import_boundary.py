@@ -35,6 +35,7 @@ PROBE = f"""
 import json, sys
 sys.path.insert(0, {str(REPO)!r})
 import runner
+import runner.remote_agent, runner.journal  # the remote side of SSH targets, too
 run = runner.Run.get_context()
 run.log("probe", 1)
 run.tag("t")

@@ -7,7 +7,6 @@ user mistake is exactly one stderr line with exit code 2 and no traceback. They 
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
@@ -797,83 +796,6 @@ def test_folder_attach_bad_experiment_name(capsys, workspace: Workspace, tmp_pat
 
 
 # -- targets --------------------------------------------------------------------------------
-
-
-def test_target_attach_list_detach(capsys, workspace: Workspace, tmp_path: Path) -> None:
-    key = tmp_path / "id_ed25519"
-    key.write_text("not really a key\n", encoding="utf-8")
-    base = ["-w", workspace.path, "target"]
-    attached = call(
-        capsys,
-        *base,
-        "attach",
-        "gpu-box",
-        "--address",
-        "10.0.0.5",
-        "--ssh-port",
-        "2222",
-        "--username",
-        "me",
-        "--private-key-file",
-        key,
-    )
-    assert attached.code == 0, attached.err
-    assert attached.json == {
-        "name": "gpu-box",
-        "type": "remote",
-        "config": {
-            "address": "10.0.0.5",
-            "ssh_port": 2222,
-            "username": "me",
-            "private_key_file": str(key),
-        },
-    }
-    listed = call(capsys, *base, "list", "--query", "[].name")
-    assert listed.json == ["local", "gpu-box"]
-    table = call(capsys, *base, "list", "-o", "table")
-    assert table.out.splitlines()[0].split() == ["Name", "Type", "Config"]
-
-    again = call(
-        capsys,
-        *base,
-        "attach",
-        "gpu-box",
-        "--address",
-        "h",
-        "--username",
-        "u",
-        "--private-key-file",
-        key,
-    )
-    assert_user_error(again, "'gpu-box' exists")
-
-    assert call(capsys, *base, "detach", "gpu-box").json == {"name": "gpu-box", "detached": True}
-    assert call(capsys, *base, "list", "--query", "[].name").json == ["local"]
-    assert_user_error(call(capsys, *base, "detach", "gpu-box"), "no compute target 'gpu-box'")
-    assert_user_error(call(capsys, *base, "detach", "local"), "'local' target cannot be detached")
-
-
-def test_target_attach_with_a_password_from_stdin(
-    capsys, workspace: Workspace, monkeypatch
-) -> None:
-    monkeypatch.setattr(sys, "stdin", io.StringIO("s3cret\n"))
-    result = call(
-        capsys,
-        "-w",
-        workspace.path,
-        "target",
-        "attach",
-        "lab",
-        "--address",
-        "lab.local",
-        "--username",
-        "me",
-        "--password-stdin",
-    )
-    assert result.code == 0, result.err
-    assert "s3cret" not in result.out
-    secret_name = result.json["config"]["password_secret"]
-    assert workspace.get_default_keyvault().get_secret(secret_name) == "s3cret"
 
 
 @pytest.mark.parametrize(
