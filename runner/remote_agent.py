@@ -126,6 +126,7 @@ def run_processes(sid: int, run_id: str) -> list[int]:
 def terminate(sid: int, run_id: str, grace_s: float) -> int:
     """TERM the run's processes, wait up to ``grace_s``, KILL the rest; how many there were."""
     pids = run_processes(sid, run_id)
+    found = len(pids)
     for pid in pids:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGTERM)
@@ -137,7 +138,7 @@ def terminate(sid: int, run_id: str, grace_s: float) -> int:
     for pid in run_processes(sid, run_id):
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
-    return len(pids)
+    return found
 
 
 def _reap() -> None:

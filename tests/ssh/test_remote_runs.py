@@ -275,8 +275,13 @@ def test_an_unchanged_snapshot_is_not_sent_again(
     exp = Experiment(ws, "remote")
     first = exp.submit(ScriptRunConfig(str(src), "train.py", compute_target="box"))
     finish(first, 60)
+    (version,) = [p.name for p in (ws.path / "client").iterdir()]  # the daemon's client copy
+    client = Path("/home/jobrunner/.runner-remote/client") / version
+    assert (client / "runner" / "remote_agent.py").is_file()  # runner's remote side, shipped
+    shipped = client.stat().st_mtime_ns
     second = exp.submit(ScriptRunConfig(str(src), "train.py", compute_target="box"))
     finish(second, 60)
+    assert client.stat().st_mtime_ns == shipped  # once per version, not once per run
     assert second.get_status() == "Completed"
     sent_first = int(prep_log(first).split(" bytes of contents sent")[0].rsplit(" ", 1)[1])
     assert sent_first >= 200_000
