@@ -14,6 +14,12 @@
 #     reads no start-up file) as login shell, so `command -v python3` finds nothing. A PATH of
 #     /bin would not do: with Debian's usrmerge /bin is /usr/bin. State /tmp/infra-ssh-nopy:
 #     client_key, known_hosts, sshd_config, bin/.
+#   - 127.0.0.4:2222, user jobrunner-pw: password login only (PubkeyAuthentication no,
+#     KbdInteractiveAuthentication no, UsePAM no: sshd itself checks the password against
+#     /etc/shadow with crypt(3), which takes chpasswd's yescrypt hashes). The password is made
+#     once per machine: random, then a fixed tail with a space, quotes, '$', '\' and ';'.
+#     State /tmp/infra-ssh-pw: password (0600, no newline), askpass (prints it), known_hosts,
+#     sshd_config, password.hash (the shadow hash set from it; a different one is reset).
 # openssh-server, openssh-client and iproute2 are installed (apt) when missing. A sshd whose
 # config changed is sent SIGHUP (it re-reads it); a link left down (a cut) is brought up.
 # Adapted from ../shared/recipes/ssh_local.sh and ../shared/recipes/ssh_netns_hosts.sh.
@@ -26,6 +32,7 @@ fi
 t0=$(date +%s.%N)
 USER_MAIN=jobrunner
 USER_NOPY=jobrunner-nopy
+USER_PW=jobrunner-pw
 NET=10.213.0
 BR=brjx0
 NETNS_HOSTS=(h1 h2)
@@ -106,14 +113,19 @@ run_sshd() {
   return 1
 }
 
-# loopback_host STATE ADDR PORT USER [EXTRA_SSHD_CONFIG]: a sshd on ADDR:PORT (all of 127/8
-# answers on lo) for USER, key-only, with its own host key and client key.
+# loopback_host STATE ADDR PORT USER AUTH [EXTRA_SSHD_CONFIG]: a sshd on ADDR:PORT (all of
+# 127/8 answers on lo) for USER, with its own host key. AUTH "key": key-only, with a client
+# key in STATE authorized for USER; "password": USER's password only.
 loopback_host() {
-  local st=$1 addr=$2 port=$3 u=$4 extra=${5:-} changed=0
+  local st=$1 addr=$2 port=$3 u=$4 auth=$5 extra=${6:-} changed=0 pubkey=yes password=no
   mkdir -p "$st"
   keygen "$st/ssh_host_ed25519_key"
-  keygen "$st/client_key" test-client
-  authorize "$u" "$st/client_key.pub"
+  if [ "$auth" = key ]; then
+    keygen "$st/client_key" test-client
+    authorize "$u" "$st/client_key.pub"
+  else
+    pubkey=no password=yes
+  fi
   # known_hosts written from the host key we generated (no TOFU, no ssh-keyscan)
   echo "[$addr]:$port $(cut -d' ' -f1,2 "$st/ssh_host_ed25519_key.pub")" >"$st/known_hosts"
   write_if_changed "$st/sshd_config" <<EOF && changed=1
@@ -121,9 +133,9 @@ Port $port
 ListenAddress $addr
 HostKey $st/ssh_host_ed25519_key
 PidFile $st/sshd.pid
-PubkeyAuthentication yes
+PubkeyAuthentication $pubkey
 AuthorizedKeysFile .ssh/authorized_keys
-PasswordAuthentication no
+PasswordAuthentication $password
 KbdInteractiveAuthentication no
 PermitRootLogin no
 UsePAM no
@@ -140,7 +152,7 @@ EOF
 
 # --- 127.0.0.1:2222 ---------------------------------------------------------------------------
 ensure_user "$USER_MAIN" /bin/bash
-loopback_host /tmp/infra-ssh 127.0.0.1 2222 "$USER_MAIN"
+loopback_host /tmp/infra-ssh 127.0.0.1 2222 "$USER_MAIN" key
 
 # --- 127.0.0.3:2222, no python ---------------------------------------------------------------
 NOPY=/tmp/infra-ssh-nopy
@@ -151,7 +163,29 @@ for t in $NOPY_TOOLS; do
   case $p in /*) ;; *) p=/usr/bin/$t; [ -x "$p" ] || continue ;; esac  # builtins: [, echo, ...
   [ "$(readlink "$NOPY/bin/$t" 2>/dev/null)" = "$p" ] || ln -sfn "$p" "$NOPY/bin/$t"
 done
-loopback_host "$NOPY" 127.0.0.3 2222 "$USER_NOPY" "SetEnv PATH=$NOPY/bin"
+loopback_host "$NOPY" 127.0.0.3 2222 "$USER_NOPY" key "SetEnv PATH=$NOPY/bin"
+
+# --- 127.0.0.4:2222, password only -----------------------------------------------------------
+PW=/tmp/infra-ssh-pw
+mkdir -p "$PW"
+chmod 700 "$PW"
+id "$USER_PW" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$USER_PW"
+[ "$(getent passwd "$USER_PW" | cut -d: -f7)" = /bin/bash ] || usermod --shell /bin/bash "$USER_PW"
+if [ ! -s "$PW/password" ]; then
+  (umask 077 && printf '%s' "$(head -c 18 /dev/urandom | base64 | tr '+/' '-_') \$x'\"\\;" \
+    >"$PW/password")
+  rm -f "$PW/password.hash"
+fi
+chmod 600 "$PW/password"
+# (Re)set the password when the shadow hash is not the one set from this password file.
+if [ ! -s "$PW/password.hash" ] ||
+  [ "$(getent shadow "$USER_PW" | cut -d: -f2)" != "$(cat "$PW/password.hash")" ]; then
+  { printf '%s:' "$USER_PW"; cat "$PW/password"; echo; } | chpasswd
+  (umask 077 && getent shadow "$USER_PW" | cut -d: -f2 >"$PW/password.hash")
+fi
+printf '#!/bin/sh\nexec cat %s/password\n' "$PW" | write_if_changed "$PW/askpass" || true
+chmod 700 "$PW/askpass"
+loopback_host "$PW" 127.0.0.4 2222 "$USER_PW" password
 
 # --- h1, h2: network namespaces --------------------------------------------------------------
 NS=/tmp/infra-netns
@@ -228,12 +262,24 @@ check() {
     -p "$5" "$6" "$7" 2>&1) || true
   [ "$out" = "$2" ] || { echo "ssh_services.sh: $1: expected '$2', got: $out" >&2; return 1; }
 }
+# check_pw NAME EXPECTED STATE PORT USER@ADDR COMMAND: the same, with STATE's password
+check_pw() {
+  local out
+  out=$(SSH_ASKPASS="$3/askpass" SSH_ASKPASS_REQUIRE=force DISPLAY=:0 ssh -F none \
+    -o PubkeyAuthentication=no -o PreferredAuthentications=password \
+    -o NumberOfPasswordPrompts=1 -o ConnectTimeout=5 -o StrictHostKeyChecking=yes \
+    -o UserKnownHostsFile="$3/known_hosts" -o GlobalKnownHostsFile=/dev/null \
+    -p "$4" "$5" "$6" 2>&1 </dev/null) || true
+  [ "$out" = "$2" ] || { echo "ssh_services.sh: $1: expected '$2', got: $out" >&2; return 1; }
+}
 pids=()
 check 127.0.0.1:2222 "$USER_MAIN" /tmp/infra-ssh/client_key /tmp/infra-ssh/known_hosts 2222 \
   "$USER_MAIN@127.0.0.1" 'id -un' & pids+=($!)
 check "127.0.0.3:2222 (no python)" "$USER_NOPY nopython" "$NOPY/client_key" "$NOPY/known_hosts" \
   2222 "$USER_NOPY@127.0.0.3" \
   'echo "$(id -un) $(command -v python3 || command -v python || echo nopython)"' & pids+=($!)
+check_pw "127.0.0.4:2222 (password)" "$USER_PW /usr/bin/python3" "$PW" 2222 \
+  "$USER_PW@127.0.0.4" 'echo "$(id -un) $(command -v python3)"' & pids+=($!)
 i=0
 for h in "${NETNS_HOSTS[@]}"; do
   i=$((i + 1))
@@ -244,4 +290,5 @@ ok=1
 for p in "${pids[@]}"; do wait "$p" || ok=0; done
 [ "$ok" = 1 ] || exit 1
 echo "ssh_services.sh: sshd 127.0.0.1:2222 ($USER_MAIN), 127.0.0.3:2222 ($USER_NOPY, no python)," \
+  "127.0.0.4:2222 ($USER_PW, password only)," \
   "netns h1=$NET.11 h2=$NET.12 ready in $(awk "BEGIN{printf \"%.2f\", $(date +%s.%N) - $t0}") s"

@@ -60,8 +60,8 @@ _INSTALL = (
 #: ssh asks "Enter passphrase for key ..." or "user@host's password:".
 _ASKPASS = """#!/bin/sh
 case "$1" in
-  *assphrase*) printf '%s\\n' "$RUNNER_SSH_PASSPHRASE" ;;
-  *) printf '%s\\n' "$RUNNER_SSH_PASSWORD" ;;
+  *assphrase*) sed -n 2p "$RUNNER_SSH_SECRETS" ;;
+  *) sed -n 1p "$RUNNER_SSH_SECRETS" ;;
 esac
 """
 
@@ -158,28 +158,41 @@ class Connection:
             opts += ["-o", "NumberOfPasswordPrompts=1"]
         return opts
 
-    def _askpass_env(self) -> dict[str, str]:
+    @contextlib.contextmanager
+    def _askpass_env(self) -> Iterator[dict[str, str]]:
         """Environment for ssh: with a password or key passphrase, an askpass helper that
-        answers ssh's prompt from variables (so nothing waits for a terminal)."""
+        answers ssh's prompts (nothing waits for a terminal).
+
+        The secrets sit in a 0600 file only while the master logs in (``-f`` returns after
+        authentication): never in a variable, which the long-lived master would keep
+        readable in /proc/PID/environ.
+        """
         env = dict(os.environ)
         e = self.endpoint
         if e.password is None and e.passphrase is None:
-            return env
+            yield env
+            return
         folder = Path(self.control_path).parent
-        helper = folder / "askpass-v2.sh"
+        helper = folder / "askpass-v3.sh"
         if not helper.exists():
             tmp = folder / f".askpass.{os.getpid()}"
             tmp.write_text(_ASKPASS)
             tmp.chmod(0o700)
             os.replace(tmp, helper)
-        env.update(
-            SSH_ASKPASS=str(helper),
-            SSH_ASKPASS_REQUIRE="force",
-            RUNNER_SSH_PASSWORD=e.password or "",
-            RUNNER_SSH_PASSPHRASE=e.passphrase or "",
-            DISPLAY=env.get("DISPLAY", ":0"),
-        )
-        return env
+        fd, secrets = tempfile.mkstemp(dir=folder, prefix=".secrets-")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{e.password or ''}\n{e.passphrase or ''}\n")
+            env.update(
+                SSH_ASKPASS=str(helper),
+                SSH_ASKPASS_REQUIRE="force",
+                RUNNER_SSH_SECRETS=secrets,
+                DISPLAY=env.get("DISPLAY", ":0"),
+            )
+            yield env
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(secrets)
 
     def master_alive(self) -> bool:
         """Whether the shared connection is up."""
@@ -196,7 +209,7 @@ class Connection:
         with self._lock:
             if self.master_alive():
                 return
-            with tempfile.TemporaryFile() as err:
+            with tempfile.TemporaryFile() as err, self._askpass_env() as env:
                 proc = subprocess.run(
                     [
                         "ssh",
@@ -211,7 +224,7 @@ class Connection:
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=err,  # a file, not a pipe: the backgrounded master keeps it open
-                    env=self._askpass_env(),
+                    env=env,
                     check=False,
                     timeout=60,
                 )
@@ -222,11 +235,15 @@ class Connection:
 
     def argv(self, remote_command: str) -> list[str]:
         """A command over the shared connection (which must be up)."""
+        # BatchMode: a command must never log in by itself (and prompt on a terminal)
+        # when the shared connection went away meanwhile; it fails, and is retried.
         return [
             "ssh",
             *self.options(),
             "-o",
             "ControlMaster=no",
+            "-o",
+            "BatchMode=yes",
             self.endpoint.address,
             remote_command,
         ]
@@ -270,6 +287,12 @@ def explain_ssh_failure(endpoint: Endpoint, message: str) -> TargetUnavailableEr
             f"the host key of {where} is not known",
             hint=f"attach the target again (`runner target attach {endpoint.name} ...`) to "
             "see its fingerprint and accept it",
+        )
+    if "permission denied" in low and endpoint.password is not None:
+        return TargetUnavailableError(
+            f"{where} refused the login ({message.splitlines()[-1] if message else ''})",
+            hint=f"the password stored for target {endpoint.name!r} in the workspace keyvault "
+            "was refused; detach and attach again with the right password",
         )
     if "permission denied" in low:
         key = endpoint.key_file or "your default keys"

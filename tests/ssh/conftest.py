@@ -8,7 +8,10 @@
   be cut and restored;
 - ``nopython_host``: 127.0.0.3:2222, user ``jobrunner-nopy``, whose sessions find no
   ``python3`` or ``python`` but have ``sh``, ``cat``, ``mkdir``, ``tar`` and such (state in
-  /tmp/infra-ssh-nopy).
+  /tmp/infra-ssh-nopy);
+- ``password_host``: 127.0.0.4:2222, user ``jobrunner-pw``, password login only (no keys, no
+  keyboard-interactive, ``UsePAM no``); the password, random per machine, is in
+  /tmp/infra-ssh-pw/password (root only), and /tmp/infra-ssh-pw/askpass prints it.
 
 With ``CI=true`` the hosts must be there: when one does not answer, the script is run (as
 root, once per session), and a host still unusable fails the tests. Elsewhere the tests are
@@ -18,6 +21,7 @@ skipped with the command that enables them.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 import hashlib
 import os
@@ -78,12 +82,37 @@ class SshHost:
     def fingerprint(self) -> str:
         """The host key's SHA256 fingerprint as ``ssh-keygen -l`` prints it (``SHA256:...``),
         from this host's line in known_hosts."""
-        for line in self.known_hosts.read_text().splitlines():
-            fields = line.split()
-            if len(fields) >= 3 and self.known_hosts_name in fields[0].split(","):
-                digest = hashlib.sha256(base64.b64decode(fields[2])).digest()
-                return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
-        raise LookupError(f"{self.known_hosts_name} is not in {self.known_hosts}")
+        return _fingerprint(self.known_hosts, self.known_hosts_name)
+
+
+def _fingerprint(known_hosts: Path, name: str) -> str:
+    for line in known_hosts.read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and name in fields[0].split(","):
+            digest = hashlib.sha256(base64.b64decode(fields[2])).digest()
+            return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+    raise LookupError(f"{name} is not in {known_hosts}")
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordHost:
+    """An sshd that takes a password and nothing else: where, as whom, with which password,
+    trusting which host key."""
+
+    address: str
+    port: int
+    user: str
+    known_hosts: Path
+    password: str = dataclasses.field(repr=False)
+
+    @property
+    def known_hosts_name(self) -> str:
+        """The host's name in known_hosts: ``addr`` on port 22, else ``[addr]:port``."""
+        return self.address if self.port == 22 else f"[{self.address}]:{self.port}"
+
+    def fingerprint(self) -> str:
+        """The host key's SHA256 fingerprint (``SHA256:...``), from known_hosts."""
+        return _fingerprint(self.known_hosts, self.known_hosts_name)
 
 
 MAIN_HOST = SshHost(
@@ -110,6 +139,8 @@ NETNS_HOSTS = {
     )
     for i, name in enumerate(("h1", "h2"))
 }
+#: The password-only host: its state folder (password, askpass, known_hosts).
+PASSWORD_STATE = Path("/tmp/infra-ssh-pw")
 #: Prints the login name, then ``nopython`` when neither python3 nor python is found.
 PROBE = 'echo "$(id -un) $(command -v python3 || command -v python || echo nopython)"'
 
@@ -143,6 +174,44 @@ def _problem(host: SshHost, python: bool = True) -> str | None:
         return f"{where}: no python3 on its PATH"
     if not python and found != "nopython":
         return f"{where}: python found: {found!r}"
+    return None
+
+
+def _password_problem() -> str | None:
+    """None when the password host takes a password login (as jobrunner-pw, with python3)."""
+    for name in ("password", "askpass", "known_hosts"):
+        if not os.access(PASSWORD_STATE / name, os.R_OK):
+            return f"{PASSWORD_STATE / name} is missing or unreadable"
+    argv = ["ssh", "-F", "none", "-p", "2222"]
+    for option in (
+        "PubkeyAuthentication=no",
+        "PreferredAuthentications=password",
+        "NumberOfPasswordPrompts=1",
+        "StrictHostKeyChecking=yes",
+        f"UserKnownHostsFile={PASSWORD_STATE / 'known_hosts'}",
+        "GlobalKnownHostsFile=/dev/null",
+        f"ConnectTimeout={CONNECT_TIMEOUT_S}",
+    ):
+        argv += ["-o", option]
+    env = dict(os.environ, SSH_ASKPASS=str(PASSWORD_STATE / "askpass"))
+    env.update(SSH_ASKPASS_REQUIRE="force", DISPLAY=env.get("DISPLAY", ":0"))
+    try:
+        proc = subprocess.run(
+            [*argv, "jobrunner-pw@127.0.0.4", PROBE],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=3 * CONNECT_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return "ssh to [127.0.0.4]:2222 hung"
+    where = "ssh jobrunner-pw@[127.0.0.4]:2222 with its password"
+    if proc.returncode != 0:
+        return f"{where}: exit {proc.returncode}: {proc.stderr.strip()}"
+    if proc.stdout.split() != ["jobrunner-pw", "/usr/bin/python3"]:
+        return f"{where}: printed {proc.stdout.strip()!r}, not 'jobrunner-pw /usr/bin/python3'"
     return None
 
 
@@ -182,6 +251,19 @@ def nopython_host() -> SshHost:
     of symlinks to sh, cat, mkdir, tar, ...); /usr/bin/python3 by full path would still run."""
     _require("host without python on 127.0.0.3:2222", lambda: _problem(NOPYTHON_HOST, False))
     return NOPYTHON_HOST
+
+
+@pytest.fixture(scope="session")
+def password_host() -> PasswordHost:
+    """sshd on 127.0.0.4:2222, user jobrunner-pw, password login only (python3 on PATH)."""
+    _require("password-only sshd on 127.0.0.4:2222", _password_problem)
+    return PasswordHost(
+        "127.0.0.4",
+        2222,
+        "jobrunner-pw",
+        PASSWORD_STATE / "known_hosts",
+        (PASSWORD_STATE / "password").read_text(),
+    )
 
 
 class NetnsHosts:
