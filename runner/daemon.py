@@ -616,6 +616,8 @@ class RunSupervisor:
                     "tags": self.store.get_tags(self.run_id),
                     "properties": self.store.get_properties(self.run_id),
                     "python": answer.get("python"),
+                    "image": answer.get("image"),
+                    "shm_size": answer.get("shm_size"),
                     "argv": list(spec.argv),
                     "env": dict(spec.env),
                 }

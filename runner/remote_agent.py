@@ -123,6 +123,21 @@ def run_processes(sid: int, run_id: str) -> list[int]:
     return found
 
 
+def container_name(run_id: str) -> str:
+    """The run's container: ``runner-<run id>`` (as the docker target names them)."""
+    return "runner-" + "".join(c if c.isalnum() or c in "_.-" else "_" for c in run_id)[:200]
+
+
+def stop_container(folder: Path, grace_s: float) -> None:
+    """Stop the run's container, if it has one (TERM, grace, KILL by the engine)."""
+    if not (folder / "container").exists():
+        return
+    name = (folder / "container").read_text().strip()
+    subprocess.run(
+        ["docker", "stop", "-t", str(max(0, int(grace_s))), name], capture_output=True, check=False
+    )
+
+
 def terminate(sid: int, run_id: str, grace_s: float) -> int:
     """TERM the run's processes, wait up to ``grace_s``, KILL the rest; how many there were."""
     pids = run_processes(sid, run_id)
@@ -269,6 +284,16 @@ class Session:
         elif kind == "venv":
             python = self._venv(str(header["key"]), header.get("requirements") or [], log)
             self.reply({"python": python, "log": log.getvalue()})
+        elif kind == "docker":
+            tag = self._image(str(header["tag"]), str(header["dockerfile"]), log)
+            self.reply(
+                {
+                    "python": header.get("python") or "python3",
+                    "image": tag,
+                    "shm_size": header.get("shm_size"),
+                    "log": log.getvalue(),
+                }
+            )
         else:
             raise ValueError(f"environments of kind {kind!r} cannot be prepared on this host")
 
@@ -295,6 +320,45 @@ class Session:
             (folder / ".ready").write_text(json.dumps(requirements))
             log.write(f"venv {folder}: built in {time.monotonic() - t0:.1f} s\n")
         return str(python)
+
+    def _image(self, tag: str, dockerfile: str, log: io.StringIO) -> str:
+        """The environment's image on this host's engine, built once (under a lock)."""
+        import fcntl
+
+        if shutil.which("docker") is None:
+            raise ValueError("this host has no docker command; install Docker Engine there")
+        locks = self.base / "envs"
+        locks.mkdir(parents=True, exist_ok=True)
+        with open(locks / f"{tag.replace(':', '-')}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            probe = subprocess.run(
+                ["docker", "image", "inspect", "--format", "{{.Id}}", tag],
+                capture_output=True,
+                check=False,
+            )
+            if probe.returncode == 0:
+                log.write(f"image {tag}: cached\n")
+                return tag
+            if b"permission denied" in probe.stderr.lower():
+                raise ValueError(
+                    "the host's user may not use the docker engine ("
+                    + probe.stderr.decode("utf-8", "replace").strip()
+                    + "); add it to the docker group there"
+                )
+            t0 = time.monotonic()
+            log.write(f"image {tag}: building\n{dockerfile}")
+            proc = subprocess.run(
+                ["docker", "build", "-t", tag, "-"],
+                input=dockerfile.encode(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
+            log.write(proc.stdout.decode("utf-8", "replace"))
+            if proc.returncode != 0:
+                raise ValueError(f"docker build of {tag} failed:\n" + log.getvalue()[-3000:])
+            log.write(f"image {tag}: built in {time.monotonic() - t0:.1f} s\n")
+        return tag
 
     @staticmethod
     def _build(argv: list[str], log: io.StringIO) -> None:
@@ -364,6 +428,9 @@ class Session:
         if header.get("python") and argv and argv[0] == "{python}":
             argv[0] = str(header["python"])
         (folder / "journal").touch()
+        if header.get("image"):
+            argv = self._in_container(folder, work, client, env, header, argv)
+            env = {**os.environ, "RUNNER_RUN_ID": run_id}
         with open(folder / "driver.log", "ab") as log, open(os.devnull, "rb") as devnull:
             proc = subprocess.Popen(
                 ["/bin/sh", "-c", SHIM, "runner-shim", str(work), str(folder / "exit_code"), *argv],
@@ -377,6 +444,57 @@ class Session:
         started = start_time(proc.pid)
         (folder / "pid").write_text(f"{proc.pid} {started}\n")
         self.reply({"pid": proc.pid, "started": started})
+
+    def _in_container(
+        self,
+        folder: Path,
+        work: Path,
+        client: Path,
+        env: dict[str, str],
+        header: dict[str, Any],
+        argv: list[str],
+    ) -> list[str]:
+        """``docker run`` of ``argv`` in the environment's image: the run's folder and the
+        client mounted at the same paths, as this host's user, variables from a 0600 file."""
+        # The container starts from its image's environment, not this host's.
+        run_env = dict(header.get("env") or {})
+        for key in ("PYTHONPATH", "RUNNER_RUN_ID", "AZUREML_RUN_ID", "RUNNER_WORKSPACE"):
+            run_env[key] = env[key]
+        run_env["RUNNER_JOURNAL"] = env["RUNNER_JOURNAL"]
+        run_env["PYTHONUNBUFFERED"] = "1"
+        run_env.setdefault("HOME", "/tmp")  # noqa: S108 - the container's /tmp
+        env_file = folder / "container.env"
+        fd = os.open(str(env_file), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            for key, value in run_env.items():
+                if "\n" in value:
+                    raise ValueError(f"environment variable {key} holds a newline")
+                f.write(f"{key}={value}\n")
+        name = container_name(folder.name)
+        (folder / "container").write_text(name)
+        command = [
+            "docker",
+            "run",
+            "--rm",
+            "--init",
+            "--name",
+            name,
+            "--label",
+            f"runner.run_id={folder.name}",
+            "--user",
+            f"{os.getuid()}:{os.getgid()}",
+            "--env-file",
+            str(env_file),
+            "-v",
+            f"{folder}:{folder}",
+            "-v",
+            f"{client}:{client}:ro",
+            "-w",
+            str(work),
+        ]
+        if header.get("shm_size"):
+            command += ["--shm-size", str(header["shm_size"])]
+        return [*command, str(header["image"]), *argv]
 
     def op_follow(self, header: dict[str, Any], payload: bytes) -> None:
         """Stream the run's log and journal from the given offsets until it has ended.
@@ -415,7 +533,9 @@ class Session:
             if done and not sent:
                 if code is None:
                     code = read_exit(folder / "exit_code")
-                # What the script left running in its session ends with it, as in a container.
+                # What the script left running in its session ends with it, as in a container
+                # (and a container whose client was killed ends too).
+                stop_container(folder, 0)
                 terminate(pid, run_id, LEFTOVER_GRACE_S)
                 self.reply({"s": "exit", "code": code})
                 return
@@ -470,6 +590,7 @@ def cancel(base: Path, run_id: str, grace_s: float) -> dict[str, Any]:
         pid = int((folder / "pid").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return {"ok": True, "found": False}
+    stop_container(folder, grace_s)
     return {"ok": True, "found": True, "signaled": terminate(pid, run_id, grace_s)}
 
 

@@ -152,6 +152,10 @@ EOF
 
 # --- 127.0.0.1:2222 ---------------------------------------------------------------------------
 ensure_user "$USER_MAIN" /bin/bash
+# Runs with a docker environment on the main host use this machine's engine as that user.
+if getent group docker >/dev/null && ! id -nG "$USER_MAIN" | grep -qw docker; then
+  usermod -aG docker "$USER_MAIN"
+fi
 loopback_host /tmp/infra-ssh 127.0.0.1 2222 "$USER_MAIN" key
 
 # --- 127.0.0.3:2222, no python ---------------------------------------------------------------

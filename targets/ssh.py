@@ -455,9 +455,32 @@ def environment_request(env: Any) -> dict[str, Any]:
         wanted = [*options, *requirements]
         key = hashlib.sha256(json.dumps(wanted).encode()).hexdigest()[:16]
         return {"kind": "venv", "key": key, "requirements": wanted}
+    if kind == "docker":
+        from environments.docker_image import (
+            DEFAULT_PYTHON,
+            conda_packages,
+            dockerfile_for,
+            image_tag,
+        )
+
+        if conda_packages(env):
+            raise ConfigError(
+                f"environment {env.name!r} has conda packages in a docker image, which remote "
+                "(SSH) targets cannot build yet; use pip packages in the image, or a base "
+                "image that has them"
+            )
+        env.validate()
+        return {
+            "kind": "docker",
+            "tag": image_tag(env),
+            "dockerfile": dockerfile_for(env, env.spec_hash(), with_ca=False),
+            "python": env.python.interpreter_path or DEFAULT_PYTHON,
+            "shm_size": env.docker.shm_size,
+        }
     raise ConfigError(
         f"environment {env.name!r} is a {kind} environment, which remote (SSH) targets cannot "
-        "prepare yet; use pip packages (a venv) or a user-managed interpreter on the host"
+        "prepare yet; use pip packages (a venv), a docker image, or a user-managed "
+        "interpreter on the host"
     )
 
 

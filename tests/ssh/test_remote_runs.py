@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -430,3 +431,80 @@ def test_a_restarted_daemon_follows_a_remote_run_again(
     finish(run, 60)
     assert run.get_status() == "Completed"
     assert run.get_metrics()["i"] == list(range(30))
+
+
+def _test_image() -> str:
+    """The base image of tests/docker (scripts/ci_services.sh builds it without a registry)."""
+    image = os.environ.get("RUNNER_TEST_IMAGE", "runner-test/python:3.11-bookworm")
+    probe = subprocess.run(["docker", "image", "inspect", image], capture_output=True, check=False)
+    if probe.returncode != 0:
+        message = f"no docker engine with image {image}"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI=true and {message}", pytrace=False)
+        pytest.skip(f"{message}; to enable: sudo bash scripts/ci_services.sh")
+    return image
+
+
+def test_a_docker_environment_runs_in_a_container_on_the_host(
+    ws: Workspace, ssh_host: SshHost, tmp_path: Path
+) -> None:
+    env = Environment("remote-docker")
+    env.docker.enabled = True
+    env.docker.base_image = _test_image()
+    env.python.user_managed_dependencies = True
+    attach(ws, "box", ssh_host)
+    src = source(
+        tmp_path,
+        """
+        import os
+        from runner import Run
+        run = Run.get_context()
+        run.log("in_container", int(os.path.exists("/.dockerenv")))
+        os.makedirs("outputs", exist_ok=True)
+        open("outputs/o.txt", "w").write("from the container")
+        print("uid", os.getuid())
+        """,
+    )
+    exp = Experiment(ws, "remote")
+    run = exp.submit(ScriptRunConfig(str(src), "train.py", compute_target="box", environment=env))
+    assert finish(run, 120) == "Completed", prep_log(run) + driver_log(run)
+    assert run.get_metrics() == {"in_container": 1}
+    assert f"uid {pwd.getpwnam('jobrunner').pw_uid}" in driver_log(run)
+    run.download_file("outputs/o.txt", str(tmp_path / "o.txt"))
+    assert (tmp_path / "o.txt").read_text() == "from the container"
+    again = exp.submit(ScriptRunConfig(str(src), "train.py", compute_target="box", environment=env))
+    assert finish(again, 60) == "Completed"
+    assert ": cached" in prep_log(again)
+
+
+def test_cancel_stops_the_container_on_the_host(
+    ws: Workspace, ssh_host: SshHost, tmp_path: Path
+) -> None:
+    env = Environment("remote-docker")
+    env.docker.enabled = True
+    env.docker.base_image = _test_image()
+    env.python.user_managed_dependencies = True
+    attach(ws, "box", ssh_host)
+    src = source(
+        tmp_path,
+        """
+        import signal, time
+        from runner import Run
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # only the KILL after the grace ends it
+        Run.get_context().log("started", 1)
+        time.sleep(300)
+        """,
+    )
+    config = ScriptRunConfig(str(src), "train.py", compute_target="box", environment=env)
+    config.run_config.cancel_grace_seconds = 1
+    run = Experiment(ws, "remote").submit(config)
+    wait_until(lambda: run.get_metrics().get("started") == 1, 60, message="the script to start")
+    run.cancel()
+    assert finish(run, 60) == "Canceled"
+    names = subprocess.run(
+        ["docker", "ps", "-a", "--filter", f"label=runner.run_id={run.id}", "-q"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert names == []
