@@ -508,3 +508,34 @@ def test_cancel_stops_the_container_on_the_host(
         check=True,
     ).stdout.split()
     assert names == []
+
+
+@pytest.mark.slow
+def test_a_cancel_during_a_cut_reaches_the_host_once_the_link_is_back(
+    ws: Workspace, netns_hosts: Any, tmp_path: Path
+) -> None:
+    attach(ws, "h1", netns_hosts.hosts["h1"])
+    src = source(
+        tmp_path,
+        """
+        import time
+        from runner import Run
+        Run.get_context().log("started", 1)
+        time.sleep(300)
+        """,
+    )
+    config = ScriptRunConfig(str(src), "train.py", compute_target="h1")
+    config.run_config.cancel_grace_seconds = 1
+    run = Experiment(ws, "remote").submit(config)
+    wait_until(lambda: run.get_metrics().get("started") == 1, 30, message="the script to start")
+    netns_hosts.cut("h1")
+    try:
+        wait_until(lambda: run.get_status() == "NotResponding", 15, 0.1, "NotResponding")
+        run.cancel()
+        time.sleep(1)
+        assert run.get_status() not in TERMINAL  # it cannot be known to have ended yet
+        assert remote_processes(run.id)  # and it has not: the host was out of reach
+    finally:
+        netns_hosts.restore("h1")
+    assert finish(run, 60) == "Canceled"
+    assert remote_processes(run.id) == []
