@@ -183,6 +183,13 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f}"
 
 
+def timing_row(
+    label: str, samples: Sequence[float], vs: str = "1.00", result: str = ""
+) -> list[str]:
+    """A table row: label, median, min and max in ms, the ratio text and the verdict."""
+    return [label, ms(med(samples)), ms(min(samples)), ms(max(samples)), vs, result]
+
+
 def med(values: Sequence[float]) -> float:
     """The median, NaN for no values."""
     return statistics.median(values) if values else float("nan")

@@ -462,22 +462,13 @@ def main() -> int:
     common.print_table(
         ["case", "median ms", "min ms", "max ms", "vs baseline", f"goal <= {GOAL_RATIO}x"],
         [
-            [
-                "baseline: ssh HOST python3 hello.py",
-                common.ms(mb),
-                common.ms(min(tb)),
-                common.ms(max(tb)),
-                "1.00",
-                "",
-            ],
-            [
+            common.timing_row("baseline: ssh HOST python3 hello.py", tb),
+            common.timing_row(
                 "exp.submit(..., compute_target='box').wait_for_completion()",
-                common.ms(ma),
-                common.ms(min(ta)),
-                common.ms(max(ta)),
+                ta,
                 f"{ratio:.2f}",
                 common.verdict(ok_a),
-            ],
+            ),
         ],
     )
     print("phases of the warm runs of (a) (medians; wall clock and the store's timestamps):")

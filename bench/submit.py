@@ -271,22 +271,10 @@ def main() -> int:
     common.print_table(
         ["case", "median ms", "min ms", "max ms", "vs baseline", f"goal <= {GOAL_IN_PROCESS}x"],
         [
-            [
-                "baseline: subprocess.run([python, 'hello.py'])",
-                common.ms(mb),
-                common.ms(min(tb)),
-                common.ms(max(tb)),
-                "1.00",
-                "",
-            ],
-            [
-                "exp.submit(...).wait_for_completion()",
-                common.ms(ma),
-                common.ms(min(ta)),
-                common.ms(max(ta)),
-                f"{ra:.2f}",
-                common.verdict(ok_a),
-            ],
+            common.timing_row("baseline: subprocess.run([python, 'hello.py'])", tb),
+            common.timing_row(
+                "exp.submit(...).wait_for_completion()", ta, f"{ra:.2f}", common.verdict(ok_a)
+            ),
             *git_rows,
         ],
     )
@@ -300,22 +288,8 @@ def main() -> int:
     common.print_table(
         ["case", "median ms", "min ms", "max ms", "vs baseline", f"goal <= {GOAL_PROCESS:g}x"],
         [
-            [
-                "baseline: python hello.py",
-                common.ms(pmb),
-                common.ms(min(pb)),
-                common.ms(max(pb)),
-                "1.00",
-                "",
-            ],
-            [
-                "python submit_hello.py",
-                common.ms(pma),
-                common.ms(min(pa)),
-                common.ms(max(pa)),
-                f"{rb:.2f}",
-                common.verdict(ok_b),
-            ],
+            common.timing_row("baseline: python hello.py", pb),
+            common.timing_row("python submit_hello.py", pa, f"{rb:.2f}", common.verdict(ok_b)),
             [
                 "python -c pass (information)",
                 common.ms(t_pass),
