@@ -129,12 +129,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=10, help="cancels per case (default 10)")
     parser.add_argument("--grace", type=float, default=1.0, help="cancel_grace_seconds")
-    parser.add_argument(
-        "--extra-procs",
-        type=int,
-        default=0,
-        help="run with N extra idle processes on the machine (information: a busy host)",
-    )
+    common.add_extra_procs_option(parser)
     args = parser.parse_args()
 
     common.print_header(

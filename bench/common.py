@@ -210,6 +210,16 @@ def interleaved(
     return ta, tb
 
 
+def add_extra_procs_option(parser: Any) -> None:
+    """``--extra-procs N``: measure with N idle processes on the machine (see idle_processes)."""
+    parser.add_argument(
+        "--extra-procs",
+        type=int,
+        default=0,
+        help="run with N extra idle processes on the machine (information: a busy host)",
+    )
+
+
 @contextlib.contextmanager
 def idle_processes(n: int) -> Iterator[None]:
     """``n`` extra idle processes (``sleep``) on the machine while the block runs."""

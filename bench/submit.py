@@ -136,12 +136,7 @@ def main() -> int:
     parser.add_argument("--proc-reps", type=int, default=10, help="whole-process pairs")
     parser.add_argument("--warmup", type=int, default=5, help="untimed warm submits first")
     parser.add_argument("--no-git", action="store_true", help="skip the git-repo source case")
-    parser.add_argument(
-        "--extra-procs",
-        type=int,
-        default=0,
-        help="run with N extra idle processes on the machine (information: a busy host)",
-    )
+    common.add_extra_procs_option(parser)
     args = parser.parse_args()
 
     common.print_header(

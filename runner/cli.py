@@ -170,20 +170,16 @@ def build_parser() -> argparse.ArgumentParser:
     def leaf(
         where: Any, name: str, summary: str, example: str, handler: Callable[[_Context], int]
     ) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = where.add_parser(
-            name,
-            help=summary,
-            description=summary,
-            epilog=_dedent(example),
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-            parents=[common],
-            allow_abbrev=False,
-        )
+        p = command(where, name, summary, example)
         p.set_defaults(handler=handler)
         return p
 
     def group(name: str, summary: str, example: str) -> Any:
-        g = groups.add_parser(
+        g = command(groups, name, summary, example)
+        return g.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(where: Any, name: str, summary: str, example: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = where.add_parser(
             name,
             help=summary,
             description=summary,
@@ -192,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
             parents=[common],
             allow_abbrev=False,
         )
-        return g.add_subparsers(dest="command", metavar="COMMAND", required=True)
+        return parser
 
     # experiment
     exp = group(

@@ -208,12 +208,9 @@ class Daemon:
     def _handle(self, conn: socket.socket) -> None:
         with conn:
             try:
-                data = b""
-                while not data.endswith(b"\n"):
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    data += chunk
+                data = daemon_client.recv_line(conn)
+                if not data.endswith(b"\n"):
+                    return
                 answer = self._answer(json.loads(data))
             except Exception as exc:
                 answer = {"error": f"{type(exc).__name__}: {exc}"}
@@ -792,7 +789,7 @@ class RunSupervisor:
 
     def _finalize_after_crash(self) -> None:
         code = None
-        from targets.local import read_exit_file
+        from runner.shim import read_exit_file
 
         if (self.described or {}).get("kind") == "ssh":
             # Not finished: follow it again (to its exit code), then finalize.

@@ -39,18 +39,25 @@ def socket_address(ws_path: Path) -> str:
     return f"/tmp/runner-daemon-{digest}.sock"  # noqa: S108 - a socket, named by hash
 
 
+def recv_line(sock: socket.socket) -> bytes:
+    """Bytes up to and including a newline (the protocol's one message), or what came
+    before the peer closed the connection."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def request(ws_path: Path, message: dict[str, Any], timeout_s: float = 10.0) -> dict[str, Any]:
     """Send one request and return the answer; ConnectionError if no daemon listens."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout_s)
         sock.connect(socket_address(ws_path))
         sock.sendall(json.dumps(message).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = recv_line(sock)
     if not data:
         raise ConnectionError("the daemon closed the connection without answering")
     answer: dict[str, Any] = json.loads(data)

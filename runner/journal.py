@@ -23,8 +23,8 @@ from runner.store import Store
 
 #: The stream name of the journal in ``sync_offsets``.
 JOURNAL = "journal"
-#: Columns a remote process may not set on a local run (the supervisor owns them).
-_LOCAL_ONLY = {"handle", "heartbeat_utc", "definition", "target"}
+#: Columns a remote process may set on a run (the supervisor owns the others: handle,
+#: heartbeat, definition, target).
 _RUN_COLUMNS = {"display_name", "description", "status_details", "error", "start_utc", "end_utc"}
 
 
@@ -74,8 +74,7 @@ def _apply_one(conn: sqlite3.Connection, ev: dict[str, Any]) -> None:
     if kind == "run":
         _create_run(conn, ev)
     elif kind == "update":
-        fields = {k: v for k, v in ev["fields"].items() if k not in _LOCAL_ONLY}
-        fields = {k: v for k, v in fields.items() if k in _RUN_COLUMNS}
+        fields = {k: v for k, v in ev["fields"].items() if k in _RUN_COLUMNS}
         if fields:
             sets = ", ".join(f"{k} = ?" for k in fields)
             conn.execute(f"UPDATE runs SET {sets} WHERE id = ?", (*fields.values(), run_id))  # noqa: S608

@@ -34,8 +34,8 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
-#: The shim of targets/local.py: $1 work folder, $2 exit file, then the argv.
-SHIM = 'cd "$1" || exit 127; ef=$2; shift 2; "$@"; c=$?; echo "$c" > "$ef"; exit "$c"'
+from runner.shim import SHIM, container_name, read_exit_file
+
 #: Grace for processes a finished script left in its session.
 LEFTOVER_GRACE_S = 2.0
 
@@ -123,11 +123,6 @@ def run_processes(sid: int, run_id: str) -> list[int]:
     return found
 
 
-def container_name(run_id: str) -> str:
-    """The run's container: ``runner-<run id>`` (as the docker target names them)."""
-    return "runner-" + "".join(c if c.isalnum() or c in "_.-" else "_" for c in run_id)[:200]
-
-
 def stop_container(folder: Path, grace_s: float) -> None:
     """Stop the run's container, if it has one (TERM, grace, KILL by the engine)."""
     if not (folder / "container").exists():
@@ -160,15 +155,6 @@ def _reap() -> None:
     with contextlib.suppress(ChildProcessError):
         while os.waitpid(-1, os.WNOHANG)[0]:
             pass
-
-
-def read_exit(path: Path) -> int | None:
-    """The exit code the shim wrote, if it has."""
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text.lstrip("-").isdigit() else None
 
 
 # -- the session -------------------------------------------------------------------------
@@ -506,7 +492,7 @@ class Session:
         run_id = str(header["run_id"])
         folder = self.run_dir(run_id)
         if not (folder / "pid").exists():  # never launched here, or already cleaned up
-            self.reply({"s": "exit", "code": read_exit(folder / "exit_code"), "missing": True})
+            self.reply({"s": "exit", "code": read_exit_file(folder / "exit_code"), "missing": True})
             return
         pid_text = (folder / "pid").read_text().split()
         pid, started = int(pid_text[0]), pid_text[1] if len(pid_text) > 1 else ""
@@ -518,7 +504,7 @@ class Session:
         t0 = time.monotonic()
         while True:
             _reap()
-            code = read_exit(folder / "exit_code")
+            code = read_exit_file(folder / "exit_code")
             done = code is not None or not is_alive(pid, started)
             sent = False
             for stream in ("log", "journal"):
@@ -532,7 +518,7 @@ class Session:
                     sent = True
             if done and not sent:
                 if code is None:
-                    code = read_exit(folder / "exit_code")
+                    code = read_exit_file(folder / "exit_code")
                 # What the script left running in its session ends with it, as in a container
                 # (and a container whose client was killed ends too).
                 stop_container(folder, 0)

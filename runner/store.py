@@ -454,14 +454,6 @@ class Store:
                 conn.execute("SELECT id FROM experiments WHERE name = ?", (name,)).fetchone()[0]
             )
 
-    @staticmethod
-    def _experiment_name_in(conn: sqlite3.Connection, experiment_id: int) -> str:
-        return str(
-            conn.execute("SELECT name FROM experiments WHERE id = ?", (experiment_id,)).fetchone()[
-                0
-            ]
-        )
-
     def experiment_names(self) -> list[str]:
         """All experiment names, oldest first."""
         return [r[0] for r in self.query("SELECT name FROM experiments ORDER BY id")]
@@ -502,6 +494,7 @@ class Store:
                 if prow is None:
                     raise StoreError(f"parent run {parent_id!r} vanished")
                 root_id, child_index = prow
+            experiment = self.experiment_name(experiment_id) if self.journal is not None else ""
             for spec in specs:
                 run_id = spec.id
                 if run_id is None:
@@ -549,7 +542,7 @@ class Store:
                         {
                             "e": "run",
                             "id": run_id,
-                            "experiment": self._experiment_name_in(conn, experiment_id),
+                            "experiment": experiment,
                             "parent": parent_id,
                             "type": spec.type,
                             "status": spec.status,

@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -36,8 +35,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from runner.errors import TargetUnavailableError
+from runner.shim import container_name, read_exit_file
 from targets.base import LaunchSpec
-from targets.local import read_exit_file
 
 __all__ = [
     "LABEL_RUN_ID",
@@ -81,11 +80,6 @@ def _mount_roots(paths: Sequence[Path]) -> list[Path]:
         if not any(path == r or r in path.parents for r in roots):
             roots.append(path)
     return roots
-
-
-def container_name(run_id: str) -> str:
-    """``runner-<run id>`` with what the engine refuses in a name replaced by '_'."""
-    return "runner-" + re.sub(r"[^a-zA-Z0-9_.-]", "_", run_id)[:200]
 
 
 def container_config(spec: LaunchSpec, user: str | None = None) -> dict[str, Any]:

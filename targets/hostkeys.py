@@ -211,32 +211,19 @@ def verify_attach(
     accepted host key, an accepted login, python3 >= 3.9. Returns the new key to add to
     WS/ssh/known_hosts (None when ssh knew it already); raises the error that says why not.
     """
-    key_file = config.get("private_key_file")
-    endpoint = Endpoint(
-        name=name,
-        address=str(config["address"]),
-        port=int(config["ssh_port"]),
-        user=str(config["username"]),
-        key_file=os.path.expanduser(key_file) if key_file else None,
-        password=password,
-        known_hosts=known_hosts_files(ws),
-        passphrase=passphrase,
-    )
+    endpoint = Endpoint.of(ws, name, config, password=password, passphrase=passphrase)
     with tempfile.TemporaryDirectory(prefix="runner-hostkey-") as tmp:
         scratch = Path(tmp) / "known_hosts"
         new = presented_key(endpoint, scratch)
         if new is not None:
             accept(new, fingerprint, name)
         _check_login(
-            ws,
-            name,
-            config,
-            dataclasses.replace(endpoint, known_hosts=(str(scratch), *endpoint.known_hosts)),
+            ws, dataclasses.replace(endpoint, known_hosts=(str(scratch), *endpoint.known_hosts))
         )
     return new
 
 
-def _check_login(ws: Any, name: str, config: dict[str, Any], endpoint: Endpoint) -> None:
+def _check_login(ws: Any, endpoint: Endpoint) -> None:
     """``SshTarget.check`` for a target not recorded yet: its password is not in the
     keyvault and its new host key only in a scratch file."""
     target = SshTarget.from_endpoint(ws, endpoint)

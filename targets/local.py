@@ -1,10 +1,5 @@
-"""LocalTarget: the run as a process tree in its own session on this machine.
-
-The script runs under a one-line ``sh`` shim that changes into the work folder, runs
-the argv, and writes the exit code to ``exit_file``. The shim costs about a millisecond
-and is what lets a supervisor that was restarted (after a crash) learn how a run it did
-not start ended: the exit code of a process that is not one's child is otherwise lost.
-"""
+"""LocalTarget: the run as a process tree in its own session on this machine, under the
+exit-code shim of ``runner.shim``."""
 
 from __future__ import annotations
 
@@ -19,24 +14,12 @@ from typing import ClassVar
 
 from runner.errors import TargetUnavailableError
 from runner.proc import ProcessId, terminate_tree
+from runner.shim import SHIM, read_exit_file
 from targets.base import LaunchSpec
 
 #: The variable every process of a run inherits (set by the daemon): it finds processes
 #: that left both the run's session and its process tree (a double-forked daemon).
 RUN_ID_VAR = "RUNNER_RUN_ID"
-
-# $1 work folder, $2 exit file, then the argv. The exit code of a process killed by a
-# signal is 128 + N, as shells report it.
-_SHIM = 'cd "$1" || exit 127; ef=$2; shift 2; "$@"; c=$?; echo "$c" > "$ef"; exit "$c"'
-
-
-def read_exit_file(path: Path) -> int | None:
-    """The exit code the shim wrote, or None if it has not (yet)."""
-    try:
-        text = path.read_text().strip()
-    except FileNotFoundError:
-        return None
-    return int(text) if text.lstrip("-").isdigit() else None
 
 
 class LocalHandle:
@@ -136,7 +119,7 @@ class LocalTarget:
                     [
                         "/bin/sh",
                         "-c",
-                        _SHIM,
+                        SHIM,
                         "runner-shim",
                         str(spec.workdir),
                         str(spec.exit_file),

@@ -80,13 +80,20 @@ class Endpoint:
     passphrase: str | None = field(default=None, repr=False)  #: of an encrypted key_file
 
     @staticmethod
-    def of(ws: Any, name: str, config: Mapping[str, Any]) -> Endpoint:
-        """The endpoint of an attached target (its password from the workspace keyvault)."""
+    def of(
+        ws: Any,
+        name: str,
+        config: Mapping[str, Any],
+        *,
+        password: str | None = None,
+        passphrase: str | None = None,
+    ) -> Endpoint:
+        """The endpoint of a target: secrets as given (attach, before they are stored), else
+        from the workspace keyvault."""
         vault = ws.get_default_keyvault()
-        password = passphrase = None
-        if config.get("password_secret"):
+        if password is None and config.get("password_secret"):
             password = vault.get_secret(config["password_secret"])
-        if config.get("passphrase_secret"):
+        if passphrase is None and config.get("passphrase_secret"):
             passphrase = vault.get_secret(config["passphrase_secret"])
         key = config.get("private_key_file")
         return Endpoint(
@@ -312,6 +319,22 @@ def explain_ssh_failure(endpoint: Endpoint, message: str) -> TargetUnavailableEr
     )
 
 
+def python_problem(endpoint: Endpoint, exit_code: int | None) -> TargetUnavailableError | None:
+    """The error for a host whose python3 is missing or too old (by the exit code of a
+    command that ran it), else None."""
+    where = f"host {endpoint.address} (target {endpoint.name!r})"
+    if exit_code == _NO_PYTHON:
+        return TargetUnavailableError(
+            f"{where} has no python3 on PATH",
+            hint="install Python 3.9 or newer there (runner needs nothing else on the host)",
+        )
+    if exit_code == _OLD_PYTHON:
+        return TargetUnavailableError(
+            f"python3 on {where} is older than 3.9", hint="install Python 3.9 or newer there"
+        )
+    return None
+
+
 # -- the agent ---------------------------------------------------------------------------
 
 
@@ -326,7 +349,6 @@ class AgentSession:
         self.conn = conn
         self.client_dir = client_dir
         self.remote_client = f"{REMOTE_BASE}/client/{client_dir.name}"
-        self.sent_bytes = 0
         self._err = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
         self.proc = self._start()
 
@@ -359,7 +381,6 @@ class AgentSession:
         with tarfile.open(fileobj=buf, mode="w:gz") as tar:
             tar.add(str(self.client_dir / "runner"), arcname="runner")
         data = buf.getvalue()
-        self.sent_bytes += len(data)
         proc = self.conn.run(f'exec python3 -c "{_INSTALL}" "{self.remote_client}"', stdin=data)
         if proc.returncode != 0:
             raise TargetUnavailableError(
@@ -378,7 +399,6 @@ class AgentSession:
             write_frame(self._stdin(), header, payload)
         except (BrokenPipeError, OSError) as exc:
             raise self._failure() from exc
-        self.sent_bytes += len(payload)
 
     def receive(self) -> tuple[dict[str, Any], bytes]:
         """The next frame; TargetUnavailableError when the session ended."""
@@ -405,15 +425,9 @@ class AgentSession:
         self._err.seek(0)
         text = self._err.read().decode("utf-8", "replace").strip()
         host = self.conn.endpoint.address
-        if code == _NO_PYTHON:
-            return TargetUnavailableError(
-                f"host {host} has no python3 on PATH",
-                hint="install Python 3.9 or newer there (runner needs nothing else on the host)",
-            )
-        if code == _OLD_PYTHON:
-            return TargetUnavailableError(
-                f"python3 on host {host} is older than 3.9", hint="install Python 3.9 or newer"
-            )
+        problem = python_problem(self.conn.endpoint, code)
+        if problem is not None:
+            return problem
         if code == _NO_CLIENT:
             return TargetUnavailableError(f"runner's remote side is missing on {host}")
         return TargetUnavailableError(
@@ -508,27 +522,16 @@ class SshTarget:
     def check(self) -> None:
         """Host key, login and python3 on the host: a clear error now, not a failed run."""
         if self.endpoint.key_file and not os.path.exists(self.endpoint.key_file):
-            raise TargetUnavailableError(
-                f"private key file {self.endpoint.key_file} of target {self.name!r} does not exist",
-                hint="attach the target again with an existing private_key_file",
-            )
-        if self.conn.master_alive() and self.conn.control_path in _PROBED:
+            raise explain_ssh_failure(self.endpoint, "")
+        if self.conn.control_path in _PROBED and self.conn.master_alive():
             return
         proc = self.conn.run(
             'exec python3 -c "import sys; sys.exit(0 if sys.version_info >= (3, 9) else 87)"',
             timeout_s=60,
         )
-        host = self.endpoint.address
-        if proc.returncode == _NO_PYTHON:
-            raise TargetUnavailableError(
-                f"host {host} (target {self.name!r}) has no python3 on PATH",
-                hint="install Python 3.9 or newer there (runner needs nothing else on the host)",
-            )
-        if proc.returncode == _OLD_PYTHON:
-            raise TargetUnavailableError(
-                f"python3 on host {host} (target {self.name!r}) is older than 3.9",
-                hint="install Python 3.9 or newer there",
-            )
+        problem = python_problem(self.endpoint, proc.returncode)
+        if problem is not None:
+            raise problem
         if proc.returncode != 0:
             raise explain_ssh_failure(self.endpoint, proc.stderr.decode("utf-8", "replace"))
         _PROBED[self.conn.control_path] = time.time()
@@ -573,9 +576,7 @@ class SshHandle:
         self.run_id = run_id
         self._code: int | None = None
         self._exited = threading.Event()
-        self._stop = threading.Event()
         self._session: AgentSession | None = None
-        self._session_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.link_up = True
         self.error: str | None = None
@@ -613,7 +614,7 @@ class SshHandle:
         assert client_dir is not None  # noqa: S101 - set by follow()
 
         delay = 0.5
-        while not self._stop.is_set() and not self._exited.is_set():
+        while not self._exited.is_set():
             session = self._session
             try:
                 if session is None:
@@ -649,13 +650,13 @@ class SshHandle:
                     with contextlib.suppress(Exception):
                         session.close()
                 self._session = None
-                if self._exited.is_set() or self._stop.is_set():
+                if self._exited.is_set():
                     return
                 self.error = str(exc)
                 if self.link_up:
                     self.link_up = False
                     on_link(False)
-                self._stop.wait(delay)
+                self._exited.wait(delay)
                 delay = min(delay * 2, 5.0)
 
     def _frames(
@@ -735,21 +736,20 @@ class SshHandle:
             f"cancel {shlex.quote(self.run_id)} {float(grace_s)}"
         )
         delay = 0.5
-        while not self._exited.is_set() and not self._stop.is_set():
+        while not self._exited.is_set():
             try:
                 proc = self.target.conn.run(command, timeout_s=grace_s + 60)
                 if proc.returncode == 0:
                     return
             except (TargetUnavailableError, OSError, subprocess.TimeoutExpired):
                 pass
-            self._stop.wait(delay)
+            self._exited.wait(delay)
             delay = min(delay * 2, 5.0)
 
     def fetch_outputs(self, dest: Path) -> None:
         """Copy the run's ./outputs and ./logs from the host into ``dest``, then remove
         the run's folder there."""
         session = self._session
-        own = session is None
         if session is None:
             if self._client_dir is None:
                 raise TargetUnavailableError(f"run {self.run_id} is not being followed")
@@ -763,17 +763,9 @@ class SshHandle:
                 else:  # pragma: no cover - Python before 3.11.4
                     tar.extractall(dest)  # noqa: S202
             session.request({"op": "cleanup", "run_id": self.run_id})
-        finally:
-            if own or self._exited.is_set():
-                session.close()
-                self._session = None
-
-    def stop(self) -> None:
-        """Stop following (the run goes on on the host)."""
-        self._stop.set()
-        session = self._session
-        if session is not None:
-            session.kill()
+        finally:  # the run has ended: its session is done
+            session.close()
+            self._session = None
 
     def describe(self) -> dict[str, str]:
         """Enough to follow the run again after a restart."""

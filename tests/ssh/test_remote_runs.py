@@ -445,13 +445,19 @@ def _test_image() -> str:
     return image
 
 
-def test_a_docker_environment_runs_in_a_container_on_the_host(
-    ws: Workspace, ssh_host: SshHost, tmp_path: Path
-) -> None:
+def _docker_env() -> Environment:
+    """The test image as it is, in a container."""
     env = Environment("remote-docker")
     env.docker.enabled = True
     env.docker.base_image = _test_image()
     env.python.user_managed_dependencies = True
+    return env
+
+
+def test_a_docker_environment_runs_in_a_container_on_the_host(
+    ws: Workspace, ssh_host: SshHost, tmp_path: Path
+) -> None:
+    env = _docker_env()
     attach(ws, "box", ssh_host)
     src = source(
         tmp_path,
@@ -480,10 +486,7 @@ def test_a_docker_environment_runs_in_a_container_on_the_host(
 def test_cancel_stops_the_container_on_the_host(
     ws: Workspace, ssh_host: SshHost, tmp_path: Path
 ) -> None:
-    env = Environment("remote-docker")
-    env.docker.enabled = True
-    env.docker.base_image = _test_image()
-    env.python.user_managed_dependencies = True
+    env = _docker_env()
     attach(ws, "box", ssh_host)
     src = source(
         tmp_path,
