@@ -6,6 +6,12 @@ Why it looks like this:
   never what it committed, and the database always opens cleanly afterwards.
 - One connection per process and database (``Store.open``), guarded by a lock, so the
   background metric writer and the caller's thread share it safely.
+- No connection crosses a fork. SQLite keeps per-process lock state beside each open
+  database file; a forked child inherits that state but not the locks, so even a *new*
+  connection in the child would believe it holds locks it does not, and once every other
+  process closed the database SQLite deleted the WAL under it (its writes were lost).
+  Before ``os.fork()`` every store closes its connection (under its lock, so no
+  transaction is in flight); parent and child each open a fresh one on next use.
 - Metrics are written in chunks: ``Run.log`` appends to an in-memory queue, and a
   background thread encodes each run's new values of a metric as one packed row
   (``array`` bytes for numbers, JSON otherwise). That keeps ``log`` free of database
@@ -146,6 +152,12 @@ _MIGRATIONS: list[str] = [
         PRIMARY KEY(run_id, stream)
     ) WITHOUT ROWID;
     """,
+    # 3 -> 4: who supervises a submitted run (runner.lifecycle claims), and which process
+    # owns an interactive run (so that its end without complete() is noticed).
+    """
+    ALTER TABLE runs ADD COLUMN supervisor TEXT;
+    ALTER TABLE runs ADD COLUMN owner TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -211,7 +223,18 @@ class RunRow:
 class NewRun:
     """What ``Store.create_runs`` needs to create one run."""
 
-    __slots__ = ("definition", "display_name", "id", "status", "tags", "target", "type")
+    __slots__ = (
+        "definition",
+        "display_name",
+        "id",
+        "owner",
+        "properties",
+        "snapshot_id",
+        "status",
+        "tags",
+        "target",
+        "type",
+    )
 
     def __init__(
         self,
@@ -223,8 +246,15 @@ class NewRun:
         display_name: str | None = None,
         definition: JSONDict | None = None,
         tags: dict[str, str | None] | None = None,
+        owner: str | None = None,
+        properties: dict[str, str | None] | None = None,
+        snapshot_id: str | None = None,
     ) -> None:
         self.id = id
+        self.owner = owner  #: the process that owns an interactive run (runner.lifecycle)
+        #: recorded in the same transaction as the run: a submitted run is whole or absent
+        self.properties = properties or {}
+        self.snapshot_id = snapshot_id
         self.type = type
         self.status = status
         self.target = target
@@ -292,7 +322,7 @@ class Store:
         self.db_path = db_path
         self._pid = os.getpid()
         self._lock = threading.RLock()
-        self._conn = self._connect()
+        self._conn: sqlite3.Connection | None = self._connect()
         # Buffered metric writes. Scalars: one (values, steps) pair of lists per (run,
         # metric), appended to by Run.log without locks; the writer takes a prefix with
         # ``lst[:n]`` and ``del lst[:n]`` (each atomic under the GIL, and appends only
@@ -371,11 +401,30 @@ class Store:
 
     @property
     def conn(self) -> sqlite3.Connection:
-        """The connection; reopened in a forked child, which must not share its parent's."""
+        """The connection, opened on first use after a fork (see the module docstring)."""
         if self._pid != os.getpid():
+            # A fork that ran no fork handlers (a C extension calling fork()): the
+            # parent's connection is not ours to use or close.
             self._pid = os.getpid()
-            self._conn = self._connect()
-        return self._conn
+            self._conn = None
+        conn = self._conn
+        if conn is None:
+            if self._closed:
+                raise StoreError(f"the workspace database {self.db_path} was closed")
+            conn = self._conn = self._connect()
+        return conn
+
+    def _close_for_fork(self) -> None:
+        """Before a fork (lock held): close the connection; it is reopened on next use."""
+        conn = self._conn
+        if conn is None or conn.in_transaction:  # forking inside our own transaction: keep it
+            return
+        self._conn = None
+        if conn is not None:
+            try:
+                conn.close()
+            except sqlite3.Error as exc:  # never stop a fork; the child opens its own
+                sys.stderr.write(f"runner: closing the database before fork: {exc}\n")
 
     def _forget_parent_state(self) -> None:
         """In a forked child: drop what the parent had buffered (the parent writes it).
@@ -436,7 +485,9 @@ class Store:
         self._closed = True
         self._wake.set()
         with self._lock:
-            self._conn.close()
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()
 
     # -- experiments -----------------------------------------------------------------
 
@@ -530,6 +581,19 @@ class Store:
                     raise ConflictError(
                         f"a run with id {run_id!r} already exists; pass another run_id or none"
                     ) from exc
+                if spec.owner is not None:
+                    conn.execute("UPDATE runs SET owner = ? WHERE id = ?", (spec.owner, run_id))
+                if spec.properties:
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO properties(run_id, key, value) VALUES (?,?,?)",
+                        [(run_id, k, v) for k, v in spec.properties.items()],
+                    )
+                if spec.snapshot_id is not None:
+                    conn.execute(
+                        "INSERT OR IGNORE INTO run_snapshots(run_id, snapshot_id, created_utc) "
+                        "VALUES (?,?,?)",
+                        (run_id, spec.snapshot_id, now),
+                    )
                 if spec.tags:
                     conn.executemany(
                         "INSERT OR REPLACE INTO tags(run_id, key, value) VALUES (?,?,?)",
@@ -554,6 +618,8 @@ class Store:
                             "tags": spec.tags or {},
                         }
                     )
+                    if spec.properties:
+                        self._journal({"e": "props", "id": run_id, "props": spec.properties})
             conn.execute(
                 "UPDATE experiments SET next_number = ? WHERE id = ?", (number, experiment_id)
             )
@@ -671,6 +737,38 @@ class Store:
         rows = self.query(sql, params)
         self.last_rowid = int(rows[-1][-1]) if rows else None
         return [RunRow(row[:-2], row[-2]) for row in rows]
+
+    # -- supervision (runner.lifecycle) ---------------------------------------------------
+
+    def claim_run(self, run_id: str, me: str, expected: str | None) -> bool:
+        """Make ``me`` the run's supervisor if it is still ``expected``; True if so."""
+        with self.write() as conn:
+            cur = conn.execute(
+                "UPDATE runs SET supervisor = ? WHERE id = ? AND supervisor IS ?",
+                (me, run_id, expected),
+            )
+            return cur.rowcount == 1
+
+    def begin_launch(self, run_id: str, me: str, launching: str, statuses: Iterable[str]) -> bool:
+        """Record that ``me`` is launching the run, before any process of it starts.
+
+        True only for the run's supervisor, once, while the run has no handle and is in
+        one of ``statuses``: whatever else happens, a run is launched at most once.
+        """
+        wanted = sorted(set(statuses))
+        marks = ",".join("?" * len(wanted))
+        with self.write() as conn:
+            cur = conn.execute(
+                f"UPDATE runs SET handle = ? WHERE id = ? AND supervisor = ? "
+                f"AND handle IS NULL AND status IN ({marks})",
+                (launching, run_id, me, *wanted),
+            )
+            return cur.rowcount == 1
+
+    def release_claims(self, me: str) -> None:
+        """Give up every claim of ``me`` (a daemon that stops)."""
+        with self.write() as conn:
+            conn.execute("UPDATE runs SET supervisor = NULL WHERE supervisor = ?", (me,))
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         """Set columns of a run (names are checked against the schema)."""
@@ -1058,16 +1156,49 @@ def _flush_all_at_exit() -> None:
 atexit.register(_flush_all_at_exit)
 
 
+#: The stores whose locks the forking thread holds between the fork handlers.
+_FORK_HELD: list[Store] = []
+
+
+def _before_fork() -> None:
+    """Close every store's connection (each under its lock, so no transaction is open)."""
+    stores = sorted((s for s in list(_ALL_STORES) if s.db_path != ":memory:"), key=id)
+    for store in stores:
+        store._lock.acquire()
+        _FORK_HELD.append(store)
+        if store._pid == os.getpid():
+            store._close_for_fork()
+
+
+def _after_fork_in_parent() -> None:
+    while _FORK_HELD:
+        _FORK_HELD.pop()._lock.release()
+
+
 def _after_fork() -> None:
     """Reset every store in a forked child, before the child can log anything."""
     global _STORES_LOCK
     _STORES_LOCK = threading.Lock()  # another thread may have held it at the fork
+    _FORK_HELD.clear()
     for store in list(_ALL_STORES):
+        had_writer = store._writer is not None
         store._forget_parent_state()
+        store._pid = os.getpid()
+        if had_writer and not store._closed:
+            # What the child logs is written while it lives, as in the parent...
+            store.ensure_writer()
+    mp_util = sys.modules.get("multiprocessing.util")
+    if mp_util is not None:
+        # ...and when it ends: multiprocessing's forked workers leave with os._exit,
+        # after its own exit function (which runs finalizers with an exit priority), never
+        # through atexit.
+        mp_util.Finalize(None, _flush_all_at_exit, exitpriority=-100)
 
 
 if hasattr(os, "register_at_fork"):  # POSIX
-    os.register_at_fork(after_in_child=_after_fork)
+    os.register_at_fork(
+        before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork
+    )
 
 
 def loads_or_none(text: str | None) -> Any:
