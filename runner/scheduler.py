@@ -5,6 +5,11 @@ first, then older first) and every run whose request fits what is free starts, s
 sits idle while a run that fits it waits. A big request at the front does not block
 smaller ones behind it (it may wait longer; that is the price of never idling).
 
+A run that is still preparing its environment already has its place in line (``expect``):
+while it could start, nothing behind it does, for up to ``PREPARE_HOLD_S``; runs submitted
+one after the other start in that order, whichever supervisor thread is quicker. A run
+whose environment takes longer (a build) lets the runs behind it go first.
+
 One pass over the queue decides everything each time something changes (a run arrives,
 ends, or gives up); each waiting run is woken only when it may start or when what it
 waits for changes. Waking every waiter to let each re-check the queue would cost
@@ -25,6 +30,9 @@ EXACT_POSITIONS = 10
 #: A queued run's place in line is reported at most this often (what it waits for, at
 #: once): a fast-moving queue would otherwise cost a database write per run per start.
 POSITION_REFRESH_S = 0.5
+#: How long a preparing run holds back the runs behind it (an environment from the cache
+#: is ready in milliseconds; one that is being built may take minutes).
+PREPARE_HOLD_S = 5.0
 
 
 @dataclass(order=True)
@@ -40,6 +48,9 @@ class Ticket:
     reason: str = field(default="", compare=False)
     #: set when it may start, when its reason changes, or on a cancel
     wake: threading.Event = field(default_factory=threading.Event, compare=False)
+    #: while preparing (``expect``): until when (monotonic) it holds its turn against the
+    #: runs behind it; 0.0 once that has passed; None when it is not preparing
+    hold_until: float | None = field(default=None, compare=False)
 
 
 def _waits_for(reason: str) -> str:
@@ -91,6 +102,18 @@ class Scheduler:
             if run_id not in self.running and self._ticket(run_id) is None:
                 bisect.insort(self.waiting, Ticket(sort_key, run_id, gpu_count))
 
+    def expect(self, run_id: str, gpu_count: int, sort_key: tuple[int, float, str]) -> None:
+        """Give a run that is still preparing its place in line (see the module docstring).
+
+        Nothing is handed out here; ``acquire`` (preparation done) or ``release`` (it ended
+        before) ends the hold.
+        """
+        with self.lock:
+            if run_id not in self.running and self._ticket(run_id) is None:
+                ticket = Ticket(sort_key, run_id, gpu_count)
+                ticket.hold_until = time.monotonic() + PREPARE_HOLD_S
+                bisect.insort(self.waiting, ticket)
+
     def release(self, run_id: str) -> None:
         """A run ended (or gave up its place in the queue): its slot and GPUs are free."""
         with self.lock:
@@ -119,12 +142,20 @@ class Scheduler:
         Lock held. A started run gets the lowest free GPU indices.
         """
         still: list[Ticket] = []
+        now = time.monotonic()
         for i, t in enumerate(self.waiting):
             slot_free = self.max_concurrent is None or len(self.running) < self.max_concurrent
             if not slot_free:  # nothing else can start
                 still.extend(self.waiting[i:])
                 break
-            if t.gpu_count <= len(self.free_gpus):
+            if t.hold_until is not None:  # still preparing: never handed a slot here
+                if 0.0 < t.hold_until <= now:
+                    t.hold_until = 0.0  # preparing for long: it no longer holds its turn
+                if t.hold_until > now and t.gpu_count <= len(self.free_gpus):
+                    still.extend(self.waiting[i:])  # it could start: keep its turn
+                    break
+                still.append(t)
+            elif t.gpu_count <= len(self.free_gpus):
                 ids = tuple(self.free_gpus[: t.gpu_count])
                 self.free_gpus = self.free_gpus[t.gpu_count :]
                 self.running[t.run_id] = ids
@@ -135,6 +166,8 @@ class Scheduler:
         self.waiting = still
         far: dict[int, str] = {}  # behind EXACT_POSITIONS the reason depends on the request only
         for position, t in enumerate(still):
+            if t.hold_until is not None:
+                continue  # preparing: it has no waiting reason to show yet
             if position < EXACT_POSITIONS:
                 reason = self._why(t, position)
             else:
@@ -187,7 +220,9 @@ class Scheduler:
                 bisect.insort(self.waiting, ticket)
                 self._dispatch()
             elif ticket is not None:
-                self._dispatch()  # a place held since a restart: it may fit now
+                ticket.hold_until = None  # prepared: it waits like any queued run now
+                ticket.gpu_count = gpu_count
+                self._dispatch()  # a place held since a restart or while preparing
         said, said_at = "", 0.0
         while True:
             with self.lock:
@@ -203,7 +238,11 @@ class Scheduler:
                     return None
                 ticket.wake.clear()
                 why = ticket.reason
-            timeout = 5.0
+                timeout = self._until_hold_ends()
+                if timeout == 0.0:  # a preparing run's hold ran out: the queue moves on
+                    self._dispatch()
+                    continue
+            timeout = min(timeout, 5.0)
             if why != said:
                 since = time.monotonic() - said_at
                 # What it waits for is told at once; a mere move up the queue, not more
@@ -212,8 +251,16 @@ class Scheduler:
                     said, said_at = why, time.monotonic()
                     on_wait(why)
                     continue
-                timeout = POSITION_REFRESH_S - since
+                timeout = min(timeout, POSITION_REFRESH_S - since)
             ticket.wake.wait(timeout)
+
+    def _until_hold_ends(self) -> float:
+        """Seconds until the first hold of a preparing run expires (lock held); 0 if one has,
+        5 if there is none."""
+        holds = [t.hold_until for t in self.waiting if t.hold_until]
+        if not holds:
+            return 5.0
+        return max(0.0, min(holds) - time.monotonic())
 
     def snapshot(self) -> dict[str, object]:
         """What `runner daemon status` shows.
