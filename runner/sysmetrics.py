@@ -41,6 +41,8 @@ class Sampler:
             cpu = 0.0
             rss = 0
             for p in process_tree(pid):
+                if p.pid == pid.pid and getattr(handle, "keeper", False):
+                    continue  # the keeper is runner's, not the run's
                 proc = known.setdefault(p.pid, p)
                 try:
                     cpu += proc.cpu_percent(None)

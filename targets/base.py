@@ -25,6 +25,7 @@ class LaunchSpec:
     exit_file: Path  #: where the exit code is written when the process ends
     image: str | None = None  #: set when the environment is a docker image
     gpu_ids: tuple[int, ...] = field(default=())  #: GPUs reserved for the run
+    grace_s: float = 10.0  #: on cancel, seconds between SIGTERM and SIGKILL
 
 
 class RunHandle(Protocol):

@@ -1,25 +1,133 @@
-"""LocalTarget: the run as a process tree in its own session on this machine, under the
-exit-code shim of ``runner.shim``."""
+"""LocalTarget: the run as a process tree on this machine, kept by ``runner.keeper``.
+
+Each run has a keeper process: the leader of the run's own session, a child subreaper
+(orphans of the run come back to it), the holder of the run's cgroup where cgroup v2 can
+be used, and the writer of its exit code. Starting Python costs ~10 ms, more than the
+rest of a small run's overhead, so the daemon keeps one idle keeper ready
+(``KeeperPool``): a launch hands it the spec through its stdin.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
+import marshal
 import os
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import IO, ClassVar
 
+from runner import keeper as keeper_mod
 from runner.errors import TargetUnavailableError
 from runner.proc import ProcessId, terminate_tree
-from runner.shim import SHIM, read_exit_file
+from runner.shim import read_exit_file
 from targets.base import LaunchSpec
 
 #: The variable every process of a run inherits (set by the daemon): it finds processes
 #: that left both the run's session and its process tree (a double-forked daemon).
 RUN_ID_VAR = "RUNNER_RUN_ID"
+#: What a finished script leaves running gets SIGTERM and this long (the keeper does it).
+LEFTOVER_GRACE_S = 2.0
+#: How long past the grace period a canceled keeper may take before it is killed too.
+KEEPER_MARGIN_S = 5.0
+_KEEPER = str(Path(keeper_mod.__file__).resolve())
+
+
+def started_file(exit_file: Path) -> Path:
+    """Where a run's keeper records that it started the run (beside the exit file)."""
+    return exit_file.with_name("started")
+
+
+def read_started(exit_file: Path) -> dict[str, object] | None:
+    """What the run's keeper recorded when it started the script (pid, cgroup), or None."""
+    try:
+        data = json.loads(started_file(exit_file).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+class KeeperPool:
+    """Idle keepers, started before the runs that need them.
+
+    An idle keeper has set itself up as a subreaper and waits for one line on its stdin;
+    closing that pipe (``close()``, or the daemon's death) makes it exit at once.
+    """
+
+    def __init__(
+        self, python: str | None = None, spares: int = 1, cache_dir: Path | None = None
+    ) -> None:
+        self.python = python or sys.executable
+        self.spares = spares
+        self.cache_dir = cache_dir
+        self._lock = threading.Lock()
+        self._idle: list[subprocess.Popen[bytes]] = []
+        self._closed = False
+        self._program: str | None = None
+
+    def program(self) -> str:
+        """The keeper as a compiled file in ``cache_dir`` (a script given by path is
+        compiled at every start: ~10 ms), else its source."""
+        if self._program is None:
+            self._program = _KEEPER
+            if self.cache_dir is not None:
+                import py_compile
+
+                # Compiled by this interpreter, run by it (self.python): the tag names it.
+                target = self.cache_dir / f"keeper.{sys.implementation.cache_tag}.pyc"
+                try:
+                    if not target.exists():
+                        tmp = target.with_name(f"{target.name}.{os.getpid()}")
+                        py_compile.compile(_KEEPER, cfile=str(tmp), doraise=True)
+                        os.replace(tmp, target)
+                    self._program = str(target)
+                except (OSError, py_compile.PyCompileError):
+                    pass  # the source works too, only slower
+        return self._program
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [self.python, "-I", "-S", self.program()],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,  # the run's own session, led by its keeper
+            close_fds=True,
+        )
+
+    def take(self) -> subprocess.Popen[bytes]:
+        """An idle keeper (started now if none is ready); a new spare starts behind it."""
+        with self._lock:
+            while self._idle:
+                popen = self._idle.pop()
+                if popen.poll() is None:
+                    break
+            else:
+                popen = self._spawn()
+        if self.spares:
+            threading.Thread(target=self.fill, name="keeper-spare", daemon=True).start()
+        return popen
+
+    def fill(self) -> None:
+        """Start idle keepers until ``spares`` are ready."""
+        with self._lock:
+            while not self._closed and len(self._idle) < self.spares:
+                self._idle.append(self._spawn())
+
+    def close(self) -> None:
+        """Let the idle keepers go (they exit on the closed pipe)."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for popen in idle:
+            with contextlib.suppress(OSError):
+                if popen.stdin is not None:
+                    popen.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                popen.wait(timeout=5)
 
 
 class LocalHandle:
@@ -31,10 +139,13 @@ class LocalHandle:
         exit_file: Path,
         popen: subprocess.Popen[bytes] | None = None,
         run_id: str | None = None,
+        keeper: bool = False,
     ) -> None:
         self.pid = pid
         self.exit_file = exit_file
         self.run_id = run_id
+        #: the tree is kept by runner.keeper (runs launched by older versions: a sh shim)
+        self.keeper = keeper
         self._popen = popen
         self._code: int | None = None
         self._exited = threading.Event()
@@ -48,7 +159,7 @@ class LocalHandle:
         self._exited.set()
 
     def poll(self) -> int | None:
-        """The exit code, or None while the run's main process is alive."""
+        """The exit code, or None while the run's keeper is alive."""
         if self._code is not None:
             return self._code
         if self._popen is not None:
@@ -56,7 +167,7 @@ class LocalHandle:
             if code is None:
                 return None
             self._code = read_exit_file(self.exit_file)
-            if self._code is None:  # the shim itself died (killed by a signal)
+            if self._code is None:  # the keeper itself died (killed by a signal)
                 self._code = 128 - code if code < 0 else code
             return self._code
         if self.pid.is_alive():
@@ -82,9 +193,29 @@ class LocalHandle:
         return code
 
     def cancel(self, grace_s: float = 10.0) -> None:
-        """TERM the whole tree (its session too), wait ``grace_s``, KILL the rest."""
+        """Stop the whole tree: SIGTERM, ``grace_s``, SIGKILL for whatever is left.
+
+        A keeper does it for its run (it knows every process, the escaped ones too); what
+        runs here is the check that it did, and the fallback when the keeper is gone or
+        hangs: the tree, the session and the processes carrying the run's id, and the
+        run's cgroup.
+        """
+        if self.keeper:
+            proc = self.pid.process()
+            if proc is not None:
+                with contextlib.suppress(OSError):
+                    proc.terminate()
+                self.wait(grace_s + KEEPER_MARGIN_S)
+            if read_exit_file(self.exit_file) is not None and not self.pid.is_alive():
+                return  # the keeper saw every process of the run end
         marker = (RUN_ID_VAR, self.run_id) if self.run_id else None
-        terminate_tree(self.pid, grace_s, session=self.pid.pid, env_marker=marker)
+        terminate_tree(
+            self.pid, 0.0 if self.keeper else grace_s, session=self.pid.pid, env_marker=marker
+        )
+        cgroup = (read_started(self.exit_file) or {}).get("cgroup")
+        if isinstance(cgroup, str) and os.path.isdir(cgroup):
+            keeper_mod.kill_cgroup(cgroup)
+            keeper_mod.remove_cgroup(cgroup)
         if self._popen is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._popen.wait(timeout=5)
@@ -97,53 +228,82 @@ class LocalHandle:
             "create_time": repr(self.pid.create_time),
             "exit_file": str(self.exit_file),
         }
+        if self.keeper:
+            described["keeper"] = "1"
         if self.run_id:
             described["run_id"] = self.run_id
         return described
 
 
 class LocalTarget:
-    """Runs processes on this machine."""
+    """Runs processes on this machine, each run under its keeper."""
 
     kind: ClassVar[str] = "local"
+
+    def __init__(self, keepers: KeeperPool | None = None) -> None:
+        self.keepers = keepers
 
     def check(self) -> None:
         """The local machine is always there."""
 
     def launch(self, spec: LaunchSpec) -> LocalHandle:
-        """Start the run in its own session, stdout and stderr into the driver log."""
+        """Hand the run to a keeper; its output goes to the driver log."""
         spec.driver_log.parent.mkdir(parents=True, exist_ok=True)
+        # marshal: the keeper reads it without importing json (its start would double).
+        line = marshal.dumps(
+            {
+                "run_id": spec.run_id,
+                "argv": [str(a) for a in spec.argv],
+                "env": {str(k): str(v) for k, v in spec.env.items()},
+                "workdir": str(spec.workdir),
+                "driver_log": str(spec.driver_log),
+                "exit_file": str(spec.exit_file),
+                "started": str(started_file(spec.exit_file)),
+                "grace_s": float(spec.grace_s),
+                "leftover_grace_s": LEFTOVER_GRACE_S,
+                "cgroup": keeper_mod.cgroups_wanted(),
+            }
+        )
         try:
-            with open(spec.driver_log, "ab") as log, open(os.devnull, "rb") as devnull:
-                popen = subprocess.Popen(
-                    [
-                        "/bin/sh",
-                        "-c",
-                        SHIM,
-                        "runner-shim",
-                        str(spec.workdir),
-                        str(spec.exit_file),
-                        *spec.argv,
-                    ],
-                    stdin=devnull,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=dict(spec.env),
-                    start_new_session=True,
-                    close_fds=True,
-                )
-        except OSError as exc:
-            raise TargetUnavailableError(f"could not start {spec.argv[0]!r}: {exc}") from exc
+            popen = self.keepers.take() if self.keepers else self._fresh()
+            _send(popen.stdin, line)
+        except OSError:  # an idle keeper that died: start a fresh one
+            try:
+                popen = self._fresh()
+                _send(popen.stdin, line)
+            except OSError as exc:
+                raise TargetUnavailableError(f"could not start the run's keeper: {exc}") from exc
         try:
             pid = ProcessId.of(popen.pid)
         except Exception:  # exited already; create time unknown but the popen knows the code
             pid = ProcessId(popen.pid, 0.0)
-        return LocalHandle(pid, spec.exit_file, popen, run_id=spec.env.get(RUN_ID_VAR))
+        return LocalHandle(
+            pid, spec.exit_file, popen, run_id=spec.env.get(RUN_ID_VAR) or spec.run_id, keeper=True
+        )
+
+    def _fresh(self) -> subprocess.Popen[bytes]:
+        return KeeperPool(spares=0)._spawn()
 
     def reattach(self, described: Mapping[str, str]) -> LocalHandle:
         """A handle for a run started by an earlier supervisor."""
         pid = ProcessId(int(described["pid"]), float(described["create_time"]))
-        return LocalHandle(pid, Path(described["exit_file"]), run_id=described.get("run_id"))
+        return LocalHandle(
+            pid,
+            Path(described["exit_file"]),
+            run_id=described.get("run_id"),
+            keeper=described.get("keeper") == "1",
+        )
 
     def close(self) -> None:
-        """Nothing to release."""
+        """Nothing to release (the daemon owns the keeper pool)."""
+
+
+def _send(pipe: IO[bytes] | None, line: bytes) -> None:
+    if pipe is None:
+        raise OSError("the keeper has no stdin")
+    try:
+        pipe.write(line)
+        pipe.flush()
+    finally:
+        with contextlib.suppress(OSError):
+            pipe.close()

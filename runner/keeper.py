@@ -1,0 +1,462 @@
+"""The keeper: the one process that supervises a local run's process tree from start to end.
+
+Started by the daemon as ``python -I -S keeper.py`` (standard library only, no import of
+runner: it runs by path), usually *before* a run needs it: an idle keeper waits for the
+launch spec on its stdin (a ``marshal``-ed dict, written by the same interpreter; the
+pipe's end marks its end), so that a launch costs no interpreter start. It imports only
+builtin modules (no json, re or contextlib: they would double its ~10 ms start).
+Given a spec it
+
+1. claims the run's ``started`` file (``O_EXCL`` through a hard link): a run's script is
+   started at most once, whatever daemons do; a second keeper for the run refuses;
+2. becomes a child subreaper (``prctl(PR_SET_CHILD_SUBREAPER)``, done at its own start):
+   processes of the run that double-fork and ``setsid`` away are re-parented to it, not
+   to init, so they stay in its tree;
+3. where cgroup v2 can be used (a writable cgroup2 hierarchy with ``cgroup.kill``, and
+   ``RUNNER_CGROUPS`` is not ``off``), puts the script in a cgroup of its own: nothing
+   the run starts can leave it, and ``cgroup.kill`` ends it whole;
+4. starts the script (in the work folder, its output appended to the driver log) and
+   reaps every process that ends in its tree;
+5. on SIGTERM (cancel) sends SIGTERM to every process of the run, waits the grace
+   period, then kills what is left; when the script ends by itself, what it left running
+   gets SIGTERM and ``leftover_grace_s``;
+6. writes the exit code (128 + N for a signal, as shells do) to the exit file once no
+   process of the run is left, removes the cgroup, and exits with that code.
+
+The daemon finds the keeper again after a restart by the pid in ``started``.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import sys
+import time
+
+try:  # the C module: `signal` imports enum, and typing with it (~6 ms)
+    import _signal as signal  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - every CPython has it
+    import signal
+
+#: Exit code of a keeper that refused to start a run a second time.
+ALREADY_STARTED = 75
+_PR_SET_CHILD_SUBREAPER = 36
+_CGROUP_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+
+
+# -- process facts (Linux /proc; psutil-compatible create times) --------------------------
+
+
+def _boot_time() -> float:
+    with open("/proc/stat", "rb") as f:
+        for line in f:
+            if line.startswith(b"btime "):
+                return float(line.split()[1])
+    return 0.0
+
+
+def create_time(pid: int) -> float | None:
+    """A process's start as psutil computes it (boot time + start ticks), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return _boot_time() + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _parents() -> dict[int, int]:
+    """pid -> parent pid of every live (non-zombie) process."""
+    found: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] not in (b"Z", b"X"):
+            found[int(name)] = int(fields[1])
+    return found
+
+
+def descendants(root: int) -> set[int]:
+    """Every live process below ``root`` (not ``root`` itself)."""
+    children: dict[int, list[int]] = {}
+    for pid, ppid in _parents().items():
+        children.setdefault(ppid, []).append(pid)
+    found: set[int] = set()
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def set_child_subreaper() -> bool:
+    """Make this process the reaper of its orphaned descendants; False where impossible."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:  # _ctypes directly: importing ctypes costs ~10 ms of the keeper's start
+        import _ctypes
+
+        prctl = _ctypes.dlsym(_ctypes.dlopen(None), "prctl")  # type: ignore[arg-type]
+        return bool(_ctypes.call_function(prctl, (_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0)
+    except Exception:
+        try:
+            import ctypes
+
+            return bool(ctypes.CDLL(None).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+        except Exception:
+            return False
+
+
+# -- cgroup v2 ------------------------------------------------------------------------------
+
+
+def cgroups_wanted(env: dict[str, str] | None = None) -> bool:
+    """False when ``RUNNER_CGROUPS`` says off (``off``, ``0``, ``no``, ``false``)."""
+    value = (env if env is not None else os.environ).get("RUNNER_CGROUPS", "")
+    return value.strip().lower() not in ("off", "0", "no", "false")
+
+
+def own_cgroup_dir() -> str | None:
+    """The cgroup v2 folder this process is in, if a cgroup2 hierarchy is mounted."""
+    try:
+        with open("/proc/self/cgroup", encoding="utf-8") as f:
+            path = next((ln[3:].strip() for ln in f if ln.startswith("0::")), None)
+        with open("/proc/self/mountinfo", encoding="utf-8") as f:
+            mounts = [ln.split() for ln in f]
+    except OSError:
+        return None
+    if path is None:
+        return None
+    for fields in mounts:
+        sep = fields.index("-") if "-" in fields else -1
+        if sep < 0 or fields[sep + 1] != "cgroup2":
+            continue
+        root, point = fields[3], fields[4]
+        if root == "/" or path == root or path.startswith(root.rstrip("/") + "/"):
+            rel = path[len(root) :] if root != "/" else path
+            return point.rstrip("/") + "/" + rel.lstrip("/") if rel.strip("/") else point
+    return None
+
+
+def make_run_cgroup(run_id: str) -> str | None:
+    """Create the run's cgroup below this process's own; None when cgroups cannot be used."""
+    parent = own_cgroup_dir()
+    if parent is None:
+        return None  # no cgroup v2 here
+    name = "runner-" + "".join(c if c in _CGROUP_NAME_CHARS else "_" for c in run_id)[:200]
+    path = os.path.join(parent, name)
+    try:
+        os.mkdir(path, 0o755)
+    except FileExistsError:
+        pass
+    except OSError:
+        return None  # not ours to write (no delegation): the subreaper alone contains the run
+    if not os.path.exists(os.path.join(path, "cgroup.kill")):  # a kernel before 5.14
+        remove_cgroup(path, 0.0)
+        return None
+    return path
+
+
+def cgroup_pids(path: str) -> set[int]:
+    """The processes in a cgroup (and its children); empty once it is gone."""
+    found: set[int] = set()
+    for folder, _dirs, files in os.walk(path):
+        if "cgroup.procs" in files:
+            try:
+                with open(os.path.join(folder, "cgroup.procs"), encoding="ascii") as f:
+                    found.update(int(x) for x in f.read().split())
+            except (OSError, ValueError):
+                continue
+    return found
+
+
+def kill_cgroup(path: str) -> None:
+    """SIGKILL every process of a cgroup at once (no fork can race it)."""
+    try:
+        with open(os.path.join(path, "cgroup.kill"), "w", encoding="ascii") as f:
+            f.write("1")
+    except OSError:
+        for pid in cgroup_pids(path):
+            _signal(pid, signal.SIGKILL)
+
+
+def remove_cgroup(path: str, timeout_s: float = 2.0) -> bool:
+    """Remove an emptied cgroup (children first); False if it still has processes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            for folder, _dirs, _files in sorted(os.walk(path), key=lambda w: -len(w[0])):
+                os.rmdir(folder)
+            return True
+        except FileNotFoundError:
+            return True
+        except OSError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        return
+
+
+# -- the keeper -----------------------------------------------------------------------------
+
+
+class Keeper:
+    """One run's supervision (see the module docstring); ``run()`` returns the exit code."""
+
+    def __init__(self, spec: dict[str, object]) -> None:
+        self.spec = spec
+        self.me = os.getpid()
+        self.child = 0
+        self.code: int | None = None
+        self.cgroup: str | None = None
+        self.canceling = False
+        self.kill_at: float | None = None
+
+    def _say(self, text: str) -> None:
+        try:
+            os.write(2, f"runner: {text}\n".encode("utf-8", "replace"))
+        except OSError:
+            return
+
+    def _log_to(self, path: str, text: str) -> None:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError:
+            self._say(text)
+            return
+        try:
+            os.write(fd, f"runner: {text}\n".encode("utf-8", "replace"))
+        finally:
+            os.close(fd)
+
+    def members(self) -> set[int]:
+        """Every process of the run: the keeper's descendants and the cgroup's members."""
+        pids = descendants(self.me)
+        if self.cgroup is not None:
+            pids |= cgroup_pids(self.cgroup)
+        pids.discard(self.me)
+        return pids
+
+    def signal_all(self, sig: int) -> None:
+        if sig == signal.SIGKILL and self.cgroup is not None:
+            kill_cgroup(self.cgroup)
+        for pid in self.members():
+            _signal(pid, sig)
+
+    def on_term(self, signum: int, frame: object) -> None:
+        """Cancel: TERM to every process of the run now, KILL after the grace period."""
+        if self.canceling:
+            return
+        self.canceling = True
+        grace = float(str(self.spec.get("grace_s") or 0))
+        self.kill_at = time.monotonic() + grace
+        self.signal_all(signal.SIGTERM)
+        signal.signal(signal.SIGALRM, self.on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, max(grace, 0.001))
+
+    def on_alarm(self, signum: int, frame: object) -> None:
+        self.signal_all(signal.SIGKILL)
+
+    def start(self) -> bool:
+        """Claim the run, then start its script; False if it was started before."""
+        spec = self.spec
+        started = str(spec["started"])
+        if spec.get("cgroup"):
+            self.cgroup = make_run_cgroup(str(spec["run_id"]))
+        try:
+            self._record(started, exclusive=True)  # the gate: a run starts at most once
+        except FileExistsError:
+            self._log_to(
+                str(spec["driver_log"]),
+                f"run {spec['run_id']} was started before (see {started}); not again",
+            )
+            return False
+        log = os.open(str(spec["driver_log"]), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self.on_term)
+        ready_r, ready_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the script's process
+            os.close(ready_r)
+            self._exec(ready_w)
+        os.close(ready_w)
+        self.child = pid
+        if self.canceling:  # a cancel came while the script was being started
+            _signal(pid, signal.SIGTERM)
+        moved = os.read(ready_r, 1)  # written just before exec: the cgroup is joined
+        os.close(ready_r)
+        if self.cgroup is not None and moved != b"c":
+            remove_cgroup(self.cgroup, 0.0)
+            self.cgroup = None
+            self._record(started, exclusive=False)  # what the daemon reads: no cgroup after all
+        return True
+
+    def _record(self, started: str, exclusive: bool) -> None:
+        """Write the ``started`` file (pid, create time, cgroup); ``exclusive``: only if
+        there is none yet (FileExistsError otherwise)."""
+        tmp = f"{started}.{self.me}"
+        cgroup = "null" if self.cgroup is None else _json_string(self.cgroup)
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(
+                f'{{"pid": {self.me}, "create_time": {create_time(self.me)!r}, '
+                f'"cgroup": {cgroup}}}\n'
+            )
+        try:
+            (os.link if exclusive else os.replace)(tmp, started)
+        finally:
+            if os.path.lexists(tmp):  # (os.link leaves it, os.replace moved it)
+                os.unlink(tmp)
+
+    def _exec(self, ready_w: int) -> None:
+        """In the forked child: join the cgroup, enter the work folder, exec the argv."""
+        spec = self.spec
+        argv = [str(a) for a in spec["argv"]]  # type: ignore[attr-defined]
+        env = {str(k): str(v) for k, v in spec["env"].items()}  # type: ignore[attr-defined]
+        try:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGALRM):
+                signal.signal(sig, signal.SIG_DFL)
+            # Python ignores these; a script started by a shell would not.
+            for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ"):
+                if hasattr(signal, name):
+                    signal.signal(getattr(signal, name), signal.SIG_DFL)
+            joined = b"n"
+            if self.cgroup is not None:
+                try:
+                    with open(os.path.join(self.cgroup, "cgroup.procs"), "w") as f:
+                        f.write("0")
+                    joined = b"c"
+                except OSError as exc:
+                    self._say(f"could not join cgroup {self.cgroup}: {exc}")
+            try:
+                os.chdir(str(spec["workdir"]))
+            except OSError as exc:
+                self._say(f"cannot enter the work folder: {exc}")
+                os._exit(127)
+            os.write(ready_w, joined)
+            os.close(ready_w)
+            try:
+                os.execvpe(argv[0], argv, env)  # noqa: S606 - an argv, as given
+            except PermissionError as exc:
+                self._say(f"cannot run {argv[0]!r}: {exc}")
+                os._exit(126)
+            except OSError as exc:
+                self._say(f"cannot run {argv[0]!r}: {exc}")
+                os._exit(127)
+        finally:
+            os._exit(127)
+
+    def wait(self) -> int:
+        """Reap until the script ends, then until no process of the run is left."""
+        while self.code is None:
+            try:
+                pid, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            if pid == self.child:
+                self.code = _exit_code(status)
+        if self.code is None:
+            self.code = 127
+        if not self.canceling:
+            left = self.members()
+            if left:
+                self._say(
+                    f"the script left {len(left)} process(es) running; stopping them "
+                    f"(SIGTERM, then SIGKILL after {self.spec.get('leftover_grace_s')} s)"
+                )
+                self.kill_at = time.monotonic() + float(str(self.spec.get("leftover_grace_s") or 0))
+                self.signal_all(signal.SIGTERM)
+        delay = 0.001
+        while True:
+            self._reap()
+            if not self.members():
+                break
+            if self.kill_at is not None and time.monotonic() >= self.kill_at:
+                self.signal_all(signal.SIGKILL)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.02)
+        return self.code
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+
+    def finish(self, code: int) -> None:
+        """Write the exit code where the daemon reads it, and remove the cgroup."""
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        exit_file = str(self.spec["exit_file"])
+        tmp = f"{exit_file}.{self.me}"
+        with open(tmp, "w", encoding="ascii") as f:
+            f.write(f"{code}\n")
+        os.replace(tmp, exit_file)
+        if self.cgroup is not None and not remove_cgroup(self.cgroup):
+            self._say(f"could not remove cgroup {self.cgroup}")
+
+
+def _json_string(text: str) -> str:
+    """``text`` as a JSON string (json itself is not imported: see the module docstring)."""
+    out = []
+    for c in text:
+        if c in '"\\':
+            out.append("\\" + c)
+        elif ord(c) < 0x20:
+            out.append(f"\\u{ord(c):04x}")
+        else:
+            out.append(c)
+    return '"' + "".join(out) + '"'
+
+
+def _read_all(fd: int) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _exit_code(status: int) -> int:
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 127
+
+
+def main() -> int:
+    """Wait for a spec on stdin (none: exit quietly), then keep that run."""
+    set_child_subreaper()
+    data = _read_all(0)
+    if not data:
+        return 0  # an idle keeper that was not needed
+    keeper = Keeper(marshal.loads(data))  # noqa: S302 - from our daemon, through a pipe
+    if not keeper.start():
+        return ALREADY_STARTED
+    code = keeper.wait()
+    keeper.finish(code)
+    return min(code, 255)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
