@@ -1160,8 +1160,38 @@ atexit.register(_flush_all_at_exit)
 _FORK_HELD: list[Store] = []
 
 
+class _MultiprocessingHook:
+    """What multiprocessing calls in each of its forked workers (register_after_fork)."""
+
+
+_MP_HOOK = _MultiprocessingHook()
+_mp_hooked = False
+
+
+def _hook_multiprocessing() -> None:
+    """Have every multiprocessing worker flush what it logged when it ends.
+
+    Its forked workers leave with os._exit (atexit never runs), after multiprocessing's
+    own exit function, which runs its finalizers. A finalizer registered in a fork
+    handler would be dropped (each worker clears the registry at its start), so it is
+    registered by multiprocessing's after-fork hook instead.
+    """
+    global _mp_hooked
+    util = sys.modules.get("multiprocessing.util")
+    if _mp_hooked or util is None:
+        return
+    util.register_after_fork(_MP_HOOK, _in_multiprocessing_worker)
+    _mp_hooked = True
+
+
+def _in_multiprocessing_worker(_hook: object) -> None:
+    util = sys.modules["multiprocessing.util"]
+    util.Finalize(None, _flush_all_at_exit, exitpriority=-100)
+
+
 def _before_fork() -> None:
     """Close every store's connection (each under its lock, so no transaction is open)."""
+    _hook_multiprocessing()
     stores = sorted((s for s in list(_ALL_STORES) if s.db_path != ":memory:"), key=id)
     for store in stores:
         store._lock.acquire()
@@ -1187,12 +1217,6 @@ def _after_fork() -> None:
         if had_writer and not store._closed:
             # What the child logs is written while it lives, as in the parent...
             store.ensure_writer()
-    mp_util = sys.modules.get("multiprocessing.util")
-    if mp_util is not None:
-        # ...and when it ends: multiprocessing's forked workers leave with os._exit,
-        # after its own exit function (which runs finalizers with an exit priority), never
-        # through atexit.
-        mp_util.Finalize(None, _flush_all_at_exit, exitpriority=-100)
 
 
 if hasattr(os, "register_at_fork"):  # POSIX
