@@ -692,6 +692,11 @@ class _Context:
 
             path = getattr(self.args, "workspace", None)
             self._workspace = Workspace(path) if path else Workspace.from_config()
+            if getattr(self.args, "group", None) in ("run", "experiment"):
+                from runner import lifecycle
+
+                # Runs left waiting get a daemon; dead interactive runs end (Failed).
+                lifecycle.sweep(self._workspace, force=True)
         return self._workspace
 
     def emit(self, value: Any, table_columns: Sequence[str] | None = None) -> None:

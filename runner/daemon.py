@@ -32,9 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner import daemon_client
+from runner import daemon_client, lifecycle
 from runner.errors import RunnerError
 from runner.liveness import heartbeat_s
+from runner.run import RUN_TYPE_SCRIPT
 from runner.scheduler import Scheduler
 from runner.status import RunStatus
 from runner.store import RunRow, Store
@@ -61,9 +62,17 @@ _BEFORE_LAUNCH = {
 _LIVE = {RunStatus.RUNNING.value, RunStatus.NOT_RESPONDING.value}
 #: Grace period for processes a finished script left behind in its session.
 LEFTOVER_GRACE_S = 2.0
+#: ``runs.handle`` of a run whose launch was decided but not yet confirmed by a handle.
+LAUNCHING = "launching"
+#: How long a new daemon waits for the keeper of a run an earlier daemon was launching.
+LAUNCH_EVIDENCE_S = 3.0
 #: Log names, as azureml calls them.
 DRIVER_LOG = "70_driver_log.txt"
 PREP_LOG = "55_environment_prep_log.txt"
+
+
+class _Abandoned(Exception):
+    """This daemon leaves the run to the next one (it stops, or lost the claim)."""
 
 
 class UnschedulableError(RunnerError):
@@ -86,6 +95,13 @@ class Daemon:
         self._identity = _identity(ws.path)
         self.settings = load_settings(ws)
         self.scheduler = Scheduler(self.settings.gpus, self.settings.max_concurrent)
+        #: this daemon as runs.supervisor records it (runner.lifecycle)
+        self.token = lifecycle.process_token()
+        self._schedule_lock = threading.Lock()
+        self._skipped: set[str] = set()
+        from targets.local import KeeperPool
+
+        self.keepers = KeeperPool()
 
     # -- the in-run client ------------------------------------------------------------
 
@@ -123,7 +139,8 @@ class Daemon:
 
     def serve(self) -> None:
         """Adopt active runs, then serve requests until stopped or idle."""
-        self.client_dir()
+        self.keepers.cache_dir = self.client_dir()
+        threading.Thread(target=self.keepers.fill, name="keeper-spare", daemon=True).start()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(daemon_client.socket_address(self.ws.path))
         sock.listen(64)
@@ -267,35 +284,72 @@ class Daemon:
     # -- scheduling ------------------------------------------------------------------
 
     def _schedule(self) -> None:
-        """Start a supervisor for every active supervised run that has none."""
+        """Claim and start a supervisor for every active supervised run that has none.
+
+        A run is claimed (``runs.supervisor``, compare-and-set) before anything is done for
+        it, so two daemons can never both work on it. A run claimed by a process that is
+        gone (an earlier daemon that stopped or died) is taken over. Each new run takes
+        its place in the scheduler (running runs their GPUs, queued and preparing runs
+        their place in line) before any supervisor thread starts: the order in which
+        threads happen to run never decides which run starts first.
+        """
         marks = ",".join("?" * len(_ACTIVE))
-        rows = self.store.query(
-            f"SELECT id, handle FROM runs WHERE status IN ({marks}) ORDER BY rowid",  # noqa: S608
-            _ACTIVE,
-        )
-        new: list[RunSupervisor] = []
-        for run_id, handle in rows:
-            with self.lock:
-                if run_id in self.supervisors or self.stopping.is_set():
-                    continue
+        with self._schedule_lock:
+            rows = self.store.query(
+                "SELECT id, handle, supervisor, rowid FROM runs "  # noqa: S608
+                f"WHERE status IN ({marks}) AND type = ? ORDER BY rowid",
+                (*_ACTIVE, RUN_TYPE_SCRIPT),
+            )
+            new: list[RunSupervisor] = []
+            for run_id, handle, supervisor, rowid in rows:
+                with self.lock:
+                    if run_id in self.supervisors or self.stopping.is_set():
+                        continue
                 row = self.store.get_run(run_id)
                 if row is None:
                     continue
                 definition = json.loads(row.definition or "{}")
-                if not definition.get("supervised"):
+                if not definition.get("supervised") or not self._claim(run_id, supervisor):
                     continue
-                sup = RunSupervisor(self, row, definition, json.loads(handle) if handle else None)
-                self.supervisors[run_id] = sup
-            new.append(sup)
-        # After a restart: the GPUs of runs that still run, and the places of queued runs,
-        # are taken back before any supervisor thread can hand them to another run.
-        for sup in new:
-            if sup.described is not None:
-                self.scheduler.reserve(sup.run_id, sup.described_gpus())
-            elif sup.row.status == RunStatus.QUEUED.value:
-                self.scheduler.enqueue(sup.run_id, *sup.queue_request())
+                sup = RunSupervisor(
+                    self, row, definition, json.loads(handle) if handle else None, rowid
+                )
+                with self.lock:
+                    self.supervisors[run_id] = sup
+                self._take_place(sup)
+                new.append(sup)
         for sup in new:
             threading.Thread(target=sup.supervise, name=f"run-{sup.run_id}", daemon=True).start()
+
+    def _claim(self, run_id: str, supervisor: str | None) -> bool:
+        """Whether this daemon may supervise the run (claiming it if needed)."""
+        if supervisor == self.token:
+            return True
+        if supervisor is not None and lifecycle.token_alive(supervisor) is not False:
+            if run_id not in self._skipped:  # say it once
+                self._skipped.add(run_id)
+                self._log(f"run {run_id} is supervised by another live process ({supervisor})")
+            return False
+        if not self.store.claim_run(run_id, self.token, supervisor):
+            return False  # another daemon claimed it first
+        if supervisor is not None:
+            self._log(f"took over run {run_id} from {supervisor}, which is gone")
+        return True
+
+    def _take_place(self, sup: RunSupervisor) -> None:
+        """What a newly supervised run holds in the scheduler, before any thread runs."""
+        if sup._remote():
+            return  # it runs on another host: it holds nothing here
+        if sup.described is not None:  # launched, or being launched
+            self.scheduler.reserve(sup.run_id, sup.described_gpus())
+        elif sup.row.status == RunStatus.QUEUED.value:
+            self.scheduler.enqueue(sup.run_id, *sup.queue_request())
+        elif sup.row.status in _BEFORE_LAUNCH:
+            self.scheduler.expect(sup.run_id, *sup.queue_request())
+
+    def release_claims(self) -> None:
+        """Give up this daemon's claims (it stops): the next daemon needs no liveness check."""
+        self.store.release_claims(self.token)
 
     def finished(self, run_id: str) -> None:
         """A supervisor is done with its run."""
@@ -350,9 +404,15 @@ class RunSupervisor:
     """Carries one run through its life; one thread per active run."""
 
     def __init__(
-        self, daemon: Daemon, row: RunRow, definition: dict[str, Any], handle: dict[str, str] | None
+        self,
+        daemon: Daemon,
+        row: RunRow,
+        definition: dict[str, Any],
+        handle: dict[str, str] | None,
+        rowid: int = 0,
     ) -> None:
         self.daemon = daemon
+        self.rowid = rowid  #: insertion order: older runs first in the queue
         self.ws = daemon.ws
         self.store = daemon.store
         self.row = row
@@ -389,9 +449,9 @@ class RunSupervisor:
             handle = self.handle
             if handle is None or self.cancel_thread is not None:
                 return
-            g = self.definition.get("cancelGraceSeconds")
-            grace = 10.0 if g is None else float(g)
-            self.cancel_thread = threading.Thread(target=handle.cancel, args=(grace,), daemon=True)
+            self.cancel_thread = threading.Thread(
+                target=handle.cancel, args=(self._grace_s(),), daemon=True
+            )
             self.cancel_thread.start()
 
     def _cancel_requested(self) -> bool:
@@ -424,7 +484,9 @@ class RunSupervisor:
             self.logs.mkdir(parents=True, exist_ok=True)
             status = self.store.get_run(self.run_id)
             current = status.status if status else None
-            if current == RunStatus.FINALIZING.value:
+            if (self.described or {}).get("kind") == LAUNCHING:
+                self._resume_launch()
+            elif current == RunStatus.FINALIZING.value:
                 self._finalize_after_crash()
             elif self.described is not None:
                 self._adopt()
@@ -433,6 +495,8 @@ class RunSupervisor:
                 self._end_without_launch(current)
             else:
                 self._start()
+        except _Abandoned:
+            self.daemon._log(f"run {self.run_id}: left to the next daemon")
         except Exception as exc:  # a runner bug or a broken environment: the run fails
             self._fail_internal(exc)
         finally:
@@ -448,7 +512,7 @@ class RunSupervisor:
     def queue_request(self) -> tuple[int, tuple[int, float, str]]:
         """(GPUs wanted, place in the queue: higher priority first, then older first)."""
         priority = int(self.definition.get("priority") or 0)
-        order = (-priority, float(self.row.created_utc), self.run_id)
+        order = (-priority, float(self.rowid or self.row.created_utc), self.run_id)
         return int(self.definition.get("gpuCount") or 0), order
 
     def _queued_because(self, why: str) -> None:
@@ -513,7 +577,9 @@ class RunSupervisor:
         (self.workdir / "logs").mkdir(exist_ok=True)
         self.exit_file.unlink(missing_ok=True)
         spec = self._launch_spec(prepared)
-        target = make_target(self.ws, self.definition)
+        target = make_target(self.ws, self.definition, self.daemon.keepers)
+        if not self._begin_launch(target.kind):
+            return self._end_canceled_before_start()
         self.handle = target.launch(spec)
         self.described = {**self.handle.describe(), "gpus": ",".join(map(str, self.gpu_ids))}
         self.store.update_run(self.run_id, handle=json.dumps(self.described))
@@ -522,6 +588,79 @@ class RunSupervisor:
         self.phase = "running"
         self._watch()
         return None
+
+    def _begin_launch(self, kind: str) -> bool:
+        """Record, before any process starts, that this daemon launches the run.
+
+        False when it must not: the daemon is stopping (the next one starts the run), or the
+        run was canceled meanwhile, or it is no longer this daemon's (then nothing is done).
+        """
+        if self.daemon.stopping.is_set():
+            raise _Abandoned
+        launching = {
+            "kind": LAUNCHING,
+            "target": kind,
+            "daemon": self.daemon.token,
+            "gpus": ",".join(map(str, self.gpu_ids)),
+        }
+        if self.store.begin_launch(
+            self.run_id, self.daemon.token, json.dumps(launching), _BEFORE_LAUNCH
+        ):
+            return True
+        row = self.store.get_run(self.run_id)
+        if row is not None and row.status == RunStatus.CANCEL_REQUESTED.value:
+            self.cancel_event.set()
+            self.cancel_reason = row.status_details or self.cancel_reason
+            return False
+        raise _Abandoned
+
+    def _resume_launch(self) -> None:
+        """An earlier daemon was launching this run when it stopped: find what it started.
+
+        The run is never launched again. A local run's keeper records its start in the
+        run folder; a container is found by its name; a remote run by its id on the host.
+        With no trace of a process the run ends Failed, saying so.
+        """
+        from runner.shim import container_name
+        from targets.local import read_started
+
+        kind = str((self.described or {}).get("target") or "local")
+        if kind == "local":
+            deadline = time.monotonic() + LAUNCH_EVIDENCE_S
+            started = read_started(self.exit_file)
+            while started is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+                started = read_started(self.exit_file)
+            if started is None:
+                self._finalize(
+                    None,
+                    failure=(
+                        "the daemon stopped while launching this run and no process of it "
+                        "was started; it is not started again (a run starts at most once): "
+                        "submit it again"
+                    ),
+                )
+                return
+            described = {
+                "kind": "local",
+                "pid": str(started["pid"]),
+                "create_time": repr(float(str(started.get("create_time") or 0.0))),
+                "exit_file": str(self.exit_file),
+                "keeper": "1",
+                "run_id": self.run_id,
+            }
+        elif kind == "docker":
+            described = {
+                "kind": "docker",
+                "container_id": container_name(self.run_id),
+                "exit_file": str(self.exit_file),
+                "run_id": self.run_id,
+            }
+        else:
+            described = {"kind": "ssh", "run_id": self.run_id}
+        self.described = {**described, "gpus": str((self.described or {}).get("gpus") or "")}
+        self.store.update_run(self.run_id, handle=json.dumps(self.described))
+        self._adopt()
 
     def _launch_spec(self, prepared: Any) -> Any:
         from targets.base import LaunchSpec
@@ -574,7 +713,12 @@ class RunSupervisor:
             exit_file=self.exit_file,
             image=None if remote else prepared.image,
             gpu_ids=self.gpu_ids,
+            grace_s=self._grace_s(),
         )
+
+    def _grace_s(self) -> float:
+        g = self.definition.get("cancelGraceSeconds")
+        return 10.0 if g is None else float(g)
 
     def _start_remote(self) -> None:
         """Prepare and start the run on an SSH host, then follow it from here."""
@@ -603,6 +747,9 @@ class RunSupervisor:
                 session.close()
                 return self._end_canceled_before_start()
             spec = self._launch_spec(None)
+            if not self._begin_launch("ssh"):
+                session.close()
+                return self._end_canceled_before_start()
             session.request(
                 {
                     "op": "launch",
@@ -681,8 +828,10 @@ class RunSupervisor:
         started = start.start_utc if start and start.start_utc else time.time()
         deadline = None if not duration else started + float(duration)
         reason: str | None = None
+        noted = False
         while True:
             code = self.handle.wait(timeout_s=0.5)
+            noted = noted or self._note_containment()
             if code is not None:
                 break
             if self.daemon.stopping.is_set():
@@ -696,7 +845,7 @@ class RunSupervisor:
                 reason = f"exceeded max_run_duration_seconds={duration}"
                 self.request_cancel(reason)
         if self.cancel_thread is not None:
-            # The shim may die on TERM before the script does: the run is over only
+            # The keeper may die on TERM before the script does: the run is over only
             # when the whole tree is gone (after the grace period, KILL).
             self.cancel_thread.join()
         else:
@@ -713,6 +862,22 @@ class RunSupervisor:
             )
         self._finalize(code)
         return None
+
+    def _note_containment(self) -> bool:
+        """Record how the run's processes are held together (property
+        ``runner.containment``: ``cgroup`` or ``subreaper``) once its keeper says; True
+        when there is nothing (more) to record."""
+        if not getattr(self.handle, "keeper", False):
+            return True
+        from targets.local import read_started
+
+        started = read_started(self.exit_file)
+        if started is None:
+            return False
+        how = "cgroup" if started.get("cgroup") else "subreaper"
+        with contextlib.suppress(Exception):  # never fail a run over a property
+            self.store.add_properties(self.run_id, {"runner.containment": how})
+        return True
 
     # -- endings ---------------------------------------------------------------------
 
@@ -910,8 +1075,8 @@ def prepare_environment(ws: Workspace, env: Any, definition: dict[str, Any], log
     return builder_for(env, definition.get("python")).prepare(env, log)
 
 
-def make_target(ws: Workspace, definition: dict[str, Any]) -> Any:
-    """The Target a run definition names."""
+def make_target(ws: Workspace, definition: dict[str, Any], keepers: Any = None) -> Any:
+    """The Target a run definition names (local runs take their keepers from ``keepers``)."""
     from targets.local import LocalTarget
 
     name = definition.get("target") or "local"
@@ -929,7 +1094,7 @@ def make_target(ws: Workspace, definition: dict[str, Any]) -> Any:
         from targets.docker import DockerTarget
 
         return DockerTarget(shm_size=docker.get("shmSize"))
-    return LocalTarget()
+    return LocalTarget(keepers)
 
 
 # -- process entry -------------------------------------------------------------------
@@ -948,9 +1113,15 @@ def _take_lock(ws: Workspace) -> int | None:
 
 
 def run_daemon(ws_path: str, *, detach: bool, idle_exit_s: float | None) -> int:
-    """Run the daemon for a workspace in this process (after detaching if asked)."""
-    ws = Workspace(ws_path)
-    folder = daemon_client.daemon_dir(ws.path)
+    """Run the daemon for a workspace in this process (after detaching if asked).
+
+    Nothing of the workspace is opened before the fork: an SQLite connection (and its
+    locks) must never cross one (see runner.store).
+    """
+    root = Path(ws_path).expanduser().resolve()
+    if not (root / "workspace.json").is_file():
+        Workspace(root)  # raises NotFoundError with the fix
+    folder = daemon_client.daemon_dir(root)
     folder.mkdir(parents=True, exist_ok=True)
     if detach:
         if os.fork() > 0:
@@ -963,7 +1134,8 @@ def run_daemon(ws_path: str, *, detach: bool, idle_exit_s: float | None) -> int:
         os.dup2(log, 2)
         os.close(log)
         os.close(devnull)
-        ws = Workspace(ws_path)  # a fresh store connection in the forked process
+    lifecycle.IN_DAEMON = True
+    ws = Workspace(root)
     lock = _take_lock(ws)
     if lock is None:
         return 0  # another daemon serves this workspace
@@ -984,8 +1156,13 @@ def run_daemon(ws_path: str, *, detach: bool, idle_exit_s: float | None) -> int:
         daemon.wake.set()
 
     signal.signal(signal.SIGTERM, on_term)
-    daemon.serve()
-    ws._store.close()
+    try:
+        daemon.serve()
+    finally:
+        daemon.keepers.close()
+        with contextlib.suppress(Exception):
+            daemon.release_claims()
+        ws._store.close()
     return 0
 
 

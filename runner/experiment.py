@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Optional, Union
 
+from runner.lifecycle import process_token
 from runner.store import NewRun
 from runner.workspace import Workspace, check_experiment_name
 
@@ -76,6 +77,7 @@ class Experiment:
                     target="local",
                     display_name=display_name,
                     definition={"script": None, "target": "local", "interactive": True},
+                    owner=process_token(),
                 )
             ],
             id_prefix=f"{self._name}_",

@@ -50,7 +50,6 @@ _TERMINAL_VALUES = frozenset(s.value for s in TERMINAL)
 _ACTIVE_VALUES = frozenset(s.value for s in RunStatus) - _TERMINAL_VALUES
 _SCALARS = _m.SCALAR_TYPES
 #: Statuses in which a submitted run needs its workspace daemon to make progress.
-_SUPERVISOR_WORK = frozenset({"Starting", "Preparing", "Queued", "CancelRequested"})
 
 # Metric kinds as stored in metric_meta.kind.
 _KIND_SCALAR = "scalar"
@@ -325,34 +324,29 @@ class Run:
     # -- status ------------------------------------------------------------------------
 
     def _checked(self) -> RunRow:
-        """The fresh row, after noticing a supervised run whose heartbeats stopped."""
+        """The fresh row, after noticing what the run's holders left behind: a supervised
+        run whose heartbeats stopped or that waits for a daemon (one is started), an
+        interactive run whose process is gone (it ends Failed). See runner.lifecycle."""
+        from runner import lifecycle
+
         row = self._refresh()
         if row.status == "Running" and row.type == RUN_TYPE_SCRIPT and row.heartbeat_utc:
             from runner.liveness import not_responding_after_s
 
             if time.time() - float(row.heartbeat_utc) > not_responding_after_s():
-                from runner import daemon_client
-
                 self._store.set_status(
                     self._id,
                     RunStatus.NOT_RESPONDING.value,
                     allowed_from={"Running"},
                     details="no heartbeat from its supervisor",
                 )
-                if not daemon_client._lock_held(self._workspace.path):
-                    daemon_client.ensure_daemon(self._workspace.path)  # it re-adopts the run
+                lifecycle.ensure_supervised(self._workspace)  # a new daemon re-adopts it
                 row = self._refresh()
         elif (
-            row.status in _SUPERVISOR_WORK
-            and row.type == RUN_TYPE_SCRIPT
-            and time.time() - float(row.created_utc) > 1.0
-        ):
-            # A run waiting for a supervisor (to start, or to act on a cancel) while no
-            # daemon exists, e.g. one was killed as the request came: start one.
-            from runner import daemon_client
-
-            if not daemon_client._lock_held(self._workspace.path):
-                daemon_client.ensure_daemon(self._workspace.path)
+            # (A submit hands its run to a daemon itself: no need to look in its first second.)
+            row.type != RUN_TYPE_SCRIPT or time.time() - float(row.created_utc) > 1.0
+        ) and lifecycle.check_run(self._workspace, row):
+            row = self._refresh()
         return row
 
     def get_status(self) -> str:
@@ -824,12 +818,22 @@ class Run:
                     status="Running",
                     target=self._row.target,
                     display_name=name,
+                    owner=self._child_owner(),
                 )
             ],
             parent_id=self._id,
             submitted_by=self._row.submitted_by,
         )
         return type(self)(self._experiment, cid, outputs=outputs)
+
+    def _child_owner(self) -> str | None:
+        """The process that owns a new child: this one, outside a submitted run (inside
+        one, children live as long as it and its supervisor do)."""
+        if os.environ.get("RUNNER_RUN_ID") or self._row.type == RUN_TYPE_SCRIPT:
+            return None
+        from runner.lifecycle import process_token
+
+        return process_token()
 
     def create_children(
         self,
@@ -841,6 +845,7 @@ class Run:
 
         Pass ``count``, or ``tag_key`` and ``tag_values`` (one child per value, tagged).
         """
+        owner = self._child_owner()
         if tag_values is not None or tag_key is not None:
             if tag_key is None or tag_values is None:
                 raise ConfigError("create_children: pass tag_key and tag_values together")
@@ -857,6 +862,7 @@ class Run:
                     status="Running",
                     target=self._row.target,
                     tags={tag_key: v},
+                    owner=owner,
                 )
                 for v in values
             ]
@@ -866,7 +872,7 @@ class Run:
                     f"create_children: count={count!r}; pass a count >= 0, or tag_key and tag_values"
                 )
             specs = [
-                NewRun(type=RUN_TYPE_CHILD, status="Running", target=self._row.target)
+                NewRun(type=RUN_TYPE_CHILD, status="Running", target=self._row.target, owner=owner)
                 for _ in range(count)
             ]
         ids = self._store.create_runs(
@@ -1162,6 +1168,10 @@ def _find(
             f"status {status!r} is not a run status; use one of "
             + ", ".join(s.value for s in RunStatus)
         )
+    if not os.environ.get("RUNNER_RUN_ID") and ws._store.db_path != ":memory:":
+        from runner import lifecycle
+
+        lifecycle.sweep(ws)  # listed statuses are true: nothing left Running by the dead
     return ws._store.iter_runs(
         tags=tag_pairs,
         tag_keys=tag_keys,

@@ -94,28 +94,25 @@ def submit(
     store = ws._store
     from runner.experiment import _user
 
+    # One transaction: a run the daemon can see is whole (definition, properties,
+    # snapshot), and a submitter killed half-way leaves nothing behind.
     (run_id,) = store.create_runs(
         experiment._id,
         [
             NewRun(
                 type=RUN_TYPE_SCRIPT,
-                status="NotStarted",
+                status="Starting",
                 target=target,
                 definition=definition,
                 tags=tag_pairs,
+                properties=props,
+                snapshot_id=snap.id,
             )
         ],
         parent_id=parent.id if parent is not None else None,
         id_prefix=f"{experiment.name}_",
         submitted_by=_user(),
     )
-    store.add_properties(run_id, props)
-    with store.write() as conn:
-        conn.execute(
-            "INSERT OR IGNORE INTO run_snapshots(run_id, snapshot_id, created_utc) VALUES (?,?,?)",
-            (run_id, snap.id, time.time()),
-        )
-    store.set_status(run_id, "Starting", allowed_from={"NotStarted"})
     try:
         daemon_client.notify(ws.path, {"op": "wake"})
     except (RunnerError, OSError) as exc:

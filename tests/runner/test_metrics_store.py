@@ -363,7 +363,9 @@ def test_interpreter_exit_flushes_without_flush_or_complete(ws, tmp_path):
     assert metrics["row"] == {"a": [1], "b": ["x"]}
     assert metrics["l"] == [True, False]
     assert run.get_tags() == {"left": "without flush"}
-    assert run.status == "Running"  # nobody completed it; it was only left
+    # Nobody completed it and its process is gone: the first look records that (issue 11).
+    assert run.status == "Failed"
+    assert "ended without complete()" in run.get_details()["error"]["error"]["message"]
 
 
 def test_exit_by_an_unhandled_exception_flushes_too(ws, tmp_path):
