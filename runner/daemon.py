@@ -10,8 +10,9 @@ its outputs and logs (Finalizing) and records how it ended.
 Why one warm process instead of one supervisor process per run: starting Python and
 importing the host-side dependencies costs tens of milliseconds, more than the whole
 budget of a small run's overhead. Runs still outlive the daemon: each runs in its own
-session under a shim that writes its exit code, and a restarted daemon re-adopts the
-runs it finds active in the database.
+session under its keeper (runner.keeper, started ahead of need), which writes its exit
+code, and a restarted daemon re-adopts the runs it finds active in the database. Who
+holds what, and what happens when each dies: runner.lifecycle.
 """
 
 from __future__ import annotations

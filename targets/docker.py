@@ -16,7 +16,7 @@ The container, made from ``LaunchSpec.image``:
   label (:func:`cleanup_leftovers`), never by name;
 - gets the GPUs of the run through a device request (inside, they are numbered from 0).
 
-The command is a ``sh`` shim, as LocalTarget's: it appends stdout and stderr to the driver
+The command is a ``sh`` shim (a local run has runner.keeper instead): it appends stdout and stderr to the driver
 log (a file on the host, so logs survive a daemon restart), runs the argv in the background
 and waits for it (ignoring a TERM itself, so the script gets its grace period), then writes
 the exit code into the exit file. A restarted daemon learns how a container ended from that

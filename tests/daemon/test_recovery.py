@@ -203,7 +203,7 @@ def test_a_run_whose_process_vanished_unwatched_fails_with_the_reason(
     wait_status(queued, "Queued")
     kill_daemon(box.ws.path)
     ((handle,),) = run._store.query("SELECT handle FROM runs WHERE id = ?", (run.id,))
-    _kill_tree(int(json.loads(handle)["pid"]))  # the shim and the script: no exit code
+    _kill_tree(int(json.loads(handle)["pid"]))  # the keeper and the script: no exit code
     daemon_client.ensure_daemon(box.ws.path)
     with pytest.raises(RunFailedError, match=r"ended while no supervisor watched it"):
         run.wait_for_completion(raise_on_error=True)

@@ -97,7 +97,7 @@ def test_own_session_fresh_snapshot_copy_and_the_submitting_interpreter(
         assert exp.workspace.path in cwd.parents
         files = [f for f in report["files"] if "__pycache__" not in f]
         assert files == ["data/input.txt", "sr_common.py", "sr_probe.py"]
-        # its own session, led by the shim that started it; not the daemon's, not ours
+        # its own session, led by the keeper that started it; not the daemon's, not ours
         assert report["sid"] == report["pgid"] == report["ppid"]
         assert report["sid"] != os.getsid(0)
         assert report["sid"] != report["pid"]

@@ -156,7 +156,7 @@ def test_a_killed_daemon_and_script_end_failed_with_the_reason(
     report = json.loads(out.read_text())
     kill_daemon(kit.ws)
     if killed == "whole_run":
-        os.kill(report["ppid"], signal.SIGKILL)  # the shim that would write the exit code
+        os.kill(report["ppid"], signal.SIGKILL)  # the keeper that would write the exit code
     os.kill(report["pid"], signal.SIGKILL)
     kit.wait_status(run, "Failed", timeout_s=20)
     error = run.get_details()["error"]["error"]
