@@ -6,15 +6,18 @@ assert. Scripts under ``tests/scripts`` are real programs run as real processes.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -272,3 +275,138 @@ def stop_daemons_under(root: Path) -> list[str]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     return problems
+
+
+def start_ticks(pid: int) -> str | None:
+    """Field 22 of /proc/PID/stat (the start time), or None if gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    if fields[0] in ("Z", "X"):
+        return None
+    return fields[19]
+
+
+def recorded_pids(folder: Path) -> dict[int, tuple[str, str]]:
+    """pid -> (start ticks, role) of every process a test script recorded in ``folder``
+    (one file per pid holding '<ticks> <role>')."""
+    out = {}
+    for path in folder.iterdir():
+        if path.name.isdigit():
+            ticks, _, role = path.read_text().partition(" ")
+            out[int(path.name)] = (ticks, role)
+    return out
+
+
+def alive_recorded(folder: Path) -> dict[int, str]:
+    """pid -> role of the recorded processes that still run (pid reuse cannot fake one)."""
+    return {
+        pid: role
+        for pid, (ticks, role) in recorded_pids(folder).items()
+        if start_ticks(pid) == ticks
+    }
+
+
+def end_leftover_runs(root: Path, pids: Path, wait_s: float) -> list[str]:
+    """After a test: give the processes of runs under ``root`` (recorded in ``pids``, or
+    found by their environment) ``wait_s`` to end; kill the rest and say which."""
+    deadline_at = time.monotonic() + wait_s
+    while True:
+        left_recorded = alive_recorded(pids)
+        left_env = [p for p in run_processes_under(root) if p.pid not in left_recorded]
+        if (not left_recorded and not left_env) or time.monotonic() > deadline_at:
+            break
+        time.sleep(0.02)
+    if not left_recorded and not left_env:
+        return []
+    names = [f"{pid} ({role})" for pid, role in left_recorded.items()]
+    names += [f"{p.pid} ({' '.join(_cmdline_of(p))[:200]})" for p in left_env]
+    for pid in left_recorded:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for proc in left_env:
+        with suppress(psutil.Error):
+            proc.kill()
+    return ["processes of runs outlived the test: " + ", ".join(names)]
+
+
+def _cmdline_of(proc: psutil.Process) -> list[str]:
+    try:
+        return proc.cmdline()
+    except psutil.Error:
+        return ["(exited)"]
+
+
+@contextmanager
+def alarm_deadline(limit_s: float) -> Iterator[None]:
+    """Fail the test if it runs past ``limit_s`` (there is no pytest-timeout here):
+    SIGALRM interrupts the main thread's wait with the traceback of where it hung."""
+    import pytest
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        pytest.fail(f"the test took more than {limit_s} s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, limit_s)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def cgroup_v2_problem() -> str | None:
+    """Why runs cannot be contained in cgroup v2 here (None when they can): the test
+    process must be root and a cgroup2 hierarchy must give new cgroups ``cgroup.kill``
+    (Linux 5.14+). Probed by making (and removing) an empty cgroup."""
+    if os.geteuid() != 0:
+        return "cgroup containment needs root; the tests run as uid " + str(os.geteuid())
+    try:
+        with open("/proc/self/mountinfo") as f:
+            mounts = [
+                line.split(" - ")[0].split()[4]
+                for line in f
+                if " - " in line and line.split(" - ")[1].split()[0] == "cgroup2"
+            ]
+    except OSError as exc:
+        return f"cannot read /proc/self/mountinfo: {exc}"
+    if not mounts:
+        return "no cgroup2 file system is mounted"
+    own = "/"
+    with contextlib.suppress(OSError), open("/proc/self/cgroup") as f:
+        for line in f:
+            if line.startswith("0::"):
+                own = line[3:].strip() or "/"
+    reasons = []
+    for mount in mounts:
+        for base in (Path(mount) / own.lstrip("/"), Path(mount)):
+            if (base / "cgroup.kill").exists():
+                return None
+            probe = base / f"runner-test-probe-{os.getpid()}"
+            try:
+                probe.mkdir()
+            except OSError as exc:
+                reasons.append(f"{base}: {errno.errorcode.get(exc.errno, exc.errno)}")
+                continue
+            try:
+                if (probe / "cgroup.kill").exists():
+                    return None
+                reasons.append(f"{base}: no cgroup.kill (kernel before 5.14)")
+            finally:
+                with contextlib.suppress(OSError):
+                    probe.rmdir()
+    return "no usable cgroup2 hierarchy: " + "; ".join(reasons)
+
+
+def require_cgroups() -> None:
+    """Skip where runs cannot get a cgroup v2 of their own (fail instead under CI=true)."""
+    import pytest
+
+    problem = cgroup_v2_problem()
+    if problem is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true but runs cannot be contained in cgroup v2: {problem}")
+    pytest.skip(f"{problem} (run the tests as root on Linux 5.14+ to include this)")

@@ -38,6 +38,7 @@ from runner.workspace import Workspace
 from tests.helpers import (
     REPO,
     SCRIPTS,
+    alarm_deadline,
     daemon_pid,
     run_processes_under,
     stop_daemons_under,
@@ -160,18 +161,9 @@ def _cmdline(proc: psutil.Process) -> str:
 
 @pytest.fixture(autouse=True)
 def deadline(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Fail a stuck test (there is no pytest-timeout here): SIGALRM interrupts the main
-    thread's wait with the traceback of where it hung."""
-    limit = SLOW_DEADLINE_S if request.node.get_closest_marker("slow") else DEADLINE_S
-
-    def on_alarm(signum: int, frame: Any) -> None:
-        pytest.fail(f"the test took more than {limit} s")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, limit)
-    yield
-    signal.setitimer(signal.ITIMER_REAL, 0)
-    signal.signal(signal.SIGALRM, previous)
+    """Fail a stuck test instead of hanging the session (slow tests get longer)."""
+    with alarm_deadline(SLOW_DEADLINE_S if request.node.get_closest_marker("slow") else DEADLINE_S):
+        yield
 
 
 @pytest.fixture(autouse=True)

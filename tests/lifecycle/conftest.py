@@ -31,24 +31,29 @@ and no process of a run may be left: neither one that recorded itself in ``LC_PI
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from runner import daemon_client
-from tests.helpers import REPO, daemon_pid, run_processes_under, stop_daemons_under, wait_until
+from tests.helpers import (
+    REPO,
+    alarm_deadline,
+    daemon_pid,
+    end_leftover_runs,
+    recorded_pids,
+    start_ticks,
+    stop_daemons_under,
+    wait_until,
+)
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 TERMINAL = frozenset({"Completed", "Failed", "Canceled"})
@@ -58,18 +63,6 @@ DEADLINE_S = 120
 SLOW_DEADLINE_S = 240
 #: Default limit of one step (a submit, a CLI command, a read).
 STEP_TIMEOUT_S = 60.0
-
-
-def start_ticks(pid: int) -> str | None:
-    """Field 22 of /proc/PID/stat, or None if the process is gone or a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    if fields[0] in ("Z", "X"):
-        return None
-    return fields[19]
 
 
 def alive(pid: int, ticks: str) -> bool:
@@ -338,12 +331,7 @@ class Lifecycle:
 
     def recorded(self) -> dict[int, tuple[str, str]]:
         """pid -> (start ticks, role) of every process the run scripts recorded."""
-        out = {}
-        for path in self.pids.iterdir():
-            if path.name.isdigit():
-                ticks, _, role = path.read_text().partition(" ")
-                out[int(path.name)] = (ticks, role)
-        return out
+        return recorded_pids(self.pids)
 
 
 @pytest.fixture
@@ -354,25 +342,9 @@ def lc(tmp_path: Path) -> Lifecycle:
 
 @pytest.fixture(autouse=True)
 def deadline(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Fail a stuck test (there is no pytest-timeout here): SIGALRM interrupts the main
-    thread's wait with the traceback of where it hung."""
-    limit = SLOW_DEADLINE_S if request.node.get_closest_marker("slow") else DEADLINE_S
-
-    def on_alarm(signum: int, frame: Any) -> None:
-        pytest.fail(f"the test took more than {limit} s")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, limit)
-    yield
-    signal.setitimer(signal.ITIMER_REAL, 0)
-    signal.signal(signal.SIGALRM, previous)
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return " ".join(psutil.Process(pid).cmdline())[:200]
-    except psutil.Error:
-        return "(exited)"
+    """Fail a stuck test instead of hanging the session (slow tests get longer)."""
+    with alarm_deadline(SLOW_DEADLINE_S if request.node.get_closest_marker("slow") else DEADLINE_S):
+        yield
 
 
 @pytest.fixture(autouse=True)
@@ -386,72 +358,6 @@ def nothing_left_behind(lc: Lifecycle, tmp_path: Path) -> Iterator[None]:
         proc.communicate(timeout=10)
     (lc.markers / "all.release").touch()
     problems += stop_daemons_under(tmp_path)
-    deadline_at = time.monotonic() + 10.0
-    while True:
-        left_recorded = {
-            pid: role for pid, (ticks, role) in lc.recorded().items() if alive(pid, ticks)
-        }
-        left_env = [p for p in run_processes_under(tmp_path) if p.pid not in left_recorded]
-        if (not left_recorded and not left_env) or time.monotonic() > deadline_at:
-            break
-        time.sleep(0.05)
-    if left_recorded or left_env:
-        problems.append(
-            "processes of runs outlived the test: "
-            + ", ".join(f"{pid} ({role}: {_cmdline(pid)})" for pid, role in left_recorded.items())
-            + ", ".join(f"{p.pid} ({_cmdline(p.pid)})" for p in left_env)
-        )
-        for pid in left_recorded:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        for proc in left_env:
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
+    problems += end_leftover_runs(tmp_path, lc.pids, wait_s=10.0)
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
-
-
-# -- cgroup v2 -----------------------------------------------------------------------------
-
-
-def cgroup_v2_problem() -> str | None:
-    """Why runs cannot be contained in cgroup v2 here (None when they can): the test
-    process must be root and a cgroup2 hierarchy must give new cgroups ``cgroup.kill``
-    (Linux 5.14+). Probed by making (and removing) an empty cgroup."""
-    if os.geteuid() != 0:
-        return "cgroup containment needs root; the tests run as uid " + str(os.geteuid())
-    try:
-        with open("/proc/self/mountinfo") as f:
-            mounts = [
-                line.split(" - ")[0].split()[4]
-                for line in f
-                if " - " in line and line.split(" - ")[1].split()[0] == "cgroup2"
-            ]
-    except OSError as exc:
-        return f"cannot read /proc/self/mountinfo: {exc}"
-    if not mounts:
-        return "no cgroup2 file system is mounted"
-    own = "/"
-    with contextlib.suppress(OSError), open("/proc/self/cgroup") as f:
-        for line in f:
-            if line.startswith("0::"):
-                own = line[3:].strip() or "/"
-    reasons = []
-    for mount in mounts:
-        for base in (Path(mount) / own.lstrip("/"), Path(mount)):
-            if (base / "cgroup.kill").exists():
-                return None
-            probe = base / f"lc-probe-{os.getpid()}"
-            try:
-                probe.mkdir()
-            except OSError as exc:
-                reasons.append(f"{base}: {errno.errorcode.get(exc.errno, exc.errno)}")
-                continue
-            try:
-                if (probe / "cgroup.kill").exists():
-                    return None
-                reasons.append(f"{base}: no cgroup.kill (kernel before 5.14)")
-            finally:
-                with contextlib.suppress(OSError):
-                    probe.rmdir()
-    return "no usable cgroup2 hierarchy: " + "; ".join(reasons)

@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 from runner import keeper as keeper_mod
-from tests.helpers import wait_until
+from tests.helpers import require_cgroups, wait_until
 
 KEEPER = Path(keeper_mod.__file__)
 
@@ -136,24 +136,6 @@ def test_a_run_is_started_at_most_once(tmp_path: Path) -> None:
     assert "was started before" in second.text()
 
 
-def cgroups_usable() -> bool:
-    """Whether this process could give a run a cgroup (cgroup v2 writable, cgroup.kill)."""
-    path = keeper_mod.make_run_cgroup(f"probe-{os.getpid()}")
-    if path is None:
-        return False
-    keeper_mod.remove_cgroup(path)
-    return True
-
-
-def need_cgroups() -> None:
-    if cgroups_usable():
-        return
-    message = "cgroup v2 is not writable here (run the tests as root on Linux 5.14+)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true: {message}")
-    pytest.skip(message)
-
-
 @pytest.mark.parametrize("cgroup", [False, True], ids=["subreaper", "cgroup"])
 @pytest.mark.parametrize("mode", ["hold", "deaf"])
 def test_cancel_ends_every_process_even_the_escaped_ones(
@@ -163,7 +145,7 @@ def test_cancel_ends_every_process_even_the_escaped_ones(
     that ignores SIGTERM is killed after the grace period. Both with the run in a cgroup
     of its own and with the subreaper alone."""
     if cgroup:
-        need_cgroups()
+        require_cgroups()
     out = tmp_path / "escaped.pid"
     kept = Kept(tmp_path, [sys.executable, "-c", ESCAPER, str(out), mode], cgroup=cgroup)
     wait_until(lambda: "holding" in kept.text(), 30, message="the script to hold")

@@ -17,16 +17,11 @@ The daemon double-forks, so it is no child of the test process and the leak chec
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import signal
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from runner.config import ScriptRunConfig
@@ -36,10 +31,14 @@ from runner.workspace import Workspace
 from tests.helpers import (
     SCRIPTS,
     StatusRecorder,
-    run_processes_under,
+    alarm_deadline,
+    alive_recorded,
+    end_leftover_runs,
     stop_daemons_under,
     wait_until,
 )
+
+__all__ = ["alive_recorded"]  # tests import it from here
 
 #: The life of a run, in order; NotResponding sits beside Running.
 ORDER = {
@@ -59,18 +58,6 @@ ORDER = {
 TERMINAL = {"Completed", "Failed", "Canceled"}
 
 
-def _start_ticks(pid: int) -> str | None:
-    """Field 22 of /proc/PID/stat, or None if the process is gone or a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    if fields[0] in ("Z", "X"):
-        return None
-    return fields[19]
-
-
 @pytest.fixture
 def pids_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Where the sr_* scripts record their pids (inherited by daemons and runs)."""
@@ -82,40 +69,15 @@ def pids_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
-def recorded(pids_dir: Path) -> dict[int, tuple[str, str]]:
-    """pid -> (start ticks, role) of every process the scripts recorded."""
-    out = {}
-    for path in pids_dir.iterdir():
-        if path.name.isdigit():
-            ticks, _, role = path.read_text().partition(" ")
-            out[int(path.name)] = (ticks, role)
-    return out
-
-
-def alive_recorded(pids_dir: Path) -> dict[int, str]:
-    """pid -> role of the recorded processes that still run."""
-    return {
-        pid: role for pid, (ticks, role) in recorded(pids_dir).items() if _start_ticks(pid) == ticks
-    }
-
-
 #: No test here may take longer: a hung wait fails the test instead of the whole session.
 TEST_DEADLINE_S = 90
 
 
 @pytest.fixture(autouse=True)
 def deadline() -> Iterator[None]:
-    """Fail a test stuck for TEST_DEADLINE_S (there is no pytest-timeout here): SIGALRM
-    interrupts the main thread's wait with the traceback of where it hung."""
-
-    def on_alarm(signum: int, frame: Any) -> None:
-        pytest.fail(f"the test took more than {TEST_DEADLINE_S} s")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, TEST_DEADLINE_S)
-    yield
-    signal.setitimer(signal.ITIMER_REAL, 0)
-    signal.signal(signal.SIGALRM, previous)
+    """Fail a test stuck for TEST_DEADLINE_S instead of hanging the session."""
+    with alarm_deadline(TEST_DEADLINE_S):
+        yield
 
 
 @pytest.fixture(autouse=True)
@@ -123,25 +85,7 @@ def no_run_outlives_the_test(tmp_path: Path, pids_dir: Path) -> Iterator[None]:
     """Stop the daemons this test started; fail if any process of a run is left."""
     yield
     problems = stop_daemons_under(tmp_path)
-    deadline = time.monotonic() + 5.0
-    while True:
-        left_recorded = alive_recorded(pids_dir)
-        left_env = [p for p in run_processes_under(tmp_path) if p.pid not in left_recorded]
-        if (not left_recorded and not left_env) or time.monotonic() > deadline:
-            break
-        time.sleep(0.02)
-    if left_recorded or left_env:
-        problems.append(
-            "processes of runs outlived the test: "
-            + ", ".join(f"{pid} ({role})" for pid, role in left_recorded.items())
-            + ", ".join(f"{p.pid} (by environment)" for p in left_env)
-        )
-        for pid in left_recorded:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        for proc in left_env:
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
+    problems += end_leftover_runs(tmp_path, pids_dir, wait_s=5.0)
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
 
