@@ -100,9 +100,9 @@ class Daemon:
         self.token = lifecycle.process_token()
         self._schedule_lock = threading.Lock()
         self._skipped: set[str] = set()
-        from targets.local import KeeperPool
+        from targets.local import KeeperFactory
 
-        self.keepers = KeeperPool()
+        self.keepers = KeeperFactory()
 
     # -- the in-run client ------------------------------------------------------------
 
@@ -141,7 +141,11 @@ class Daemon:
     def serve(self) -> None:
         """Adopt active runs, then serve requests until stopped or idle."""
         self.keepers.cache_dir = self.client_dir()
-        threading.Thread(target=self.keepers.fill, name="keeper-spare", daemon=True).start()
+        from runner.keeper import remove_empty_cgroups
+
+        if remove_empty_cgroups():
+            self._log("removed empty cgroups that killed keepers had left")
+        threading.Thread(target=self.keepers.start, name="keeper-factory", daemon=True).start()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(daemon_client.socket_address(self.ws.path))
         sock.listen(64)
@@ -853,12 +857,14 @@ class RunSupervisor:
             # The script is done; stop what it left running in its session, as a
             # container's end would.
             self.handle.cancel(LEFTOVER_GRACE_S)
-        if adopted and code == -1:
+        if code == -1:  # gone without an exit code
             return self._finalize(
                 None,
                 failure=(
                     "the run's process ended while no supervisor watched it (the daemon was "
                     "stopped or killed); its exit code is unknown"
+                    if adopted
+                    else "the run's keeper was killed before it could record the script's exit code"
                 ),
             )
         self._finalize(code)

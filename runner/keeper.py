@@ -1,10 +1,11 @@
 """The keeper: the one process that supervises a local run's process tree from start to end.
 
-Started by the daemon as ``python -I -S keeper.py`` (standard library only, no import of
-runner: it runs by path), usually *before* a run needs it: an idle keeper waits for the
-launch spec on its stdin (a ``marshal``-ed dict, written by the same interpreter; the
-pipe's end marks its end), so that a launch costs no interpreter start. It imports only
-builtin modules (no json, re or contextlib: they would double its ~10 ms start).
+Run as ``python -I -S keeper.py`` (standard library only, no import of runner: it runs
+by path) it keeps the one run whose launch spec arrives on its stdin (a ``marshal``-ed
+dict, written by the same interpreter; the pipe's end marks its end). The daemon starts
+it as ``keeper.py factory`` instead (see ``factory()``), which forks keepers ahead of
+need, so that a launch costs neither an interpreter start nor a cgroup migration. It
+imports only builtin modules (no json, re or contextlib: they would double its start).
 Given a spec it
 
 1. claims the run's ``started`` file (``O_EXCL`` through a hard link): a run's script is
@@ -14,7 +15,10 @@ Given a spec it
    to init, so they stay in its tree;
 3. where cgroup v2 can be used (a writable cgroup2 hierarchy with ``cgroup.kill``, and
    ``RUNNER_CGROUPS`` is not ``off``), puts the script in a cgroup of its own: nothing
-   the run starts can leave it, and ``cgroup.kill`` ends it whole;
+   the run starts can leave it, and ``cgroup.kill`` ends it whole. Moving a process into
+   a cgroup costs ~10 ms (the kernel waits for an RCU grace period), so an idle keeper
+   moves *itself* into a new cgroup while it waits; the script, forked there, is born in
+   it, and the keeper moves back out while the script starts;
 4. starts the script (in the work folder, its output appended to the driver log) and
    reaps every process that ends in its tree;
 5. on SIGTERM (cancel) sends SIGTERM to every process of the run, waits the grace
@@ -66,9 +70,13 @@ def create_time(pid: int) -> float | None:
 
 
 def _parents() -> dict[int, int]:
-    """pid -> parent pid of every live (non-zombie) process."""
+    """pid -> parent pid of every live (non-zombie) process (none without /proc)."""
     found: dict[int, int] = {}
-    for name in os.listdir("/proc"):
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return found
+    for name in names:
         if not name.isdigit():
             continue
         try:
@@ -150,8 +158,7 @@ def make_run_cgroup(run_id: str) -> str | None:
     parent = own_cgroup_dir()
     if parent is None:
         return None  # no cgroup v2 here
-    name = "runner-" + "".join(c if c in _CGROUP_NAME_CHARS else "_" for c in run_id)[:200]
-    path = os.path.join(parent, name)
+    path = os.path.join(parent, cgroup_name(run_id))
     try:
         os.mkdir(path, 0o755)
     except FileExistsError:
@@ -162,6 +169,79 @@ def make_run_cgroup(run_id: str) -> str | None:
         remove_cgroup(path, 0.0)
         return None
     return path
+
+
+def cgroup_name(run_id: str) -> str:
+    """``runner-<run id>``, with what a folder name cannot hold replaced by '_'."""
+    return "runner-" + "".join(c if c in _CGROUP_NAME_CHARS else "_" for c in run_id)[:200]
+
+
+def _join(cgroup: str, pid: int = 0) -> bool:
+    """Move a process (0: this one) into a cgroup; False if that is not allowed."""
+    try:
+        with open(os.path.join(cgroup, "cgroup.procs"), "w", encoding="ascii") as f:
+            f.write(str(pid))
+    except OSError:
+        return False
+    return True
+
+
+class RunCgroup:
+    """The cgroup of the run a keeper will keep, entered by the keeper ahead of time."""
+
+    def __init__(self, path: str, home: str) -> None:
+        self.path = path
+        self.home = home  #: the cgroup the keeper came from (and goes back to)
+        self.keeper_inside = True
+
+    @classmethod
+    def prepare(cls) -> RunCgroup | None:
+        """Create ``runner-keeper-<pid>`` and move this process into it; None if cgroups
+        cannot be used here."""
+        home = own_cgroup_dir()
+        path = make_run_cgroup(f"keeper-{os.getpid()}")
+        if home is None or path is None:
+            return None
+        if not _join(path):
+            remove_cgroup(path, 0.0)
+            return None
+        return cls(path, home)
+
+    def name_for(self, run_id: str) -> None:
+        """Rename it after the run (cosmetic: a taken name keeps the keeper's)."""
+        target = os.path.join(os.path.dirname(self.path), cgroup_name(run_id))
+        try:
+            os.rename(self.path, target)
+        except OSError:
+            return
+        self.path = target
+
+    def leave(self) -> None:
+        """Move the keeper back home: only the run's processes stay inside."""
+        if self.keeper_inside and _join(self.home):
+            self.keeper_inside = False
+
+    def discard(self) -> None:
+        """Leave and remove it (an idle keeper not needed, or a run without a cgroup)."""
+        self.leave()
+        remove_cgroup(self.path, 0.0)
+
+
+def remove_empty_cgroups() -> list[str]:
+    """Remove empty ``runner-*`` cgroups beside this process's (keepers that were killed
+    leave them); a cgroup with a process in it stays. Returns the names removed."""
+    parent = own_cgroup_dir()
+    removed: list[str] = []
+    if parent is None:
+        return removed
+    try:
+        names = [n for n in os.listdir(parent) if n.startswith("runner-")]
+    except OSError:
+        return removed
+    for name in names:
+        if remove_cgroup(os.path.join(parent, name), 0.0):
+            removed.append(name)
+    return removed
 
 
 def cgroup_pids(path: str) -> set[int]:
@@ -216,14 +296,17 @@ def _signal(pid: int, sig: int) -> None:
 class Keeper:
     """One run's supervision (see the module docstring); ``run()`` returns the exit code."""
 
-    def __init__(self, spec: dict[str, object]) -> None:
+    def __init__(self, spec: dict[str, object], cgroup: RunCgroup | None = None) -> None:
         self.spec = spec
         self.me = os.getpid()
         self.child = 0
         self.code: int | None = None
-        self.cgroup: str | None = None
+        self.run_cgroup = cgroup
+        self.cgroup: str | None = None  #: the run's cgroup, once the script is in it
         self.canceling = False
         self.kill_at: float | None = None
+        #: set by main(): whether orphans of the run come back to this process
+        self.subreaper: bool | None = None
 
     def _say(self, text: str) -> None:
         try:
@@ -243,15 +326,20 @@ class Keeper:
             os.close(fd)
 
     def members(self) -> set[int]:
-        """Every process of the run: the keeper's descendants and the cgroup's members."""
-        pids = descendants(self.me)
+        """Every process of the run: the keeper's descendants and the cgroup's members.
+
+        As a subreaper the keeper is an ancestor of every process of the run, so with no
+        child left there is nothing below it: /proc is not read at all then.
+        """
+        pids = descendants(self.me) if self.subreaper is False or _has_children() else set()
         if self.cgroup is not None:
             pids |= cgroup_pids(self.cgroup)
         pids.discard(self.me)
         return pids
 
     def signal_all(self, sig: int) -> None:
-        if sig == signal.SIGKILL and self.cgroup is not None:
+        keeper_inside = self.run_cgroup is not None and self.run_cgroup.keeper_inside
+        if sig == signal.SIGKILL and self.cgroup is not None and not keeper_inside:
             kill_cgroup(self.cgroup)
         for pid in self.members():
             _signal(pid, sig)
@@ -274,8 +362,13 @@ class Keeper:
         """Claim the run, then start its script; False if it was started before."""
         spec = self.spec
         started = str(spec["started"])
-        if spec.get("cgroup"):
-            self.cgroup = make_run_cgroup(str(spec["run_id"]))
+        cg = self.run_cgroup
+        if cg is not None and not spec.get("cgroup"):
+            cg.discard()  # the daemon says no cgroups
+            cg = self.run_cgroup = None
+        if cg is not None:
+            cg.name_for(str(spec["run_id"]))
+            self.cgroup = cg.path
         try:
             self._record(started, exclusive=True)  # the gate: a run starts at most once
         except FileExistsError:
@@ -283,6 +376,8 @@ class Keeper:
                 str(spec["driver_log"]),
                 f"run {spec['run_id']} was started before (see {started}); not again",
             )
+            if cg is not None:
+                cg.discard()
             return False
         log = os.open(str(spec["driver_log"]), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         os.dup2(log, 1)
@@ -293,21 +388,16 @@ class Keeper:
         os.close(devnull)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self.on_term)
-        ready_r, ready_w = os.pipe()
         pid = os.fork()
-        if pid == 0:  # the script's process
-            os.close(ready_r)
-            self._exec(ready_w)
-        os.close(ready_w)
+        if pid == 0:  # the script's process, born in the run's cgroup
+            self._exec()
         self.child = pid
         if self.canceling:  # a cancel came while the script was being started
             _signal(pid, signal.SIGTERM)
-        moved = os.read(ready_r, 1)  # written just before exec: the cgroup is joined
-        os.close(ready_r)
-        if self.cgroup is not None and moved != b"c":
-            remove_cgroup(self.cgroup, 0.0)
-            self.cgroup = None
-            self._record(started, exclusive=False)  # what the daemon reads: no cgroup after all
+        if cg is not None:
+            cg.leave()  # ~10 ms in the kernel, while the script starts
+            if cg.keeper_inside:
+                self._say(f"could not leave cgroup {cg.path}; ending the run kills it whole")
         return True
 
     def _record(self, started: str, exclusive: bool) -> None:
@@ -326,8 +416,8 @@ class Keeper:
             if os.path.lexists(tmp):  # (os.link leaves it, os.replace moved it)
                 os.unlink(tmp)
 
-    def _exec(self, ready_w: int) -> None:
-        """In the forked child: join the cgroup, enter the work folder, exec the argv."""
+    def _exec(self) -> None:
+        """In the forked child: enter the work folder and exec the argv (never returns)."""
         spec = self.spec
         argv = [str(a) for a in spec["argv"]]  # type: ignore[attr-defined]
         env = {str(k): str(v) for k, v in spec["env"].items()}  # type: ignore[attr-defined]
@@ -338,21 +428,11 @@ class Keeper:
             for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ"):
                 if hasattr(signal, name):
                     signal.signal(getattr(signal, name), signal.SIG_DFL)
-            joined = b"n"
-            if self.cgroup is not None:
-                try:
-                    with open(os.path.join(self.cgroup, "cgroup.procs"), "w") as f:
-                        f.write("0")
-                    joined = b"c"
-                except OSError as exc:
-                    self._say(f"could not join cgroup {self.cgroup}: {exc}")
             try:
                 os.chdir(str(spec["workdir"]))
             except OSError as exc:
                 self._say(f"cannot enter the work folder: {exc}")
                 os._exit(127)
-            os.write(ready_w, joined)
-            os.close(ready_w)
             try:
                 os.execvpe(argv[0], argv, env)  # noqa: S606 - an argv, as given
             except PermissionError as exc:
@@ -377,13 +457,14 @@ class Keeper:
             self.code = 127
         if not self.canceling:
             left = self.members()
-            if left:
-                self._say(
-                    f"the script left {len(left)} process(es) running; stopping them "
-                    f"(SIGTERM, then SIGKILL after {self.spec.get('leftover_grace_s')} s)"
-                )
-                self.kill_at = time.monotonic() + float(str(self.spec.get("leftover_grace_s") or 0))
-                self.signal_all(signal.SIGTERM)
+            if not left:
+                return self.code  # the usual end: nothing else to wait for
+            self._say(
+                f"the script left {len(left)} process(es) running; stopping them "
+                f"(SIGTERM, then SIGKILL after {self.spec.get('leftover_grace_s')} s)"
+            )
+            self.kill_at = time.monotonic() + float(str(self.spec.get("leftover_grace_s") or 0))
+            self.signal_all(signal.SIGTERM)
         delay = 0.001
         while True:
             self._reap()
@@ -438,19 +519,37 @@ def _read_all(fd: int) -> bytes:
         chunks.append(chunk)
 
 
+def _has_children() -> bool:
+    """Whether this process has a child (running, or ended and not yet reaped)."""
+    if not hasattr(os, "waitid"):
+        return True
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return True
+
+
 def _exit_code(status: int) -> int:
     if os.WIFSIGNALED(status):
         return 128 + os.WTERMSIG(status)
     return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 127
 
 
-def main() -> int:
-    """Wait for a spec on stdin (none: exit quietly), then keep that run."""
-    set_child_subreaper()
-    data = _read_all(0)
-    if not data:
-        return 0  # an idle keeper that was not needed
-    keeper = Keeper(marshal.loads(data))  # noqa: S302 - from our daemon, through a pipe
+def keep(spec_fd: int) -> int:
+    """Be one run's keeper: get ready, wait for the spec on ``spec_fd`` (none: exit
+    quietly), then keep that run; the exit code."""
+    subreaper = set_child_subreaper()
+    cgroup = RunCgroup.prepare() if cgroups_wanted() else None
+    data = _read_all(spec_fd)
+    if spec_fd != 0:
+        os.close(spec_fd)
+    if not data:  # an idle keeper that was not needed
+        if cgroup is not None:
+            cgroup.discard()
+        return 0
+    keeper = Keeper(marshal.loads(data), cgroup)  # noqa: S302 - from our daemon, through a pipe
+    keeper.subreaper = subreaper
     if not keeper.start():
         return ALREADY_STARTED
     code = keeper.wait()
@@ -458,5 +557,89 @@ def main() -> int:
     return min(code, 255)
 
 
+# -- the factory ----------------------------------------------------------------------------
+
+
+def factory() -> int:
+    """Fork keepers for a daemon: one idle keeper is always ready.
+
+    The daemon writes each launch spec as a frame (4-byte big-endian length, then the
+    marshal-ed spec) to the factory's stdin; the factory hands it to the idle keeper,
+    answers with that keeper's pid (one line on stdout), and forks the next idle keeper.
+    A fork of this small, already started interpreter costs ~1 ms of CPU where starting
+    a new one costs ~10 ms: on two cores that is the difference between a run's overhead
+    and a queue of runs' throughput. The factory reaps the keepers it forked (they are
+    its children); the daemon waits on them by pid. It exits when its stdin closes.
+    """
+    signal.signal(signal.SIGCHLD, _reap_all)
+    spare_pid, spare_w = _fork_keeper()
+    while True:
+        frame = _read_frame(0)
+        if frame is None:
+            break
+        os.write(spare_w, frame)
+        os.close(spare_w)
+        os.write(1, f"{spare_pid}\n".encode())
+        spare_pid, spare_w = _fork_keeper()
+    os.close(spare_w)  # the idle keeper reads nothing and leaves
+    return 0
+
+
+def _fork_keeper() -> tuple[int, int]:
+    """Fork an idle keeper in a session of its own; (its pid, the pipe to send its spec)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 127
+        try:
+            os.close(w)
+            devnull = os.open(os.devnull, os.O_RDWR)
+            os.dup2(devnull, 0)  # the daemon's pipes stay the factory's
+            os.dup2(devnull, 1)
+            os.close(devnull)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            os.setsid()
+            code = keep(r)
+        finally:
+            os._exit(code)
+    os.close(r)
+    return pid, w
+
+
+def _read_frame(fd: int) -> bytes | None:
+    """One length-prefixed frame, or None at the end of the stream."""
+    head = _read_exactly(fd, 4)
+    if head is None:
+        return None
+    return _read_exactly(fd, int.from_bytes(head, "big"))
+
+
+def _read_exactly(fd: int, n: int) -> bytes | None:
+    data = b""
+    while len(data) < n:
+        chunk = os.read(fd, n - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def _reap_all(signum: int, frame: object) -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def main(argv: list[str]) -> int:
+    """``keeper.py``: keep one run (its spec on stdin); ``keeper.py factory``: fork keepers."""
+    if argv[1:] == ["factory"]:
+        return factory()
+    return keep(0)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    os._exit(main(sys.argv))  # nothing to flush (all output is os.write): skip teardown

@@ -2,9 +2,10 @@
 
 Each run has a keeper process: the leader of the run's own session, a child subreaper
 (orphans of the run come back to it), the holder of the run's cgroup where cgroup v2 can
-be used, and the writer of its exit code. Starting Python costs ~10 ms, more than the
-rest of a small run's overhead, so the daemon keeps one idle keeper ready
-(``KeeperPool``): a launch hands it the spec through its stdin.
+be used, and the writer of its exit code. Starting Python costs ~10 ms of CPU, more than
+the rest of a small run's overhead, so the daemon keeps a keeper factory
+(``KeeperFactory``, ``keeper.py factory``) that forks keepers ahead of need: a launch
+hands the idle one its spec.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import json
 import marshal
 import os
+import select
 import subprocess
 import sys
 import threading
@@ -20,6 +22,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, ClassVar
+
+import psutil
 
 from runner import keeper as keeper_mod
 from runner.errors import TargetUnavailableError
@@ -51,27 +55,25 @@ def read_started(exit_file: Path) -> dict[str, object] | None:
     return data if isinstance(data, dict) else None
 
 
-class KeeperPool:
-    """Idle keepers, started before the runs that need them.
+class KeeperFactory:
+    """The daemon's end of ``keeper.py factory``: hands launch specs to ready keepers.
 
-    An idle keeper has set itself up as a subreaper and waits for one line on its stdin;
-    closing that pipe (``close()``, or the daemon's death) makes it exit at once.
+    The factory process is started on first use (and again if it died); it always has an
+    idle keeper forked, set up as a subreaper and, where cgroups are used, already inside
+    a cgroup of its own, waiting for a spec. Closing its stdin (``close()``, or the
+    daemon's death) ends the factory and its idle keeper; keepers that keep runs go on.
     """
 
-    def __init__(
-        self, python: str | None = None, spares: int = 1, cache_dir: Path | None = None
-    ) -> None:
+    def __init__(self, python: str | None = None, cache_dir: Path | None = None) -> None:
         self.python = python or sys.executable
-        self.spares = spares
         self.cache_dir = cache_dir
         self._lock = threading.Lock()
-        self._idle: list[subprocess.Popen[bytes]] = []
-        self._closed = False
+        self._proc: subprocess.Popen[bytes] | None = None
         self._program: str | None = None
 
     def program(self) -> str:
         """The keeper as a compiled file in ``cache_dir`` (a script given by path is
-        compiled at every start: ~10 ms), else its source."""
+        compiled at every start), else its source."""
         if self._program is None:
             self._program = _KEEPER
             if self.cache_dir is not None:
@@ -89,45 +91,81 @@ class KeeperPool:
                     pass  # the source works too, only slower
         return self._program
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [self.python, "-I", "-S", self.program()],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            start_new_session=True,  # the run's own session, led by its keeper
-            close_fds=True,
-        )
-
-    def take(self) -> subprocess.Popen[bytes]:
-        """An idle keeper (started now if none is ready); a new spare starts behind it."""
+    def start(self) -> None:
+        """Start the factory now (it forks its first idle keeper at once)."""
         with self._lock:
-            while self._idle:
-                popen = self._idle.pop()
-                if popen.poll() is None:
-                    break
-            else:
-                popen = self._spawn()
-        if self.spares:
-            threading.Thread(target=self.fill, name="keeper-spare", daemon=True).start()
-        return popen
+            self._ensure()
 
-    def fill(self) -> None:
-        """Start idle keepers until ``spares`` are ready."""
+    def _ensure(self) -> subprocess.Popen[bytes]:
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            proc = self._proc = subprocess.Popen(
+                [self.python, "-I", "-S", self.program(), "factory"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                close_fds=True,
+            )
+        return proc
+
+    def launch(self, spec: bytes) -> int:
+        """Hand a marshal-ed spec to the idle keeper; its pid. OSError if the factory
+        fails (it is restarted on the next call)."""
         with self._lock:
-            while not self._closed and len(self._idle) < self.spares:
-                self._idle.append(self._spawn())
+            proc = self._ensure()
+            stdin, stdout = proc.stdin, proc.stdout
+            if stdin is None or stdout is None:  # never: both are PIPEs
+                raise OSError("the keeper factory has no pipes")
+            try:
+                stdin.write(len(spec).to_bytes(4, "big") + spec)
+                stdin.flush()
+                answer = stdout.readline()
+            except OSError:
+                self._stop(proc)
+                raise
+            if not answer.strip().isdigit():
+                self._stop(proc)
+                raise OSError("the keeper factory ended without an answer")
+            return int(answer)
 
     def close(self) -> None:
-        """Let the idle keepers go (they exit on the closed pipe)."""
+        """End the factory and its idle keeper (running keepers are not touched)."""
         with self._lock:
-            self._closed = True
-            idle, self._idle = self._idle, []
-        for popen in idle:
+            if self._proc is not None:
+                self._stop(self._proc)
+                self._proc = None
+
+    def _stop(self, proc: subprocess.Popen[bytes]) -> None:
+        for pipe in (proc.stdin, proc.stdout):
             with contextlib.suppress(OSError):
-                if popen.stdin is not None:
-                    popen.stdin.close()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                popen.wait(timeout=5)
+                if pipe is not None:
+                    pipe.close()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if self._proc is proc:
+            self._proc = None
+
+
+def _exit_waiter(pid: ProcessId, exited: threading.Event) -> None:
+    """Set ``exited`` when a process that is not our child ends (a pidfd, Linux 5.3+;
+    elsewhere a poll that slows to 0.1 s)."""
+    fd = -1
+    with contextlib.suppress(OSError, AttributeError):
+        fd = os.pidfd_open(pid.pid)
+    try:
+        if fd >= 0 and pid.is_alive():  # the pidfd is of this very process
+            select.select([fd], [], [])
+        else:
+            delay = 0.005
+            while pid.is_alive():
+                time.sleep(delay)
+                delay = min(delay * 1.5, 0.1)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        exited.set()
 
 
 class LocalHandle:
@@ -149,10 +187,12 @@ class LocalHandle:
         self._popen = popen
         self._code: int | None = None
         self._exited = threading.Event()
+        # A thread blocked on the exit notices it at once (Popen.wait(timeout) would poll
+        # with sleeps of up to 50 ms): waitpid for our child, a pidfd for another's.
         if popen is not None:
-            # A blocking waitpid in a thread notices the exit at once; Popen.wait(timeout)
-            # would poll with sleeps of up to 50 ms.
             threading.Thread(target=self._reap, args=(popen,), daemon=True).start()
+        elif keeper:
+            threading.Thread(target=_exit_waiter, args=(pid, self._exited), daemon=True).start()
 
     def _reap(self, popen: subprocess.Popen[bytes]) -> None:
         popen.wait()
@@ -179,7 +219,7 @@ class LocalHandle:
 
     def wait(self, timeout_s: float | None = None) -> int | None:
         """Wait for the exit code; None if ``timeout_s`` passed first."""
-        if self._popen is not None and self._code is None:
+        if (self._popen is not None or self.keeper) and self._code is None:
             if not self._exited.wait(timeout_s):
                 return None
             return self.poll()
@@ -240,7 +280,7 @@ class LocalTarget:
 
     kind: ClassVar[str] = "local"
 
-    def __init__(self, keepers: KeeperPool | None = None) -> None:
+    def __init__(self, keepers: KeeperFactory | None = None) -> None:
         self.keepers = keepers
 
     def check(self) -> None:
@@ -264,15 +304,20 @@ class LocalTarget:
                 "cgroup": keeper_mod.cgroups_wanted(),
             }
         )
-        try:
-            popen = self.keepers.take() if self.keepers else self._fresh()
-            _send(popen.stdin, line)
-        except OSError:  # an idle keeper that died: start a fresh one
+        if self.keepers is not None:
             try:
-                popen = self._fresh()
-                _send(popen.stdin, line)
-            except OSError as exc:
-                raise TargetUnavailableError(f"could not start the run's keeper: {exc}") from exc
+                pid = ProcessId.of(self.keepers.launch(line))
+            except (OSError, psutil.Error) as exc:
+                _log(f"the keeper factory failed ({exc}); starting a keeper of its own")
+            else:
+                return LocalHandle(
+                    pid, spec.exit_file, run_id=spec.env.get(RUN_ID_VAR) or spec.run_id, keeper=True
+                )
+        try:
+            popen = self._fresh()
+            _send(popen.stdin, line)
+        except OSError as exc:
+            raise TargetUnavailableError(f"could not start the run's keeper: {exc}") from exc
         try:
             pid = ProcessId.of(popen.pid)
         except Exception:  # exited already; create time unknown but the popen knows the code
@@ -282,7 +327,14 @@ class LocalTarget:
         )
 
     def _fresh(self) -> subprocess.Popen[bytes]:
-        return KeeperPool(spares=0)._spawn()
+        """A keeper of this run's own, started now (no factory, or it failed)."""
+        return subprocess.Popen(
+            [sys.executable, "-I", "-S", _KEEPER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,  # the run's own session, led by its keeper
+            close_fds=True,
+        )
 
     def reattach(self, described: Mapping[str, str]) -> LocalHandle:
         """A handle for a run started by an earlier supervisor."""
@@ -296,6 +348,10 @@ class LocalTarget:
 
     def close(self) -> None:
         """Nothing to release (the daemon owns the keeper pool)."""
+
+
+def _log(text: str) -> None:
+    sys.stderr.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {text}\n")
 
 
 def _send(pipe: IO[bytes] | None, line: bytes) -> None:

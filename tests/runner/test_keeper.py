@@ -23,6 +23,7 @@ import psutil
 import pytest
 
 from runner import keeper as keeper_mod
+from targets.local import KeeperFactory
 from tests.helpers import require_cgroups, wait_until
 
 KEEPER = Path(keeper_mod.__file__)
@@ -63,7 +64,9 @@ def _alive(pid: int) -> bool:
 class Kept:
     """One keeper process and the files of its run."""
 
-    def __init__(self, tmp_path: Path, argv: list[str], name: str = "run", **extra: Any) -> None:
+    def __init__(
+        self, tmp_path: Path, argv: list[str], name: str = "run", start: bool = True, **extra: Any
+    ) -> None:
         self.dir = tmp_path / name
         self.dir.mkdir(exist_ok=True)
         (self.dir / "work").mkdir(exist_ok=True)
@@ -82,6 +85,8 @@ class Kept:
             "cgroup": False,
             **extra,
         }
+        if not start:  # the test hands the spec to a factory itself
+            return
         self.proc = subprocess.Popen(
             [sys.executable, "-I", "-S", str(KEEPER)],
             stdin=subprocess.PIPE,
@@ -190,3 +195,34 @@ def test_an_idle_keeper_leaves_quietly_when_its_pipe_closes() -> None:
     assert proc.stdin is not None
     proc.stdin.close()
     assert proc.wait(timeout=10) == 0
+
+
+def test_the_factory_hands_each_spec_to_a_ready_keeper_and_leaves_nothing(tmp_path: Path) -> None:
+    """The daemon's path: KeeperFactory forks keepers ahead of need; each launch gets a
+    keeper of its own (its own session, the run's cgroup when cgroups are usable); closing
+    the factory ends it and its idle keeper, and removes the idle keeper's cgroup."""
+    factory = KeeperFactory(cache_dir=tmp_path)
+    ledger = tmp_path / "ledger"
+    script = f"import os; open({str(ledger)!r}, 'a').write(f'{{os.getsid(0)}}\\n')"
+    runs = [Kept(tmp_path, [sys.executable, "-c", script], f"f{i}", start=False) for i in range(3)]
+    try:
+        pids = [factory.launch(marshal.dumps(run.spec)) for run in runs]
+        for run in runs:
+            wait_until(run.exit_file.exists, 30, message=f"{run.dir.name} to end")
+            assert run.exit_file.read_text().strip() == "0"
+        assert len(set(pids)) == 3
+        assert sorted(map(int, ledger.read_text().split())) == sorted(pids)  # session leaders
+        idle = factory._proc
+        assert idle is not None
+        spare = [p for p in psutil.Process(idle.pid).children() if p.pid not in pids]
+        assert len(spare) == 1, "one idle keeper waits for the next spec"
+        spare_cgroup = Path(f"/proc/{spare[0].pid}/cgroup").read_text()
+    finally:
+        factory.close()
+    assert idle.poll() is not None
+    wait_until(lambda: not spare[0].is_running(), 10, message="the idle keeper to leave")
+    name = spare_cgroup.strip().rsplit("/", 1)[-1]
+    if name.startswith("runner-keeper-"):  # where cgroups are usable
+        parent = keeper_mod.own_cgroup_dir()
+        assert parent is not None
+        assert not (Path(parent) / name).exists(), "the idle keeper's cgroup was left behind"
