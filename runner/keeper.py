@@ -477,13 +477,7 @@ class Keeper:
         return self.code
 
     def _reap(self) -> None:
-        while True:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        _reap_all(0, None)
 
     def finish(self, code: int) -> None:
         """Write the exit code where the daemon reads it, and remove the cgroup."""
@@ -625,6 +619,7 @@ def _read_exactly(fd: int, n: int) -> bytes | None:
 
 
 def _reap_all(signum: int, frame: object) -> None:
+    """Reap every child that has ended (a SIGCHLD handler, and the keeper's cleanup)."""
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
