@@ -15,10 +15,11 @@ Given a spec it
    to init, so they stay in its tree;
 3. where cgroup v2 can be used (a writable cgroup2 hierarchy with ``cgroup.kill``, and
    ``RUNNER_CGROUPS`` is not ``off``), puts the script in a cgroup of its own: nothing
-   the run starts can leave it, and ``cgroup.kill`` ends it whole. Moving a process into
-   a cgroup costs ~10 ms (the kernel waits for an RCU grace period), so an idle keeper
-   moves *itself* into a new cgroup while it waits; the script, forked there, is born in
-   it, and the keeper moves back out while the script starts;
+   the run starts can leave it, and ``cgroup.kill`` ends it whole. The script is created
+   inside it (``clone3`` with ``CLONE_INTO_CGROUP``, Linux 5.7+): moving a process into
+   a cgroup afterwards makes the kernel wait for an RCU grace period, milliseconds of a
+   small run's overhead. Where clone3 is refused (an old kernel, a seccomp filter) the
+   script moves itself in before it execs;
 4. starts the script (in the work folder, its output appended to the driver log) and
    reaps every process that ends in its tree;
 5. on SIGTERM (cancel) sends SIGTERM to every process of the run, waits the grace
@@ -32,6 +33,7 @@ The daemon finds the keeper again after a restart by the pid in ``started``.
 
 from __future__ import annotations
 
+import gc
 import marshal
 import os
 import sys
@@ -51,12 +53,20 @@ _CGROUP_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUV
 # -- process facts (Linux /proc; psutil-compatible create times) --------------------------
 
 
+#: What never changes for a process and its forks (see warm()): boot time, own cgroup
+#: folder, libc entry points. Filled once in the factory, so a forked keeper finds it.
+_MEMO: dict[str, object] = {}
+
+
 def _boot_time() -> float:
-    with open("/proc/stat", "rb") as f:
-        for line in f:
-            if line.startswith(b"btime "):
-                return float(line.split()[1])
-    return 0.0
+    if "btime" not in _MEMO:
+        _MEMO["btime"] = 0.0
+        with open("/proc/stat", "rb") as f:
+            for line in f:
+                if line.startswith(b"btime "):
+                    _MEMO["btime"] = float(line.split()[1])
+                    break
+    return float(str(_MEMO["btime"]))
 
 
 def create_time(pid: int) -> float | None:
@@ -111,8 +121,11 @@ def set_child_subreaper() -> bool:
     try:  # _ctypes directly: importing ctypes costs ~10 ms of the keeper's start
         import _ctypes
 
-        prctl = _ctypes.dlsym(_ctypes.dlopen(None), "prctl")  # type: ignore[arg-type]
-        return bool(_ctypes.call_function(prctl, (_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0)
+        prctl = _MEMO.get("prctl")
+        if not isinstance(prctl, int):
+            prctl = _MEMO["prctl"] = _ctypes.dlsym(_ctypes.dlopen(None), "prctl")  # type: ignore[arg-type]
+        call = (_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        return bool(_ctypes.call_function(prctl, call) == 0)
     except Exception:
         try:
             import ctypes
@@ -133,6 +146,13 @@ def cgroups_wanted(env: dict[str, str] | None = None) -> bool:
 
 def own_cgroup_dir() -> str | None:
     """The cgroup v2 folder this process is in, if a cgroup2 hierarchy is mounted."""
+    if "cgroup_dir" not in _MEMO:
+        _MEMO["cgroup_dir"] = _find_own_cgroup_dir()
+    found = _MEMO["cgroup_dir"]
+    return found if isinstance(found, str) else None
+
+
+def _find_own_cgroup_dir() -> str | None:
     try:
         with open("/proc/self/cgroup", encoding="utf-8") as f:
             path = next((ln[3:].strip() for ln in f if ln.startswith("0::")), None)
@@ -176,55 +196,64 @@ def cgroup_name(run_id: str) -> str:
     return "runner-" + "".join(c if c in _CGROUP_NAME_CHARS else "_" for c in run_id)[:200]
 
 
-def _join(cgroup: str, pid: int = 0) -> bool:
-    """Move a process (0: this one) into a cgroup; False if that is not allowed."""
+def _join(cgroup: str) -> bool:
+    """Move this process into a cgroup; False if that is not allowed."""
     try:
         with open(os.path.join(cgroup, "cgroup.procs"), "w", encoding="ascii") as f:
-            f.write(str(pid))
+            f.write("0")
     except OSError:
         return False
     return True
 
 
-class RunCgroup:
-    """The cgroup of the run a keeper will keep, entered by the keeper ahead of time."""
+_CLONE_INTO_CGROUP = 0x200000000
+_SYS_CLONE3 = 435  # the same number on every architecture (the generic syscall table)
+_CLONE_ARGS = (
+    "flags",
+    "pidfd",
+    "child_tid",
+    "parent_tid",
+    "exit_signal",
+    "stack",
+    "stack_size",
+    "tls",
+    "set_tid",
+    "set_tid_size",
+    "cgroup",
+)
 
-    def __init__(self, path: str, home: str) -> None:
-        self.path = path
-        self.home = home  #: the cgroup the keeper came from (and goes back to)
-        self.keeper_inside = True
 
-    @classmethod
-    def prepare(cls) -> RunCgroup | None:
-        """Create ``runner-keeper-<pid>`` and move this process into it; None if cgroups
-        cannot be used here."""
-        home = own_cgroup_dir()
-        path = make_run_cgroup(f"keeper-{os.getpid()}")
-        if home is None or path is None:
-            return None
-        if not _join(path):
-            remove_cgroup(path, 0.0)
-            return None
-        return cls(path, home)
-
-    def name_for(self, run_id: str) -> None:
-        """Rename it after the run (cosmetic: a taken name keeps the keeper's)."""
-        target = os.path.join(os.path.dirname(self.path), cgroup_name(run_id))
+def _clone3() -> tuple[type, object, object, int] | None:
+    """(clone_args, libc's syscall, ctypes.byref, the struct's size), made once."""
+    if "clone3" not in _MEMO:
         try:
-            os.rename(self.path, target)
-        except OSError:
-            return
-        self.path = target
+            import ctypes
+        except ImportError:  # pragma: no cover - CPython has it
+            return None
+        fields = [(name, ctypes.c_uint64) for name in _CLONE_ARGS]
+        args_type = type("clone_args", (ctypes.Structure,), {"_fields_": fields})
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        _MEMO["clone3"] = (args_type, libc.syscall, ctypes.byref, ctypes.sizeof(args_type))
+    return _MEMO["clone3"]  # type: ignore[return-value]
 
-    def leave(self) -> None:
-        """Move the keeper back home: only the run's processes stay inside."""
-        if self.keeper_inside and _join(self.home):
-            self.keeper_inside = False
 
-    def discard(self) -> None:
-        """Leave and remove it (an idle keeper not needed, or a run without a cgroup)."""
-        self.leave()
-        remove_cgroup(self.path, 0.0)
+def fork_into_cgroup(cgroup: str) -> int | None:
+    """``fork()`` with the child created inside ``cgroup`` (clone3 with CLONE_INTO_CGROUP);
+    None where the kernel refuses it (the caller then forks and moves the child)."""
+    call = _clone3()
+    if call is None:
+        return None
+    args_type, syscall, byref, size = call
+    fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        args = args_type(flags=_CLONE_INTO_CGROUP, exit_signal=signal.SIGCHLD, cgroup=fd)
+        # Like fork(): this single-threaded process goes on in both; the child only resets
+        # signals, changes folder and execs (see Keeper._exec).
+        pid = int(syscall(_SYS_CLONE3, byref(args), size))  # type: ignore[operator]
+    finally:
+        os.close(fd)
+    return None if pid < 0 else pid
 
 
 def remove_empty_cgroups() -> list[str]:
@@ -242,6 +271,15 @@ def remove_empty_cgroups() -> list[str]:
         if remove_cgroup(os.path.join(parent, name), 0.0):
             removed.append(name)
     return removed
+
+
+def cgroup_populated(path: str) -> bool:
+    """Whether any process is in the cgroup or below it (one small read: cgroup.events)."""
+    try:
+        with open(os.path.join(path, "cgroup.events"), "rb") as f:
+            return b"populated 1" in f.read()
+    except OSError:
+        return False
 
 
 def cgroup_pids(path: str) -> set[int]:
@@ -269,6 +307,13 @@ def kill_cgroup(path: str) -> None:
 
 def remove_cgroup(path: str, timeout_s: float = 2.0) -> bool:
     """Remove an emptied cgroup (children first); False if it still has processes."""
+    try:
+        os.rmdir(path)  # the usual case: empty, and no cgroups below it
+        return True
+    except FileNotFoundError:
+        return True
+    except OSError:
+        pass
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -296,13 +341,12 @@ def _signal(pid: int, sig: int) -> None:
 class Keeper:
     """One run's supervision (see the module docstring); ``run()`` returns the exit code."""
 
-    def __init__(self, spec: dict[str, object], cgroup: RunCgroup | None = None) -> None:
+    def __init__(self, spec: dict[str, object]) -> None:
         self.spec = spec
         self.me = os.getpid()
         self.child = 0
         self.code: int | None = None
-        self.run_cgroup = cgroup
-        self.cgroup: str | None = None  #: the run's cgroup, once the script is in it
+        self.cgroup: str | None = None  #: the run's cgroup
         self.canceling = False
         self.kill_at: float | None = None
         #: set by main(): whether orphans of the run come back to this process
@@ -332,14 +376,13 @@ class Keeper:
         child left there is nothing below it: /proc is not read at all then.
         """
         pids = descendants(self.me) if self.subreaper is False or _has_children() else set()
-        if self.cgroup is not None:
+        if self.cgroup is not None and cgroup_populated(self.cgroup):
             pids |= cgroup_pids(self.cgroup)
         pids.discard(self.me)
         return pids
 
     def signal_all(self, sig: int) -> None:
-        keeper_inside = self.run_cgroup is not None and self.run_cgroup.keeper_inside
-        if sig == signal.SIGKILL and self.cgroup is not None and not keeper_inside:
+        if sig == signal.SIGKILL and self.cgroup is not None:
             kill_cgroup(self.cgroup)
         for pid in self.members():
             _signal(pid, sig)
@@ -362,13 +405,8 @@ class Keeper:
         """Claim the run, then start its script; False if it was started before."""
         spec = self.spec
         started = str(spec["started"])
-        cg = self.run_cgroup
-        if cg is not None and not spec.get("cgroup"):
-            cg.discard()  # the daemon says no cgroups
-            cg = self.run_cgroup = None
-        if cg is not None:
-            cg.name_for(str(spec["run_id"]))
-            self.cgroup = cg.path
+        if spec.get("cgroup") and cgroups_wanted():
+            self.cgroup = make_run_cgroup(str(spec["run_id"]))
         try:
             self._record(started, exclusive=True)  # the gate: a run starts at most once
         except FileExistsError:
@@ -376,8 +414,8 @@ class Keeper:
                 str(spec["driver_log"]),
                 f"run {spec['run_id']} was started before (see {started}); not again",
             )
-            if cg is not None:
-                cg.discard()
+            if self.cgroup is not None:
+                remove_cgroup(self.cgroup, 0.0)
             return False
         log = os.open(str(spec["driver_log"]), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         os.dup2(log, 1)
@@ -388,16 +426,15 @@ class Keeper:
         os.close(devnull)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self.on_term)
-        pid = os.fork()
-        if pid == 0:  # the script's process, born in the run's cgroup
-            self._exec()
+        pid = fork_into_cgroup(self.cgroup) if self.cgroup is not None else None
+        moving = pid is None and self.cgroup is not None
+        if pid is None:
+            pid = os.fork()
+        if pid == 0:  # the script's process
+            self._exec(join=moving)
         self.child = pid
         if self.canceling:  # a cancel came while the script was being started
             _signal(pid, signal.SIGTERM)
-        if cg is not None:
-            cg.leave()  # ~10 ms in the kernel, while the script starts
-            if cg.keeper_inside:
-                self._say(f"could not leave cgroup {cg.path}; ending the run kills it whole")
         return True
 
     def _record(self, started: str, exclusive: bool) -> None:
@@ -416,8 +453,9 @@ class Keeper:
             if os.path.lexists(tmp):  # (os.link leaves it, os.replace moved it)
                 os.unlink(tmp)
 
-    def _exec(self) -> None:
-        """In the forked child: enter the work folder and exec the argv (never returns)."""
+    def _exec(self, join: bool) -> None:
+        """In the forked child: (join the run's cgroup,) enter the work folder and exec the
+        argv; never returns."""
         spec = self.spec
         argv = [str(a) for a in spec["argv"]]  # type: ignore[attr-defined]
         env = {str(k): str(v) for k, v in spec["env"].items()}  # type: ignore[attr-defined]
@@ -428,6 +466,8 @@ class Keeper:
             for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ"):
                 if hasattr(signal, name):
                     signal.signal(getattr(signal, name), signal.SIG_DFL)
+            if join and self.cgroup is not None and not _join(self.cgroup):
+                self._say(f"could not join cgroup {self.cgroup}; only the subreaper keeps the run")
             try:
                 os.chdir(str(spec["workdir"]))
             except OSError as exc:
@@ -533,16 +573,14 @@ def _exit_code(status: int) -> int:
 def keep(spec_fd: int) -> int:
     """Be one run's keeper: get ready, wait for the spec on ``spec_fd`` (none: exit
     quietly), then keep that run; the exit code."""
+    gc.disable()  # short-lived and small: a collection would only copy shared pages
     subreaper = set_child_subreaper()
-    cgroup = RunCgroup.prepare() if cgroups_wanted() else None
     data = _read_all(spec_fd)
     if spec_fd != 0:
         os.close(spec_fd)
     if not data:  # an idle keeper that was not needed
-        if cgroup is not None:
-            cgroup.discard()
         return 0
-    keeper = Keeper(marshal.loads(data), cgroup)  # noqa: S302 - from our daemon, through a pipe
+    keeper = Keeper(marshal.loads(data))  # noqa: S302 - from our daemon, through a pipe
     keeper.subreaper = subreaper
     if not keeper.start():
         return ALREADY_STARTED
@@ -559,24 +597,40 @@ def factory() -> int:
 
     The daemon writes each launch spec as a frame (4-byte big-endian length, then the
     marshal-ed spec) to the factory's stdin; the factory hands it to the idle keeper,
-    answers with that keeper's pid (one line on stdout), and forks the next idle keeper.
+    answers with that keeper's pid and create time (one line on stdout), and forks the next idle keeper.
     A fork of this small, already started interpreter costs ~1 ms of CPU where starting
     a new one costs ~10 ms: on two cores that is the difference between a run's overhead
     and a queue of runs' throughput. The factory reaps the keepers it forked (they are
     its children); the daemon waits on them by pid. It exits when its stdin closes.
     """
     signal.signal(signal.SIGCHLD, _reap_all)
+    warm()
     spare_pid, spare_w = _fork_keeper()
+    spare_created = create_time(spare_pid)
     while True:
         frame = _read_frame(0)
         if frame is None:
             break
         os.write(spare_w, frame)
         os.close(spare_w)
-        os.write(1, f"{spare_pid}\n".encode())
+        # Its identity as psutil sees it, read while it is certainly not reaped yet.
+        os.write(1, f"{spare_pid} {spare_created!r}\n".encode())
         spare_pid, spare_w = _fork_keeper()
+        spare_created = create_time(spare_pid)
     os.close(spare_w)  # the idle keeper reads nothing and leaves
     return 0
+
+
+def warm() -> None:
+    """Do once, before forking keepers, what each keeper would do again (find the boot
+    time, the cgroup folder, libc's prctl and the clone3 call), and keep the garbage
+    collector from touching (so copying) every page a forked keeper shares with this."""
+    _boot_time()
+    own_cgroup_dir()
+    set_child_subreaper()  # (the factory too: keepers whose runs outlive it come back to it)
+    _clone3()
+    gc.disable()
+    gc.freeze()
 
 
 def _fork_keeper() -> tuple[int, int]:

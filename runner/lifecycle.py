@@ -146,18 +146,18 @@ def end_if_owner_gone(store: Store, run_id: str, owner: str | None) -> bool:
     return old is not None
 
 
-def ensure_supervised(ws: Workspace) -> None:
+def ensure_supervised(ws: Workspace) -> bool:
     """Start the workspace's daemon if a submitted run waits for one and none runs.
 
     If no daemon can be started, submitted runs that no daemon ever claimed end Failed
-    with the reason instead of waiting for ever.
+    with the reason instead of waiting for ever (then True is returned).
     """
     if IN_DAEMON or os.environ.get("RUNNER_JOURNAL"):
-        return  # the daemon itself, or a remote host's private store: not ours to serve
+        return False  # the daemon itself, or a remote host's private store: not ours
     from runner import daemon_client
 
     if daemon_client._lock_held(ws.path):
-        return
+        return False
     try:
         daemon_client.ensure_daemon(ws.path)
     except (RunnerError, OSError) as exc:
@@ -177,6 +177,8 @@ def ensure_supervised(ws: Workspace) -> None:
                 error=_error(message),
                 end=True,
             )
+        return bool(rows)
+    return False
 
 
 def check_run(ws: Workspace, row: RunRow) -> bool:
@@ -184,9 +186,7 @@ def check_run(ws: Workspace, row: RunRow) -> bool:
     if row.status not in ACTIVE:
         return False
     if row.type == _SCRIPT:
-        if row.status in SUPERVISED:
-            ensure_supervised(ws)
-        return False
+        return row.status in SUPERVISED and ensure_supervised(ws)
     owner = ws._store.query("SELECT owner FROM runs WHERE id = ?", (row.id,))
     return bool(owner) and end_if_owner_gone(ws._store, row.id, owner[0][0])
 

@@ -23,8 +23,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, ClassVar
 
-import psutil
-
 from runner import keeper as keeper_mod
 from runner.errors import TargetUnavailableError
 from runner.proc import ProcessId, terminate_tree
@@ -77,10 +75,13 @@ class KeeperFactory:
         if self._program is None:
             self._program = _KEEPER
             if self.cache_dir is not None:
+                import hashlib
                 import py_compile
 
-                # Compiled by this interpreter, run by it (self.python): the tag names it.
-                target = self.cache_dir / f"keeper.{sys.implementation.cache_tag}.pyc"
+                # Named by its source and by this interpreter (which compiles it and runs it
+                # as self.python): a stale or foreign .pyc is never picked up.
+                digest = hashlib.sha256(Path(_KEEPER).read_bytes()).hexdigest()[:16]
+                target = self.cache_dir / f"keeper-{digest}.{sys.implementation.cache_tag}.pyc"
                 try:
                     if not target.exists():
                         tmp = target.with_name(f"{target.name}.{os.getpid()}")
@@ -107,9 +108,9 @@ class KeeperFactory:
             )
         return proc
 
-    def launch(self, spec: bytes) -> int:
-        """Hand a marshal-ed spec to the idle keeper; its pid. OSError if the factory
-        fails (it is restarted on the next call)."""
+    def launch(self, spec: bytes) -> ProcessId:
+        """Hand a marshal-ed spec to the idle keeper; its identity. OSError if the
+        factory fails (it is restarted on the next call)."""
         with self._lock:
             proc = self._ensure()
             stdin, stdout = proc.stdin, proc.stdout
@@ -122,10 +123,13 @@ class KeeperFactory:
             except OSError:
                 self._stop(proc)
                 raise
-            if not answer.strip().isdigit():
+            try:
+                pid, created = answer.split()
+                # (create time None: it died at once; the exit file tells the rest)
+                return ProcessId(int(pid), 0.0 if created == b"None" else float(created))
+            except ValueError:
                 self._stop(proc)
-                raise OSError("the keeper factory ended without an answer")
-            return int(answer)
+                raise OSError(f"the keeper factory answered {answer[:80]!r}") from None
 
     def close(self) -> None:
         """End the factory and its idle keeper (running keepers are not touched)."""
@@ -306,8 +310,8 @@ class LocalTarget:
         )
         if self.keepers is not None:
             try:
-                pid = ProcessId.of(self.keepers.launch(line))
-            except (OSError, psutil.Error) as exc:
+                pid = self.keepers.launch(line)
+            except OSError as exc:
                 _log(f"the keeper factory failed ({exc}); starting a keeper of its own")
             else:
                 return LocalHandle(

@@ -206,7 +206,7 @@ def test_the_factory_hands_each_spec_to_a_ready_keeper_and_leaves_nothing(tmp_pa
     script = f"import os; open({str(ledger)!r}, 'a').write(f'{{os.getsid(0)}}\\n')"
     runs = [Kept(tmp_path, [sys.executable, "-c", script], f"f{i}", start=False) for i in range(3)]
     try:
-        pids = [factory.launch(marshal.dumps(run.spec)) for run in runs]
+        pids = [factory.launch(marshal.dumps(run.spec)).pid for run in runs]
         for run in runs:
             wait_until(run.exit_file.exists, 30, message=f"{run.dir.name} to end")
             assert run.exit_file.read_text().strip() == "0"
