@@ -246,7 +246,8 @@ class Daemon:
         if op == "wake":  # the main loop schedules at once; the submitter need not wait
             self.last_busy = time.monotonic()
             self.wake.set()
-            return {"ok": True}
+            # Which workspace this is: a submit needs no separate ping (daemon_client.notify).
+            return {"ok": True, "identity": list(self._identity or ())}
         if op == "cancel":
             run_id = str(msg["run_id"])
             with self.lock:

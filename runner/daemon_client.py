@@ -72,11 +72,16 @@ def is_running(ws_path: Path) -> bool:
         answer = request(ws_path, {"op": "ping"}, timeout_s=2.0)
     except (OSError, ValueError):
         return False
+    return answer.get("identity") == _workspace_identity(ws_path)
+
+
+def _workspace_identity(ws_path: Path) -> list[int] | None:
+    """The workspace file's [device, inode] (a removed and re-created one differs)."""
     try:
         st = (ws_path / "workspace.json").stat()
     except OSError:
-        return False
-    return answer.get("identity") == [st.st_dev, st.st_ino]
+        return None
+    return [st.st_dev, st.st_ino]
 
 
 def notify(ws_path: Path, message: dict[str, Any]) -> dict[str, Any] | None:
@@ -86,7 +91,20 @@ def notify(ws_path: Path, message: dict[str, Any]) -> dict[str, Any] | None:
     busy) is not replaced: the request is already in the database and the daemon acts
     on it when it resumes. None is returned then.
     """
-    if not is_running(ws_path) and _lock_held(ws_path):
+    unresponsive = False
+    if message.get("op") == "wake":
+        # The common case in one round trip: the daemon answers with its workspace's
+        # identity, which is what is_running() would have asked for separately.
+        try:
+            answer = request(ws_path, message, timeout_s=2.0)
+        except socket.timeout:
+            unresponsive = True  # (stopped, or busy): no need to ask again
+        except (OSError, ValueError):
+            pass
+        else:
+            if answer.get("identity") == _workspace_identity(ws_path):
+                return answer
+    if (unresponsive or not is_running(ws_path)) and _lock_held(ws_path):
         # A daemon killed a moment ago still holds the lock while it is reaped: wait a
         # little for the lock to be released before leaving the request to the database.
         deadline = time.monotonic() + 1.0
