@@ -628,7 +628,7 @@ class RunSupervisor:
         With no trace of a process the run ends Failed, saying so.
         """
         from runner.shim import container_name
-        from targets.local import read_started
+        from targets.local import identify, read_started
 
         kind = str((self.described or {}).get("target") or "local")
         if kind == "local":
@@ -647,10 +647,11 @@ class RunSupervisor:
                     ),
                 )
                 return
+            keeper = identify(int(str(started["pid"])), float(str(started.get("create_time") or 0)))
             described = {
                 "kind": "local",
-                "pid": str(started["pid"]),
-                "create_time": repr(float(str(started.get("create_time") or 0.0))),
+                "pid": str(keeper.pid),
+                "create_time": repr(keeper.create_time),
                 "exit_file": str(self.exit_file),
                 "keeper": "1",
                 "run_id": self.run_id,

@@ -152,6 +152,21 @@ class KeeperFactory:
             self._proc = None
 
 
+def identify(pid: int, created: float) -> ProcessId:
+    """A keeper's identity as psutil computes it now.
+
+    ``created`` (from the keeper or its factory) is boot time + start ticks read in another
+    process, maybe hours ago: a clock step since then moves the boot time /proc reports,
+    and psutil's exact comparison would take a live keeper for a dead one. A process with
+    that pid started within a second of ``created`` is the keeper; none: it has ended.
+    """
+    try:
+        now = ProcessId.of(pid)
+    except Exception:  # gone (or not ours to see): the exit file tells the rest
+        return ProcessId(pid, created)
+    return now if abs(now.create_time - created) < 1.0 else ProcessId(pid, created)
+
+
 def _exit_waiter(pid: ProcessId, exited: threading.Event) -> None:
     """Set ``exited`` when a process that is not our child ends (a pidfd, Linux 5.3+;
     elsewhere a poll that slows to 0.1 s)."""
@@ -310,7 +325,8 @@ class LocalTarget:
         )
         if self.keepers is not None:
             try:
-                pid = self.keepers.launch(line)
+                described = self.keepers.launch(line)
+                pid = identify(described.pid, described.create_time)
             except OSError as exc:
                 _log(f"the keeper factory failed ({exc}); starting a keeper of its own")
             else:

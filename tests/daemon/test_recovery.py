@@ -248,3 +248,50 @@ def test_cancel_while_no_daemon_runs_reaches_running_and_queued_runs(
     assert box.started(queued) is None
     assert box.ended(running) is None
     wait_until(lambda: daemon_status(box.ws.path)["slots"] == {}, 10, message="slots freed")
+
+
+def _as_if_killed_while_launching(run: Run) -> None:
+    """Put the run back to what a daemon killed between starting the run's keeper and
+    recording its handle leaves: the launch recorded, no handle."""
+    ((handle,),) = run._store.query("SELECT handle FROM runs WHERE id = ?", (run.id,))
+    described = json.loads(handle)
+    launching = {"kind": "launching", "target": "local", "daemon": "gone", "gpus": ""}
+    with run._store.write() as conn:
+        conn.execute(
+            "UPDATE runs SET handle = ?, status = 'Queued' WHERE id = ?",
+            (json.dumps(launching), run.id),
+        )
+    assert described["keeper"] == "1"
+
+
+def test_a_run_whose_launch_was_not_recorded_is_found_through_its_keeper(
+    box: Box, fake_gpus: FakeGpus
+) -> None:
+    """The next daemon finds the keeper through the run's 'started' file, re-adopts the
+    run (never starting it again: gb_hold records its start exclusively) and sees it end."""
+    run = box.submit()
+    box.wait_started(run)
+    kill_daemon(box.ws.path)
+    _as_if_killed_while_launching(run)
+    daemon_client.ensure_daemon(box.ws.path)
+    wait_status(run, "Running")
+    box.release(run)
+    assert run.wait_for_completion()["status"] == "Completed"
+    assert box.ended(run) is not None
+
+
+def test_a_run_whose_launch_left_no_process_ends_failed_and_is_not_started_again(
+    box: Box, fake_gpus: FakeGpus
+) -> None:
+    """No 'started' file and no keeper: the run ends Failed saying it was not started
+    again; its script ran once (the first time) and never again."""
+    run = box.submit()
+    box.wait_started(run)
+    kill_daemon(box.ws.path)
+    ((handle,),) = run._store.query("SELECT handle FROM runs WHERE id = ?", (run.id,))
+    _kill_tree(int(json.loads(handle)["pid"]))
+    _as_if_killed_while_launching(run)
+    (box.ws.run_dir(run.id) / "started").unlink()
+    daemon_client.ensure_daemon(box.ws.path)
+    with pytest.raises(RunFailedError, match=r"not started again"):
+        run.wait_for_completion(raise_on_error=True)
