@@ -38,22 +38,12 @@ from runner.errors import RunnerError
 from runner.liveness import heartbeat_s
 from runner.run import RUN_TYPE_SCRIPT
 from runner.scheduler import Scheduler
+from runner.shim import LEFTOVER_GRACE_S
 from runner.status import RunStatus
 from runner.store import RunRow, Store
 from runner.workspace import Workspace
 
-_ACTIVE = [
-    s.value
-    for s in (
-        RunStatus.STARTING,
-        RunStatus.PREPARING,
-        RunStatus.QUEUED,
-        RunStatus.RUNNING,
-        RunStatus.NOT_RESPONDING,
-        RunStatus.FINALIZING,
-        RunStatus.CANCEL_REQUESTED,
-    )
-]
+_ACTIVE = list(lifecycle.SUPERVISED)
 _BEFORE_LAUNCH = {
     RunStatus.STARTING.value,
     RunStatus.PREPARING.value,
@@ -61,8 +51,6 @@ _BEFORE_LAUNCH = {
     RunStatus.PROVISIONING.value,
 }
 _LIVE = {RunStatus.RUNNING.value, RunStatus.NOT_RESPONDING.value}
-#: Grace period for processes a finished script left behind in its session.
-LEFTOVER_GRACE_S = 2.0
 #: ``runs.handle`` of a run whose launch was decided but not yet confirmed by a handle.
 LAUNCHING = "launching"
 #: How long a new daemon waits for the keeper of a run an earlier daemon was launching.
@@ -93,7 +81,7 @@ class Daemon:
         self.stopping = threading.Event()
         self.last_busy = time.monotonic()
         self._client_dir: Path | None = None
-        self._identity = _identity(ws.path)
+        self._identity = daemon_client.workspace_identity(ws.path)
         self.settings = load_settings(ws)
         self.scheduler = Scheduler(self.settings.gpus, self.settings.max_concurrent)
         #: this daemon as runs.supervisor records it (runner.lifecycle)
@@ -171,7 +159,7 @@ class Daemon:
                 if self._idle_too_long():
                     self._log("idle: exiting")
                     break
-                if self._identity != _identity(self.ws.path):
+                if self._identity != daemon_client.workspace_identity(self.ws.path):
                     self._log("the workspace was removed or replaced: exiting")
                     break
         finally:
@@ -242,12 +230,12 @@ class Daemon:
     def _answer(self, msg: dict[str, Any]) -> dict[str, Any]:
         op = msg.get("op")
         if op == "ping":
-            return {"ok": True, "pid": os.getpid(), "identity": list(self._identity or ())}
+            return {"ok": True, "pid": os.getpid(), "identity": self._identity}
         if op == "wake":  # the main loop schedules at once; the submitter need not wait
             self.last_busy = time.monotonic()
             self.wake.set()
             # Which workspace this is: a submit needs no separate ping (daemon_client.notify).
-            return {"ok": True, "identity": list(self._identity or ())}
+            return {"ok": True, "identity": self._identity}
         if op == "cancel":
             run_id = str(msg["run_id"])
             with self.lock:
@@ -628,7 +616,7 @@ class RunSupervisor:
         With no trace of a process the run ends Failed, saying so.
         """
         from runner.shim import container_name
-        from targets.local import identify, read_started
+        from targets.local import LocalHandle, identify, read_started
 
         kind = str((self.described or {}).get("target") or "local")
         if kind == "local":
@@ -648,14 +636,9 @@ class RunSupervisor:
                 )
                 return
             keeper = identify(int(str(started["pid"])), float(str(started.get("create_time") or 0)))
-            described = {
-                "kind": "local",
-                "pid": str(keeper.pid),
-                "create_time": repr(keeper.create_time),
-                "exit_file": str(self.exit_file),
-                "keeper": "1",
-                "run_id": self.run_id,
-            }
+            described = LocalHandle(
+                keeper, self.exit_file, run_id=self.run_id, keeper=True
+            ).describe()
         elif kind == "docker":
             described = {
                 "kind": "docker",
@@ -1055,15 +1038,6 @@ def load_settings(ws: Workspace) -> Settings:
     max_concurrent = default_max_concurrent() if mc in (None, "") else (int(mc) or None)
     sm = data.get("system_metrics_s", os.environ.get("RUNNER_SYSTEM_METRICS_S", "10"))
     return Settings(gpus=gpus, max_concurrent=max_concurrent, system_metrics_s=float(sm or 0))
-
-
-def _identity(ws_path: Path) -> tuple[int, int] | None:
-    """The workspace file's (device, inode): changes when the folder is removed or replaced."""
-    try:
-        st = (ws_path / "workspace.json").stat()
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino)
 
 
 def _tail(path: Path, lines: int = 30) -> str:

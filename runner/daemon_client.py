@@ -72,10 +72,10 @@ def is_running(ws_path: Path) -> bool:
         answer = request(ws_path, {"op": "ping"}, timeout_s=2.0)
     except (OSError, ValueError):
         return False
-    return answer.get("identity") == _workspace_identity(ws_path)
+    return answer.get("identity") == workspace_identity(ws_path)
 
 
-def _workspace_identity(ws_path: Path) -> list[int] | None:
+def workspace_identity(ws_path: Path) -> list[int] | None:
     """The workspace file's [device, inode] (a removed and re-created one differs)."""
     try:
         st = (ws_path / "workspace.json").stat()
@@ -102,7 +102,7 @@ def notify(ws_path: Path, message: dict[str, Any]) -> dict[str, Any] | None:
         except (OSError, ValueError):
             pass
         else:
-            if answer.get("identity") == _workspace_identity(ws_path):
+            if answer.get("identity") == workspace_identity(ws_path):
                 return answer
     if (unresponsive or not is_running(ws_path)) and _lock_held(ws_path):
         # A daemon killed a moment ago still holds the lock while it is reaped: wait a

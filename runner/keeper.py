@@ -69,14 +69,23 @@ def _boot_time() -> float:
     return float(str(_MEMO["btime"]))
 
 
-def create_time(pid: int) -> float | None:
-    """A process's start as psutil computes it (boot time + start ticks), or None."""
+def start_ticks(pid: int, live: bool = False) -> int | None:
+    """A process's start in clock ticks since boot (/proc/PID/stat field 22), or None
+    when it is gone (with ``live``: also when it is a zombie, which has ended)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             fields = f.read().rsplit(b")", 1)[1].split()
-        return _boot_time() + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        if live and fields[0] in (b"Z", b"X"):
+            return None
+        return int(fields[19])
     except (OSError, IndexError, ValueError):
         return None
+
+
+def create_time(pid: int) -> float | None:
+    """A process's start as psutil computes it (boot time + start ticks), or None."""
+    ticks = start_ticks(pid)
+    return None if ticks is None else _boot_time() + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _parents() -> dict[int, int]:

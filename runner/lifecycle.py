@@ -31,6 +31,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import RunnerError
+from runner.keeper import start_ticks
+from runner.status import ACTIVE as _ACTIVE_STATUSES
 
 if TYPE_CHECKING:
     from runner.store import RunRow, Store
@@ -38,18 +40,10 @@ if TYPE_CHECKING:
 
 #: Set in the daemon's own process: it never starts a daemon for itself.
 IN_DAEMON = False
-#: Statuses in which a submitted run needs a daemon.
-SUPERVISED = (
-    "Starting",
-    "Preparing",
-    "Queued",
-    "Running",
-    "NotResponding",
-    "Finalizing",
-    "CancelRequested",
-)
 #: Statuses of a run that has not ended.
-ACTIVE = ("NotStarted", "Provisioning", *SUPERVISED)
+ACTIVE = tuple(sorted(s.value for s in _ACTIVE_STATUSES))
+#: Statuses in which a submitted run needs a daemon (all but the two no daemon sets).
+SUPERVISED = tuple(s for s in ACTIVE if s not in ("NotStarted", "Provisioning"))
 #: A workspace-wide look happens at most this often per process (a single run's status
 #: is always checked).
 SWEEP_INTERVAL_S = 2.0
@@ -75,14 +69,8 @@ def _start_ticks(pid: int) -> str | None:
         except PermissionError:
             pass
         return ""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-    except OSError:
-        return None
-    if fields[0] in (b"Z", b"X"):
-        return None  # a zombie has ended
-    return fields[19].decode()
+    ticks = start_ticks(pid, live=True)
+    return None if ticks is None else str(ticks)
 
 
 def process_token(pid: int | None = None) -> str:
@@ -117,12 +105,13 @@ def token_alive(token: str | None) -> bool | None:
 # -- noticing what was left behind ------------------------------------------------------
 
 
-def _error(message: str) -> dict[str, Any]:
+def service_error(message: str, kind: str = "lost") -> dict[str, Any]:
+    """A run's error details for a failure of runner's, not of the script."""
     return {
         "error": {
             "code": "ServiceError",
             "message": message,
-            "kind": "lost",
+            "kind": kind,
             "exitCode": None,
             "logTail": "",
         },
@@ -141,7 +130,12 @@ def end_if_owner_gone(store: Store, run_id: str, owner: str | None) -> bool:
         "fail() or cancel(): it was killed, it crashed, or its kernel was restarted"
     )
     old = store.set_status(
-        run_id, "Failed", allowed_from=ACTIVE, details=message, error=_error(message), end=True
+        run_id,
+        "Failed",
+        allowed_from=ACTIVE,
+        details=message,
+        error=service_error(message),
+        end=True,
     )
     return old is not None
 
@@ -174,7 +168,7 @@ def ensure_supervised(ws: Workspace) -> bool:
                 "Failed",
                 allowed_from={"Starting"},
                 details=message,
-                error=_error(message),
+                error=service_error(message),
                 end=True,
             )
         return bool(rows)

@@ -17,6 +17,11 @@ from pathlib import Path
 SHIM = 'cd "$1" || exit 127; ef=$2; shift 2; "$@"; c=$?; echo "$c" > "$ef"; exit "$c"'
 
 
+#: What a finished script leaves running gets SIGTERM and this long before SIGKILL (as a
+#: container's end would do).
+LEFTOVER_GRACE_S = 2.0
+
+
 def read_exit_file(path: Path) -> int | None:
     """The exit code the shim wrote, or None if it has not (yet)."""
     try:

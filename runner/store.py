@@ -420,11 +420,10 @@ class Store:
         if conn is None or conn.in_transaction:  # forking inside our own transaction: keep it
             return
         self._conn = None
-        if conn is not None:
-            try:
-                conn.close()
-            except sqlite3.Error as exc:  # never stop a fork; the child opens its own
-                sys.stderr.write(f"runner: closing the database before fork: {exc}\n")
+        try:
+            conn.close()
+        except sqlite3.Error as exc:  # never stop a fork; the child opens its own
+            sys.stderr.write(f"runner: closing the database before fork: {exc}\n")
 
     def _forget_parent_state(self) -> None:
         """In a forked child: drop what the parent had buffered (the parent writes it).
@@ -1215,7 +1214,8 @@ def _after_fork() -> None:
         store._forget_parent_state()
         store._pid = os.getpid()
         if had_writer and not store._closed:
-            # What the child logs is written while it lives, as in the parent...
+            # What the child logs is written while it lives, as in the parent (and when
+            # it ends: at exit, or by _hook_multiprocessing in multiprocessing's workers).
             store.ensure_writer()
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -118,17 +117,10 @@ def submit(
     except (RunnerError, OSError) as exc:
         # The caller is told the submit failed: the run must not start later behind
         # their back (a daemon started afterwards would pick up a run left Starting).
+        from runner.lifecycle import service_error
+
         message = f"the run could not be handed to the daemon: {exc}"
-        error = {
-            "error": {
-                "code": "ServiceError",
-                "message": message,
-                "kind": "could_not_start",
-                "exitCode": None,
-                "logTail": "",
-            },
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
+        error = service_error(message, "could_not_start")
         failed = store.set_status(
             run_id,
             "Failed",

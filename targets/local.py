@@ -26,14 +26,12 @@ from typing import IO, ClassVar
 from runner import keeper as keeper_mod
 from runner.errors import TargetUnavailableError
 from runner.proc import ProcessId, terminate_tree
-from runner.shim import read_exit_file
+from runner.shim import LEFTOVER_GRACE_S, read_exit_file
 from targets.base import LaunchSpec
 
 #: The variable every process of a run inherits (set by the daemon): it finds processes
 #: that left both the run's session and its process tree (a double-forked daemon).
 RUN_ID_VAR = "RUNNER_RUN_ID"
-#: What a finished script leaves running gets SIGTERM and this long (the keeper does it).
-LEFTOVER_GRACE_S = 2.0
 #: How long past the grace period a canceled keeper may take before it is killed too.
 KEEPER_MARGIN_S = 5.0
 _KEEPER = str(Path(keeper_mod.__file__).resolve())
