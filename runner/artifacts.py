@@ -54,8 +54,13 @@ class BlobStore:
     of small files spends most of its time here.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, mode: int = 0o400) -> None:
         self.root = root
+        #: mode of stored blobs: read-only, the owner's (runner.access: or the group's)
+        self.mode = mode
+        # A shared workspace's blobs and folders must reach the group whatever the umask:
+        # only then is each one chmod-ed (a private one's umask can only take bits away).
+        self._shared = bool(mode & 0o070)
         self._root = str(root)
         self._shards: set[str] = set()
         self._seq = itertools.count()
@@ -71,7 +76,10 @@ class BlobStore:
     def _shard(self, digest: str) -> str:
         shard = f"{self._root}/{digest[:2]}"
         if shard not in self._shards:
-            os.makedirs(shard, exist_ok=True)
+            os.makedirs(shard, 0o770 if self._shared else 0o700, exist_ok=True)
+            if self._shared:
+                with contextlib.suppress(OSError):  # (another member's folder)
+                    os.chmod(shard, 0o2770)  # noqa: S103 - the shared group's, on purpose
             self._shards.add(shard)
         return shard
 
@@ -86,8 +94,10 @@ class BlobStore:
         if os.path.exists(dest):
             return digest
         tmp = self._tmp_name(shard)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.mode)
         try:
+            if self._shared:
+                os.fchmod(fd, self.mode)
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
@@ -116,7 +126,7 @@ class BlobStore:
             if os.path.exists(dest):
                 os.unlink(tmp)
             else:
-                os.chmod(tmp, 0o444)
+                os.chmod(tmp, self.mode)
                 os.replace(tmp, dest)
         except BaseException:
             _unlink_quiet(tmp)

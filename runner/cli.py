@@ -1440,6 +1440,9 @@ def _daemon_status(ctx: _Context) -> int:
     ws = ctx.workspace()
     try:
         answer = daemon_client.request(ws.path, {"op": "status"}, timeout_s=5.0)
+    except daemon_client.DaemonImpostorError as exc:
+        # Said, not obeyed: something else holds the daemon's socket.
+        answer = {"running": False, "workspace": str(ws.path), "problem": str(exc)}
     except OSError:
         answer = {"running": False, "workspace": str(ws.path)}
     else:

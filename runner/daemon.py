@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner import daemon_client, lifecycle
+from runner import access, daemon_client, lifecycle
 from runner.errors import RunnerError
 from runner.liveness import heartbeat_s
 from runner.run import RUN_TYPE_SCRIPT
@@ -55,6 +55,10 @@ _LIVE = {RunStatus.RUNNING.value, RunStatus.NOT_RESPONDING.value}
 LAUNCHING = "launching"
 #: How long a new daemon waits for the keeper of a run an earlier daemon was launching.
 LAUNCH_EVIDENCE_S = 3.0
+#: Connections served at once; more are answered "busy" (each holds a thread).
+MAX_CONNECTIONS = 64
+#: Seconds a client has to send its request once connected.
+REQUEST_READ_S = 5.0
 #: Log names, as azureml calls them.
 DRIVER_LOG = "70_driver_log.txt"
 PREP_LOG = "55_environment_prep_log.txt"
@@ -88,6 +92,15 @@ class Daemon:
         self.token = lifecycle.process_token()
         self._schedule_lock = threading.Lock()
         self._skipped: set[str] = set()
+        self._connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._socket_inode = -1
+        # Who may talk to this daemon: its own user, the workspace's owner, root (see
+        # _peer_refusal), and with a shared group its members.
+        self._trusted_uids = {os.getuid(), ws.path.stat().st_uid, 0}
+        self._refused = 0
+        self._refusal_logged = 0.0
+        #: the umask of the user who started this daemon, which their runs keep
+        self.run_umask: int | None = None
         from targets.local import KeeperFactory
 
         self.keepers = KeeperFactory()
@@ -115,8 +128,8 @@ class Daemon:
             tmp = dest.with_name(dest.name + f".tmp-{os.getpid()}")
             shutil.rmtree(tmp, ignore_errors=True)
             (tmp / "runner").mkdir(parents=True)
-            for p in files:
-                shutil.copy2(p, tmp / "runner" / p.name)
+            for p in files:  # (copyfile: the daemon's private umask sets the mode)
+                shutil.copyfile(p, tmp / "runner" / p.name)
             try:
                 os.replace(tmp, dest)
             except OSError:
@@ -134,10 +147,7 @@ class Daemon:
         if remove_empty_cgroups():
             self._log("removed empty cgroups that killed keepers had left")
         threading.Thread(target=self.keepers.start, name="keeper-factory", daemon=True).start()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(daemon_client.socket_address(self.ws.path))
-        sock.listen(64)
-        sock.settimeout(0.5)
+        sock = self._listen()
         threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
         threading.Thread(target=self._sample_loop, name="system-metrics", daemon=True).start()
         self._log(
@@ -165,6 +175,7 @@ class Daemon:
         finally:
             self.stopping.set()
             sock.close()
+            self._unlisten()
 
     def _clean_containers(self) -> None:
         """Remove containers of this workspace that no active run owns (a crash's leftovers)."""
@@ -205,6 +216,29 @@ class Daemon:
             return False
         return self.idle_exit_s is not None and time.monotonic() - self.last_busy > self.idle_exit_s
 
+    def _listen(self) -> socket.socket:
+        """Bind the socket file in the daemon folder (this daemon holds the lock, so a file
+        already there is a dead daemon's, or a squatter's: it is replaced)."""
+        path = daemon_client.socket_path(self.ws.path)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with daemon_client.socket_address(path) as address:
+            sock.bind(address)
+        # Connecting needs write permission on the file: the owner (and the shared group).
+        os.chmod(path, self.ws._access.file_mode)
+        self._socket_inode = path.stat().st_ino
+        sock.listen(128)
+        sock.settimeout(0.5)
+        return sock
+
+    def _unlisten(self) -> None:
+        """Remove the socket file, unless another daemon has replaced it since."""
+        path = daemon_client.socket_path(self.ws.path)
+        with contextlib.suppress(OSError):
+            if path.stat().st_ino == self._socket_inode:
+                path.unlink()
+
     def _accept_loop(self, sock: socket.socket) -> None:
         while not self.stopping.is_set():
             try:
@@ -213,19 +247,72 @@ class Daemon:
                 continue
             except OSError:
                 return
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+            if not self._connections.acquire(blocking=False):
+                # Bounded: a flood of connections must not become a flood of threads.
+                self._refuse(conn, "busy: too many open connections; try again")
+                continue
+            try:
+                threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+            except RuntimeError:  # no thread could be started
+                self._connections.release()
+                self._refuse(conn, "busy: cannot start a thread; try again")
+
+    def _refuse(self, conn: socket.socket, error: str) -> None:
+        with conn, contextlib.suppress(OSError):
+            conn.settimeout(0.2)
+            conn.sendall(json.dumps({"error": error}).encode() + b"\n")
 
     def _handle(self, conn: socket.socket) -> None:
-        with conn:
-            try:
-                data = daemon_client.recv_line(conn)
-                if not data.endswith(b"\n"):
+        try:
+            with conn:
+                refusal = self._peer_refusal(conn)
+                if refusal is not None:
+                    with contextlib.suppress(OSError):
+                        conn.sendall(json.dumps({"error": refusal}).encode() + b"\n")
                     return
-                answer = self._answer(json.loads(data))
-            except Exception as exc:
-                answer = {"error": f"{type(exc).__name__}: {exc}"}
-            with contextlib.suppress(OSError):
-                conn.sendall(json.dumps(answer).encode() + b"\n")
+                # A client sends its one line at once: one that dawdles holds a slot.
+                conn.settimeout(REQUEST_READ_S)
+                try:
+                    data = daemon_client.recv_line(conn)
+                    if not data.endswith(b"\n"):
+                        return
+                    msg = json.loads(data)
+                    if not isinstance(msg, dict):
+                        raise ValueError("a request is a JSON object")
+                    answer = self._answer(msg)
+                except OSError:
+                    return  # the client went away, or sent nothing in time
+                except Exception as exc:
+                    answer = {"error": f"{type(exc).__name__}: {exc}"}
+                with contextlib.suppress(OSError):
+                    conn.sendall(json.dumps(answer).encode() + b"\n")
+        finally:
+            self._connections.release()
+
+    def _peer_refusal(self, conn: socket.socket) -> str | None:
+        """Why the connected process may not use this daemon, or None if it may.
+
+        The workspace's owner may, and root: root can read and change every file of the
+        workspace anyway, so refusing it here would protect nothing and would only break
+        administration (``sudo runner ...``). With a shared group, its members may too.
+        """
+        if not hasattr(socket, "SO_PEERCRED"):
+            return None  # (not Linux) the socket file's permissions are the only guard
+        pid, uid, gid = daemon_client.peer_credentials(conn)
+        if uid in self._trusted_uids:
+            return None
+        group = self.ws._access.group
+        if group is not None and (gid == group or group in _groups_of(pid)):
+            return None
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._refusal_logged >= 1.0:  # a flood of attempts must not fill the log
+            self._refusal_logged = now
+            self._log(
+                f"refused a request from pid {pid} (uid {uid}): not the owner of this "
+                f"workspace ({self._refused} refused so far)"
+            )
+        return f"permission denied: uid {uid} may not use the daemon of workspace {self.ws.path}"
 
     def _answer(self, msg: dict[str, Any]) -> dict[str, Any]:
         op = msg.get("op")
@@ -250,7 +337,8 @@ class Daemon:
                 sup = self.supervisors.get(str(msg["run_id"]))
             if sup is None:
                 return {"ok": True, "done": True}
-            return {"ok": True, "done": sup.done.wait(float(msg.get("timeout_s") or 30.0))}
+            timeout_s = min(max(float(msg.get("timeout_s") or 30.0), 0.0), 30.0)
+            return {"ok": True, "done": sup.done.wait(timeout_s)}
         if op == "status":
             with self.lock:
                 runs = {rid: s.phase for rid, s in self.supervisors.items()}
@@ -704,6 +792,7 @@ class RunSupervisor:
             image=None if remote else prepared.image,
             gpu_ids=self.gpu_ids,
             grace_s=self._grace_s(),
+            umask=self.daemon.run_umask,
         )
 
     def _grace_s(self) -> float:
@@ -1040,6 +1129,18 @@ def load_settings(ws: Workspace) -> Settings:
     return Settings(gpus=gpus, max_concurrent=max_concurrent, system_metrics_s=float(sm or 0))
 
 
+def _groups_of(pid: int) -> set[int]:
+    """The supplementary groups of a process (from /proc), empty if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Groups:"):
+                    return {int(g) for g in line.split()[1:]}
+    except (OSError, ValueError):
+        pass
+    return set()
+
+
 def _tail(path: Path, lines: int = 30) -> str:
     try:
         with open(path, "rb") as f:
@@ -1084,9 +1185,9 @@ def make_target(ws: Workspace, definition: dict[str, Any], keepers: Any = None) 
 
 
 def _take_lock(ws: Workspace) -> int | None:
-    folder = daemon_client.daemon_dir(ws.path)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(str(folder / "daemon.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    fd = access.create_file(
+        daemon_client.daemon_dir(ws.path) / "daemon.lock", ws._access, os.O_RDWR
+    )
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -1104,13 +1205,17 @@ def run_daemon(ws_path: str, *, detach: bool, idle_exit_s: float | None) -> int:
     root = Path(ws_path).expanduser().resolve()
     if not (root / "workspace.json").is_file():
         Workspace(root)  # raises NotFoundError with the fix
+    policy = access.access_of(root)
+    # Everything the daemon creates (logs, run folders, environments) is private, or the
+    # shared group's; the runs themselves get back the umask of the user who started it.
+    run_umask = os.umask(policy.umask)
     folder = daemon_client.daemon_dir(root)
-    folder.mkdir(parents=True, exist_ok=True)
+    access.make_dirs(folder, policy)
     if detach:
         if os.fork() > 0:
             os._exit(0)  # the starter returns at once; the daemon lives on, re-parented
         os.setsid()
-        log = os.open(str(folder / "daemon.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        log = access.create_file(folder / "daemon.log", policy, os.O_WRONLY | os.O_APPEND)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.dup2(log, 1)
@@ -1122,7 +1227,9 @@ def run_daemon(ws_path: str, *, detach: bool, idle_exit_s: float | None) -> int:
     lock = _take_lock(ws)
     if lock is None:
         return 0  # another daemon serves this workspace
-    (folder / "daemon.json").write_text(
+    # Written whole before the socket is bound: clients check the socket's peer against it.
+    access.write_private(
+        folder / "daemon.json",
         json.dumps(
             {
                 "pid": os.getpid(),
@@ -1130,9 +1237,11 @@ def run_daemon(ws_path: str, *, detach: bool, idle_exit_s: float | None) -> int:
                 "pythonpath": os.environ.get("PYTHONPATH", ""),
                 "started_utc": time.time(),
             }
-        )
+        ),
+        policy,
     )
     daemon = Daemon(ws, idle_exit_s)
+    daemon.run_umask = run_umask
 
     def on_term(signum: int, frame: Any) -> None:
         daemon.stopping.set()

@@ -1,29 +1,50 @@
 """Talking to a workspace's daemon: find it, start it on demand, send it requests.
 
 Standard library only: a script inside a run uses this for ``submit_child`` and
-``cancel``. The daemon listens on a Unix socket (abstract namespace on Linux, so no
-stale socket files and no path-length limits); requests and answers are one JSON
-object per line.
+``cancel``. Requests and answers are one JSON object per line.
+
+The daemon listens on a Unix socket file inside the workspace's private daemon folder
+(``WS/daemon/daemon.sock``), not in the abstract namespace: any user on the machine can
+bind or connect to an abstract name, while the folder's permissions keep everyone but the
+workspace's owner (and the shared group, if one is set) from reaching the file at all.
+Both ends check the other's credentials besides: the daemon serves only the owner (see
+runner.daemon), and a client talks only to the process that ``daemon.json`` names, so a
+socket bound by anything else is reported and never obeyed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from runner.errors import RunnerError, TargetUnavailableError
+from runner import access
+from runner.errors import RunnerError, RunnerWarning, TargetUnavailableError
 
-_LINUX = sys.platform.startswith("linux")  # abstract sockets exist on Linux only
 #: Seconds a daemon started on demand stays up with nothing to do.
 DEFAULT_IDLE_EXIT_S = 600.0
+#: The largest request or answer line either end accepts (every request is tiny).
+MAX_MESSAGE_BYTES = 1 << 20
+_SOCKET_NAME = "daemon.sock"
+_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+class DaemonImpostorError(TargetUnavailableError, ConnectionError):
+    """The workspace's socket is answered by a process that is not its daemon.
+
+    A ConnectionError too: callers treat it as "no daemon answers", so a real daemon is
+    started (it replaces the socket) and nothing is ever sent to the impostor.
+    """
 
 
 def daemon_dir(ws_path: Path) -> Path:
@@ -31,31 +52,86 @@ def daemon_dir(ws_path: Path) -> Path:
     return ws_path / "daemon"
 
 
-def socket_address(ws_path: Path) -> str:
-    """The daemon's socket address for a workspace."""
-    digest = hashlib.sha256(str(ws_path.resolve()).encode()).hexdigest()[:24]
-    if _LINUX:
-        return f"\0runner-daemon-{digest}"
-    return f"/tmp/runner-daemon-{digest}.sock"  # noqa: S108 - a socket, named by hash
+def socket_path(ws_path: Path) -> Path:
+    """The daemon's socket file for a workspace."""
+    return daemon_dir(ws_path) / _SOCKET_NAME
 
 
-def recv_line(sock: socket.socket) -> bytes:
+@contextlib.contextmanager
+def socket_address(path: Path) -> Iterator[str]:
+    """An address for ``path`` that fits in sockaddr_un (107 bytes).
+
+    A deeper workspace is reached through its folder's descriptor (/proc/self/fd/N/...),
+    which the kernel resolves like the full path.
+    """
+    text = str(path)
+    if len(os.fsencode(text)) < 100 or not sys.platform.startswith("linux"):
+        yield text
+        return
+    fd = os.open(str(path.parent), os.O_PATH | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process at the other end of a connected Unix socket."""
+    pid, uid, gid = _PEERCRED.unpack(
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+    )
+    return pid, uid, gid
+
+
+def recv_line(sock: socket.socket, limit: int = MAX_MESSAGE_BYTES) -> bytes:
     """Bytes up to and including a newline (the protocol's one message), or what came
-    before the peer closed the connection."""
+    before the peer closed the connection. ValueError past ``limit`` bytes."""
     data = b""
     while not data.endswith(b"\n"):
         chunk = sock.recv(65536)
         if not chunk:
             break
         data += chunk
+        if len(data) > limit:
+            raise ValueError(f"message longer than {limit} bytes")
     return data
 
 
+def daemon_info(ws_path: Path) -> dict[str, Any]:
+    """What the running (or last) daemon wrote about itself: pid, python, pythonpath."""
+    try:
+        data = json.loads((daemon_dir(ws_path) / "daemon.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _verify_daemon(ws_path: Path, sock: socket.socket) -> None:
+    """Raise DaemonImpostorError unless the peer is the daemon ``daemon.json`` names."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        return  # no credentials to check (not Linux); the folder's permissions still hold
+    pid, uid, _ = peer_credentials(sock)
+    expected = daemon_info(ws_path).get("pid")
+    if pid != expected:
+        raise DaemonImpostorError(
+            f"the daemon socket of workspace {ws_path} is answered by pid {pid} (uid {uid}), "
+            f"not by the workspace's daemon (pid {expected} in daemon.json); "
+            "refusing to talk to it",
+            hint="stop that process; `runner daemon start` then replaces the socket",
+        )
+
+
 def request(ws_path: Path, message: dict[str, Any], timeout_s: float = 10.0) -> dict[str, Any]:
-    """Send one request and return the answer; ConnectionError if no daemon listens."""
+    """Send one request and return the answer.
+
+    ConnectionError if no daemon listens (DaemonImpostorError, a ConnectionError, if
+    something else does).
+    """
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout_s)
-        sock.connect(socket_address(ws_path))
+        with socket_address(socket_path(ws_path)) as address:
+            sock.connect(address)
+        _verify_daemon(ws_path, sock)
         sock.sendall(json.dumps(message).encode() + b"\n")
         data = recv_line(sock)
     if not data:
@@ -70,6 +146,9 @@ def is_running(ws_path: Path) -> bool:
     """Whether a daemon answers for this very workspace (not a removed one at that path)."""
     try:
         answer = request(ws_path, {"op": "ping"}, timeout_s=2.0)
+    except DaemonImpostorError as exc:
+        warnings.warn(str(exc), RunnerWarning, stacklevel=2)
+        return False
     except (OSError, ValueError):
         return False
     return answer.get("identity") == workspace_identity(ws_path)
@@ -99,6 +178,8 @@ def notify(ws_path: Path, message: dict[str, Any]) -> dict[str, Any] | None:
             answer = request(ws_path, message, timeout_s=2.0)
         except socket.timeout:
             unresponsive = True  # (stopped, or busy): no need to ask again
+        except DaemonImpostorError as exc:
+            warnings.warn(str(exc), RunnerWarning, stacklevel=2)
         except (OSError, ValueError):
             pass
         else:
@@ -122,19 +203,16 @@ def _host_python(ws_path: Path) -> tuple[str, dict[str, str]]:
     Inside a run, sys.executable may be the user's environment without runner's
     host-side dependencies; the last daemon wrote down which Python it ran with.
     """
-    info = daemon_dir(ws_path) / "daemon.json"
     env = dict(os.environ)
     # The daemon must never inherit a run's identity.
     for var in ("RUNNER_RUN_ID", "RUNNER_EXPERIMENT"):
         env.pop(var, None)
     env["RUNNER_WORKSPACE"] = str(ws_path)
-    if os.environ.get("RUNNER_RUN_ID") and info.exists():
-        try:
-            data = json.loads(info.read_text())
-            env["PYTHONPATH"] = data.get("pythonpath", "")
+    if os.environ.get("RUNNER_RUN_ID"):
+        data = daemon_info(ws_path)
+        if data.get("python"):
+            env["PYTHONPATH"] = str(data.get("pythonpath", ""))
             return str(data["python"]), env
-        except (OSError, ValueError, KeyError):
-            pass
     package_parent = str(Path(__file__).resolve().parent.parent)
     paths = [package_parent] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
@@ -146,8 +224,9 @@ def ensure_daemon(ws_path: Path, timeout_s: float = 30.0, idle_exit_s: float | N
     if is_running(ws_path):
         return
     folder = daemon_dir(ws_path)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(str(folder / "start.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    policy = access.access_of(ws_path)
+    access.make_dirs(folder, policy)
+    fd = access.create_file(folder / "start.lock", policy, os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         if is_running(ws_path):

@@ -426,7 +426,8 @@ class Keeper:
             if self.cgroup is not None:
                 remove_cgroup(self.cgroup, 0.0)
             return False
-        log = os.open(str(spec["driver_log"]), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        # 0660 less the daemon's umask: private, or the shared group's (runner.access).
+        log = os.open(str(spec["driver_log"]), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o660)
         os.dup2(log, 1)
         os.dup2(log, 2)
         os.close(log)
@@ -477,6 +478,8 @@ class Keeper:
                     signal.signal(getattr(signal, name), signal.SIG_DFL)
             if join and self.cgroup is not None and not _join(self.cgroup):
                 self._say(f"could not join cgroup {self.cgroup}; only the subreaper keeps the run")
+            if spec.get("umask") is not None:
+                os.umask(int(str(spec["umask"])))  # the user's, not the daemon's private one
             try:
                 os.chdir(str(spec["workdir"]))
             except OSError as exc:

@@ -38,15 +38,19 @@ class Keyvault:
         'hunter2'
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, mode: int = 0o600) -> None:
         self.path = path
+        #: the file's mode: the owner's only, or a shared workspace's group too
+        self.mode = mode
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
         import fcntl
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(str(self.path) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(str(self.path) + ".lock", os.O_RDWR | os.O_CREAT, self.mode)
+        if self.mode & 0o070 and os.fstat(fd).st_uid == os.getuid():
+            os.fchmod(fd, self.mode)  # shared: the group must open it too, whatever the umask
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -63,10 +67,10 @@ class Keyvault:
 
     def _write(self, data: dict[str, str]) -> None:
         tmp = f"{self.path}.tmp-{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, self.mode)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=1, sort_keys=True)
-        os.chmod(tmp, 0o600)
+        os.chmod(tmp, self.mode)
         os.replace(tmp, self.path)
 
     def set_secret(self, name: str, value: str) -> None:

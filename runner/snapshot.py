@@ -543,6 +543,8 @@ def _save_cache(path: Path, sources: dict[str, object], source: str, cache: _Cac
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
+        if path.parent.stat().st_mode & stat.S_ISGID:  # a shared workspace's (runner.access)
+            os.fchmod(fd, 0o660)
         with os.fdopen(fd, "wb") as out:
             out.write(data)
         os.replace(tmp, path)

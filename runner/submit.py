@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runner import access
 from runner.errors import ConfigError, RunnerError, TargetUnavailableError
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ def submit(
 
     source = Path(config.source_directory).expanduser().resolve()
     cache_key = hashlib.sha256(str(source).encode()).hexdigest()[:16]
+    access.make_dirs(ws.path / "snapshot-cache", ws._access)
     snap = take_snapshot(
         source, ws._blobs, cache_path=ws.path / "snapshot-cache" / f"{cache_key}.json"
     )

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
+from runner import access
 from runner.artifacts import BlobStore
 from runner.errors import ConfigError, ConflictError, NotFoundError, StoreError
 from runner.keyvault import Keyvault
@@ -58,7 +59,14 @@ class Workspace:
         >>> exp = Experiment(ws, "mnist")
     """
 
-    def __init__(self, path: PathLike, *, _create: bool = False, _name: str | None = None):
+    def __init__(
+        self,
+        path: PathLike,
+        *,
+        _create: bool = False,
+        _name: str | None = None,
+        _shared_group: str | int | None = None,
+    ):
         root = Path(path).expanduser().resolve()
         meta = root / "workspace.json"
         if not meta.exists():
@@ -71,8 +79,9 @@ class Workspace:
                 raise ConfigError(
                     f"cannot create a workspace at {root}: it is a file; pass a folder path"
                 )
+            gid = access.resolve_group(_shared_group) if _shared_group is not None else None
             try:
-                _initialise(root, _name or root.name)
+                _initialise(root, _name or root.name, access.Access(gid))
             except OSError as exc:
                 raise StoreError(
                     f"cannot create a workspace at {root}: {exc}",
@@ -84,8 +93,12 @@ class Workspace:
             raise ConfigError(f"{meta} is not a readable workspace file: {exc}") from exc
         self.path = root
         self.name: str = str(info.get("name") or root.name)
+        gid = info.get("shared_gid")
+        #: who may use the workspace, and the modes of its files (runner.access)
+        self._access = access.Access(gid) if isinstance(gid, int) else access.PRIVATE
+        _keep_private(root, self._access)
         self._store = Store.open(root / "runner.db")
-        self._blobs = BlobStore(root / "blobs")
+        self._blobs = BlobStore(root / "blobs", self._access.blob_mode)
 
     # -- finding and creating ----------------------------------------------------------
 
@@ -95,6 +108,10 @@ class Workspace:
 
         Azure-only arguments (subscription_id, resource_group, location, ...) are
         accepted and ignored, so v1 code keeps working.
+
+        The workspace is private to its owner (folders 0700, files 0600). Pass
+        ``shared_group="team"`` (a group name or gid) to share it with that group's
+        members and nobody else (runner.access).
         """
         root = Path(name).expanduser().resolve()
         if (root / "workspace.json").exists() and not exist_ok:
@@ -102,7 +119,12 @@ class Workspace:
                 f"a workspace already exists at {root}; open it with Workspace({str(root)!r}) "
                 "or pass exist_ok=True"
             )
-        return cls(root, _create=True, _name=kwargs.get("workspace_name") or root.name)
+        return cls(
+            root,
+            _create=True,
+            _name=kwargs.get("workspace_name") or root.name,
+            _shared_group=kwargs.get("shared_group"),
+        )
 
     @classmethod
     def from_config(
@@ -183,8 +205,8 @@ class Workspace:
         return self.path / "runs" / run_id
 
     def get_default_keyvault(self) -> Keyvault:
-        """The workspace's secret store (a 0600 file inside the workspace)."""
-        return Keyvault(self.path / "keyvault.json")
+        """The workspace's secret store (a 0600 file inside the workspace, 0660 shared)."""
+        return Keyvault(self.path / "keyvault.json", self._access.file_mode)
 
     def get_details(self) -> dict[str, Any]:
         """A small description of the workspace."""
@@ -276,23 +298,46 @@ def _same_definition(a: dict[str, Any], b: dict[str, Any]) -> bool:
     }
 
 
-def _initialise(root: Path, name: str) -> None:
+def _initialise(root: Path, name: str, policy: access.Access) -> None:
     """Create the workspace folder atomically enough for racing first users."""
     root.mkdir(parents=True, exist_ok=True)
+    access.fix_dir(root, policy)
     for sub in ("blobs", "runs"):
-        (root / sub).mkdir(exist_ok=True)
+        access.make_dirs(root / sub, policy)
     meta = root / "workspace.json"
     if meta.exists():
         return
+    # The database file is made here, with the workspace's mode: SQLite gives its WAL and
+    # shared-memory files the mode of the database file.
+    os.close(access.create_file(root / "runner.db", policy))
     fd, tmp = tempfile.mkstemp(dir=root, prefix=".workspace-")
+    data: dict[str, Any] = {"name": name, "format": _FORMAT, "created_utc": time.time()}
+    if policy.group is not None:
+        data["shared_gid"] = policy.group
+        os.fchown(fd, -1, policy.group)
+    os.fchmod(fd, policy.file_mode)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump({"name": name, "format": _FORMAT, "created_utc": time.time()}, f, indent=2)
+        json.dump(data, f, indent=2)
     try:
         os.link(tmp, meta)  # fails if another process won the race: keep theirs
     except FileExistsError:
         pass
     finally:
         os.unlink(tmp)
+
+
+def _keep_private(root: Path, policy: access.Access) -> None:
+    """Take back what the workspace folder gives away beyond its policy.
+
+    One stat per open. A workspace made before runner kept them private (0755) becomes
+    unreachable to others at once; ``runner workspace access`` fixes every file inside.
+    """
+    try:
+        st = root.stat()
+        if st.st_mode & 0o7777 != policy.dir_mode and st.st_uid == os.getuid():
+            access.fix_dir(root, policy)
+    except OSError:
+        pass  # (read-only file system): nothing we can change
 
 
 def _read_config(path: Path) -> dict[str, Any] | None:

@@ -26,6 +26,8 @@ class LaunchSpec:
     image: str | None = None  #: set when the environment is a docker image
     gpu_ids: tuple[int, ...] = field(default=())  #: GPUs reserved for the run
     grace_s: float = 10.0  #: on cancel, seconds between SIGTERM and SIGKILL
+    #: the script's umask (the daemon's own is private); None: the launcher's
+    umask: int | None = None
 
 
 class RunHandle(Protocol):

@@ -84,6 +84,8 @@ class KeeperFactory:
                     if not target.exists():
                         tmp = target.with_name(f"{target.name}.{os.getpid()}")
                         py_compile.compile(_KEEPER, cfile=str(tmp), doraise=True)
+                        # (py_compile copies the source's mode: the folder's is what counts)
+                        os.chmod(tmp, self.cache_dir.stat().st_mode & 0o660)
                         os.replace(tmp, target)
                     self._program = str(target)
                 except (OSError, py_compile.PyCompileError):
@@ -319,6 +321,7 @@ class LocalTarget:
                 "grace_s": float(spec.grace_s),
                 "leftover_grace_s": LEFTOVER_GRACE_S,
                 "cgroup": keeper_mod.cgroups_wanted(),
+                "umask": spec.umask,
             }
         )
         if self.keepers is not None:
