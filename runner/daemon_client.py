@@ -98,25 +98,29 @@ def recv_line(sock: socket.socket, limit: int = MAX_MESSAGE_BYTES) -> bytes:
 
 
 def daemon_info(ws_path: Path) -> dict[str, Any]:
-    """What the running (or last) daemon wrote about itself: pid, python, pythonpath."""
+    """What the running (or last) daemon wrote about itself: pid, python, pythonpath,
+    and ``uid``, the owner of the file (the daemon's user)."""
     try:
-        data = json.loads((daemon_dir(ws_path) / "daemon.json").read_text())
+        with open(daemon_dir(ws_path) / "daemon.json", "rb") as f:
+            uid = os.fstat(f.fileno()).st_uid
+            data = json.loads(f.read())
     except (OSError, ValueError):
         return {}
-    return data if isinstance(data, dict) else {}
+    return {**data, "uid": uid} if isinstance(data, dict) else {}
 
 
 def _verify_daemon(ws_path: Path, sock: socket.socket) -> None:
-    """Raise DaemonImpostorError unless the peer is the daemon ``daemon.json`` names."""
+    """Raise DaemonImpostorError unless the peer is the daemon ``daemon.json`` names: the
+    same pid, and the user who wrote the file."""
     if not hasattr(socket, "SO_PEERCRED"):
         return  # no credentials to check (not Linux); the folder's permissions still hold
     pid, uid, _ = peer_credentials(sock)
-    expected = daemon_info(ws_path).get("pid")
-    if pid != expected:
+    info = daemon_info(ws_path)
+    if (pid, uid) != (info.get("pid"), info.get("uid")):
         raise DaemonImpostorError(
             f"the daemon socket of workspace {ws_path} is answered by pid {pid} (uid {uid}), "
-            f"not by the workspace's daemon (pid {expected} in daemon.json); "
-            "refusing to talk to it",
+            f"not by the workspace's daemon (pid {info.get('pid')}, uid {info.get('uid')} "
+            "in daemon.json); refusing to talk to it",
             hint="stop that process; `runner daemon start` then replaces the socket",
         )
 
