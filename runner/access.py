@@ -167,3 +167,30 @@ def apply(root: Path, access: Access) -> int:
                 changed += 1
         dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(folder, d))]
     return changed
+
+
+def set_access(ws_root: Path, group: str | int | None) -> dict[str, object]:
+    """Share a workspace with ``group``, or (None) make it private again.
+
+    Records the choice in ``workspace.json`` and gives every folder and file the new modes
+    (and group). Returns what it did. A running daemon keeps the old access until it
+    restarts: the caller stops it (runs go on; the next daemon re-adopts them).
+    """
+    policy = Access(resolve_group(group)) if group is not None else PRIVATE
+    meta = ws_root / "workspace.json"
+    try:
+        data = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{meta} is not a readable workspace file: {exc}") from exc
+    data.pop("shared_gid", None)
+    if policy.group is not None:
+        data["shared_gid"] = policy.group
+    try:
+        write_private(meta, json.dumps(data, indent=2), policy)
+        changed = apply(ws_root, policy)
+    except PermissionError as exc:
+        raise ConfigError(
+            f"cannot give workspace {ws_root} to group {group!r}: {exc}; only a member of the "
+            "group (or root) can, and only for the files they own"
+        ) from None
+    return {**policy.describe(), "workspace": str(ws_root), "changed": changed}
