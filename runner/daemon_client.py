@@ -116,6 +116,10 @@ def _verify_daemon(ws_path: Path, sock: socket.socket) -> None:
         return  # no credentials to check (not Linux); the folder's permissions still hold
     pid, uid, _ = peer_credentials(sock)
     info = daemon_info(ws_path)
+    if pid == 0:
+        # The kernel names no pid for a peer outside this pid namespace (a run in a
+        # container talking to the host's daemon): only its uid can be checked.
+        pid = info.get("pid")
     if (pid, uid) != (info.get("pid"), info.get("uid")):
         raise DaemonImpostorError(
             f"the daemon socket of workspace {ws_path} is answered by pid {pid} (uid {uid}), "
