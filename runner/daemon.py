@@ -923,7 +923,7 @@ class RunSupervisor:
         if isinstance(exc, OSError):
             exc = store_fault(exc, str(self.ws.path), "store the run's outputs") or exc
         reason = str(exc) if isinstance(exc, RunnerError) else f"{type(exc).__name__}: {exc}"
-        message = f"the outputs and logs of run {self.run_id} could not be stored: {reason}"
+        message = f"could not store the outputs, logs or status of run {self.run_id}: {reason}"
         self.daemon._log(f"run {self.run_id}: {message}")
         marker = self.dir / STORE_FAILURE
         try:
@@ -943,8 +943,8 @@ class RunSupervisor:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            text = f"the outputs and logs of run {self.run_id} could not be stored ({exc})"
-        return text or f"the outputs and logs of run {self.run_id} could not be stored"
+            text = f"could not store the outputs or logs of run {self.run_id} ({exc})"
+        return text or f"could not store the outputs or logs of run {self.run_id}"
 
     def _until_recorded(self, record: Callable[[], object]) -> None:
         """Call ``record`` until the store takes it (a full workspace is retried).
