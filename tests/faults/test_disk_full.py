@@ -157,20 +157,28 @@ def test_outputs_that_do_not_fit_fail_the_run_and_leave_nothing_behind(
     assert not (ws / "runs" / again / "work").exists()
 
 
+def in_full_workspace(name: str, small_fs: Path, tmp_path: Path) -> tuple[Path, dict[str, Any]]:
+    """(workspace, answer) of step ``name`` in a workspace with earlier data."""
+    ws = small_fs / "ws"
+    step("setup", ws, cwd=tmp_path)
+    return ws, step(name, ws, small_fs / "ballast", cwd=tmp_path)
+
+
+def assert_disk_full(error: dict[str, Any] | None, ws: Path) -> None:
+    """``error`` (a step's answer) is the StoreError of a full disk under ``ws``."""
+    assert error is not None, "it succeeded on a full disk"
+    assert error["type"] == "runner.errors.StoreError", error
+    assert f"workspace {ws}: cannot " in error["message"], error
+    assert "disk full" in error["message"], error
+    assert "free space on the file system of" in error["message"], error
+
+
 def test_log_and_flush_in_a_full_workspace_raise_store_error(
     small_fs: Path, tmp_path: Path
 ) -> None:
-    ws = small_fs / "ws"
-    step("setup", ws, cwd=tmp_path)
-    out = step("flush_full", ws, small_fs / "ballast", cwd=tmp_path)
-
+    ws, out = in_full_workspace("flush_full", small_fs, tmp_path)
     for what in ("log_new", "flush", "complete", "submit", "tag"):
-        assert out[what] is not None, f"{what} succeeded on a full disk: {out}"
-        assert out[what]["type"] == "runner.errors.StoreError", out[what]
-        message = out[what]["message"]
-        assert f"workspace {ws}: cannot " in message, message
-        assert "disk full" in message, message
-        assert "free space on the file system of" in message, message
+        assert_disk_full(out[what], ws)
     assert "record metrics for run" in out["flush"]["message"]
     # The CLI says it in one line (exit 1), not with a traceback of sqlite3.
     assert out["cli"]["rc"] == 1, out["cli"]
@@ -187,14 +195,8 @@ def test_log_and_flush_in_a_full_workspace_raise_store_error(
 def test_upload_to_a_full_workspace_raises_store_error_and_records_nothing(
     small_fs: Path, tmp_path: Path
 ) -> None:
-    ws = small_fs / "ws"
-    step("setup", ws, cwd=tmp_path)
-    out = step("upload_full", ws, small_fs / "ballast", cwd=tmp_path)
-
-    assert out["upload"] is not None, "an upload bigger than the free space succeeded"
-    assert out["upload"]["type"] == "runner.errors.StoreError", out["upload"]
-    assert "disk full" in out["upload"]["message"]
-    assert str(ws) in out["upload"]["message"]
+    ws, out = in_full_workspace("upload_full", small_fs, tmp_path)
+    assert_disk_full(out["upload"], ws)
     assert out["files_while_full"] == []  # nothing half-recorded
     assert out["tmp_files"] == []  # the partial blob was removed
     assert out["files_after"] == ["big.bin"]  # and it works once space is freed
