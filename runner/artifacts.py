@@ -3,7 +3,8 @@
 Every file a run keeps (uploads, outputs, logs, snapshot contents, images) lives here
 once, whatever how many runs or snapshots name it. Writers copy into a temporary file
 in the same folder and ``os.replace`` it into place, so a reader never sees half a blob
-and two processes storing the same content at once both succeed.
+and two processes storing the same content at once both succeed. A write that fails
+(a full disk) removes its temporary file and raises StoreError (``store_fault``).
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import os
 import shutil
 import threading
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import BinaryIO, NoReturn
 
-from runner.errors import ConfigError
+from runner.errors import ConfigError, store_fault
 
 _CHUNK = 1 << 20
 
@@ -88,6 +89,20 @@ class BlobStore:
 
     def put_bytes(self, data: bytes) -> str:
         """Store ``data``; return its digest."""
+        try:
+            return self._put_bytes(data)
+        except OSError as exc:
+            self._fault(exc, len(data))
+
+    def _fault(self, exc: OSError, size: int | None) -> NoReturn:
+        """Raise the StoreError for a failed write of a blob (or ``exc`` itself)."""
+        what = "store a file" if size is None else f"store a file of {size} bytes"
+        error = store_fault(exc, str(self.root.parent), what)
+        if error is None:
+            raise exc
+        raise error from exc
+
+    def _put_bytes(self, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()
         shard = self._shard(digest)
         dest = f"{shard}/{digest[2:]}"
@@ -111,11 +126,11 @@ class BlobStore:
 
     def put_stream(self, stream: BinaryIO) -> tuple[str, int]:
         """Store what ``stream`` yields; return (digest, size)."""
-        self.root.mkdir(parents=True, exist_ok=True)
         tmp = self._tmp_name(self._root)
         h = hashlib.sha256()
         size = 0
         try:
+            self.root.mkdir(parents=True, exist_ok=True)
             with open(tmp, "xb") as out:
                 while chunk := stream.read(_CHUNK):
                     h.update(chunk)
@@ -128,8 +143,10 @@ class BlobStore:
             else:
                 os.chmod(tmp, self.mode)
                 os.replace(tmp, dest)
-        except BaseException:
+        except BaseException as exc:
             _unlink_quiet(tmp)
+            if isinstance(exc, OSError):
+                self._fault(exc, None)
             raise
         return digest, size
 

@@ -29,12 +29,13 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from runner import access, daemon_client, lifecycle
-from runner.errors import RunnerError
+from runner.errors import RunnerError, StoreError, store_fault
 from runner.liveness import heartbeat_s
 from runner.run import RUN_TYPE_SCRIPT
 from runner.scheduler import Scheduler
@@ -62,6 +63,13 @@ REQUEST_READ_S = 5.0
 #: Log names, as azureml calls them.
 DRIVER_LOG = "70_driver_log.txt"
 PREP_LOG = "55_environment_prep_log.txt"
+#: In a run's folder: why its outputs or logs could not be stored (a full disk). Kept
+#: until the run's end (Failed, with this reason) is recorded, so that a daemon taking
+#: over the run never records it Completed; its working folder is removed once this
+#: file exists, which frees the space its outputs took.
+STORE_FAILURE = "store_failure"
+#: Longest wait between tries to record the end of a run while the workspace is full.
+END_RETRY_MAX_S = 30.0
 
 
 class _Abandoned(Exception):
@@ -973,18 +981,79 @@ class RunSupervisor:
             store_folder(self.ws, self.run_id, self.logs, "azureml-logs")
 
     def _finalize(self, code: int | None, failure: str | None = None) -> None:
+        """Store the run's outputs and logs, record its end, remove its working folder.
+
+        When the outputs, logs or statuses cannot be stored (a full disk), the run ends
+        Failed with that reason; its end is tried again until it is recorded (see
+        ``_until_recorded``), and ``STORE_FAILURE`` keeps the reason meanwhile.
+        """
         self.phase = "finalizing"
         canceled = self.cancel_event.is_set()
-        self._status(
-            RunStatus.FINALIZING,
-            {*_LIVE, RunStatus.CANCEL_REQUESTED.value, *_BEFORE_LAUNCH},
-        )
+        kind = None
+        earlier = self._read_store_failure()
+        if earlier is not None:  # an earlier try (of this daemon or the last one) failed
+            failure, kind = earlier, "store_failed"
         try:
+            self._status(
+                RunStatus.FINALIZING,
+                {*_LIVE, RunStatus.CANCEL_REQUESTED.value, *_BEFORE_LAUNCH},
+            )
             self._fetch_remote_outputs()
             self._store_outputs()
-        finally:
-            self._end(code, canceled, failure)
+        except Exception as exc:  # the run fails, saying why; its end is recorded below
+            if kind is None:
+                failure, kind = self._could_not_store(exc), "store_failed"
+        self._until_recorded(lambda: self._end(code, canceled, failure, kind))
         shutil.rmtree(self.workdir, ignore_errors=True)
+        (self.dir / STORE_FAILURE).unlink(missing_ok=True)
+
+    def _could_not_store(self, exc: Exception) -> str:
+        """Keep why the outputs could not be stored, free their space; returns the reason."""
+        if isinstance(exc, OSError):
+            exc = store_fault(exc, str(self.ws.path), "store the run's outputs") or exc
+        reason = str(exc) if isinstance(exc, RunnerError) else f"{type(exc).__name__}: {exc}"
+        message = f"could not store the outputs, logs or status of run {self.run_id}: {reason}"
+        self.daemon._log(f"run {self.run_id}: {message}")
+        marker = self.dir / STORE_FAILURE
+        try:
+            marker.write_text(message, encoding="utf-8")
+        except OSError as marker_exc:
+            # Even this does not fit: keep the working folder, so that a daemon taking
+            # over the run finds the outputs and tries to store them again.
+            marker.unlink(missing_ok=True)
+            self.daemon._log(f"run {self.run_id}: could not write {marker}: {marker_exc}")
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        return message
+
+    def _read_store_failure(self) -> str | None:
+        try:
+            text = (self.dir / STORE_FAILURE).read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            text = f"could not store the outputs or logs of run {self.run_id} ({exc})"
+        return text or f"could not store the outputs or logs of run {self.run_id}"
+
+    def _until_recorded(self, record: Callable[[], object]) -> None:
+        """Call ``record`` until the store takes it (a full workspace is retried).
+
+        Meanwhile the run keeps its status (an active one, never Completed) and this
+        daemon keeps supervising it. A daemon that stops leaves the run to the next one.
+        """
+        delay_s = 0.5
+        said = None
+        while True:
+            try:
+                record()
+                return
+            except StoreError as exc:
+                if str(exc) != said:
+                    said = str(exc)
+                    self.daemon._log(f"run {self.run_id}: cannot record its end yet: {exc}")
+            if self.daemon.stopping.wait(delay_s):
+                raise _Abandoned
+            delay_s = min(delay_s * 2, END_RETRY_MAX_S)
 
     def _fetch_remote_outputs(self) -> None:
         fetch = getattr(self.handle, "fetch_outputs", None)
@@ -997,11 +1066,13 @@ class RunSupervisor:
             with open(self.logs / DRIVER_LOG, "a", encoding="utf-8") as f:
                 f.write(f"\nrunner: could not fetch ./outputs from the host: {exc}\n")
 
-    def _end(self, code: int | None, canceled: bool, failure: str | None) -> None:
+    def _end(
+        self, code: int | None, canceled: bool, failure: str | None, kind: str | None = None
+    ) -> None:
         allowed = {*_ACTIVE}
-        if canceled:
+        if canceled and kind is None:
             self._status(RunStatus.CANCELED, allowed, details=self.cancel_reason, end=True)
-        elif code == 0:
+        elif code == 0 and failure is None:
             self._status(RunStatus.COMPLETED, allowed, end=True)
         else:
             message = failure or f"the script exited with code {code}"
@@ -1009,7 +1080,7 @@ class RunSupervisor:
                 "error": {
                     "code": "UserError" if failure is None else "ServiceError",
                     "message": message,
-                    "kind": "script_failed" if failure is None else "lost",
+                    "kind": kind or ("script_failed" if failure is None else "lost"),
                     "exitCode": code,
                     "logTail": _tail(self.logs / DRIVER_LOG),
                 },
@@ -1051,6 +1122,8 @@ class RunSupervisor:
         if self.handle is not None:  # never leave a process running for a failed run
             with contextlib.suppress(Exception):
                 self.handle.cancel(1.0)
+        if isinstance(exc, OSError):  # a full disk while preparing the working folder
+            exc = store_fault(exc, str(self.ws.path), "prepare the run's working folder") or exc
         detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         with contextlib.suppress(OSError):
             self._prep_log(f"\nrunner could not run this: {detail}")
@@ -1075,14 +1148,21 @@ class RunSupervisor:
             self._store_outputs()
         except Exception as store_exc:  # recording the failure matters more than its logs
             self.daemon._log(f"run {self.run_id}: could not store outputs: {store_exc}")
-        self.store.set_status(
-            self.run_id,
-            RunStatus.FAILED.value,
-            allowed_from=_ACTIVE,
-            details=message,
-            error=error,
-            end=True,
-        )
+        try:
+            self._until_recorded(
+                lambda: self.store.set_status(
+                    self.run_id,
+                    RunStatus.FAILED.value,
+                    allowed_from=_ACTIVE,
+                    details=message,
+                    error=error,
+                    end=True,
+                )
+            )
+        except _Abandoned:
+            self.daemon._log(f"run {self.run_id}: its failure is left to the next daemon")
+        finally:  # recorded, or left to the next daemon: either way nothing runs here
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 @dataclass

@@ -12,12 +12,19 @@
     │   └── HostKeyError(TargetUnavailableError, UserError)   exit_code = 2: an SSH
     │                                 host key not accepted yet, not the given one, or changed
     ├── RunFailedError                wait_for_completion(raise_on_error=True)
-    └── StoreError                    workspace unreadable, locked or corrupt
+    └── StoreError                    workspace unreadable, locked, corrupt or full
 
 A failing user script is data, not an exception: the run becomes Failed.
+
+``store_fault`` is the one place where a failed write or read of a workspace (SQLite's
+errors, and the OSErrors of a full, read-only or failing disk) becomes a StoreError that
+names the workspace, what could not be done, and what to free or fix.
 """
 
 from __future__ import annotations
+
+import errno
+import sqlite3
 
 
 class RunnerError(Exception):
@@ -124,7 +131,59 @@ class RunFailedError(RunnerError):
 
 
 class StoreError(RunnerError):
-    """The workspace's store is unreadable, locked or corrupt."""
+    """The workspace's store is unreadable, locked, corrupt or full.
+
+    Attributes:
+        fault: what went wrong with the disk, when that is known: ``disk_full``,
+            ``quota``, ``read_only`` or ``io_error`` (else None).
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None, fault: str | None = None):
+        super().__init__(message, hint=hint)
+        self.fault = fault
+
+
+#: Disk faults: (errno, SQLite message, fault, what it is, what to do ({where} is the path)).
+_FAULTS = (
+    (errno.ENOSPC, "database or disk is full", "disk_full", "disk full",
+     "free space on the file system of {where} and try again"),
+    (errno.EDQUOT, None, "quota", "disk quota exceeded",
+     "free space within your disk quota (or have it raised) and try again"),
+    (errno.EROFS, "readonly database", "read_only", "read-only file system",
+     "make {where} writable again (remount it read-write) and try again"),
+    (errno.EIO, "disk I/O error", "io_error", "disk I/O error",
+     "check the disk that holds {where} (dmesg); copy the workspace elsewhere if it is failing"),
+)  # fmt: skip
+
+
+def store_fault(exc: BaseException, where: str, doing: str) -> StoreError | None:
+    """The StoreError for an error of a workspace's database or files, or None.
+
+    ``where`` is the workspace folder, ``doing`` what failed (``"record metrics for run
+    R"``). Every SQLite error becomes a StoreError; an OSError only when the disk is at
+    fault (full, over quota, read-only, failing): others are the caller's to explain.
+    Used as ``raise store_fault(...) from exc`` in the store's and blob store's write
+    paths, never on a fast path.
+    """
+    text = str(exc)
+    for code, sqlite_text, fault, what, todo in _FAULTS:
+        if isinstance(exc, OSError) and exc.errno == code:
+            detail = exc.strerror or text
+        elif isinstance(exc, sqlite3.Error) and sqlite_text and sqlite_text in text:
+            detail = text
+        else:
+            continue
+        return StoreError(
+            f"workspace {where}: cannot {doing}: {what} ({detail})",
+            hint=todo.format(where=where),
+            fault=fault,
+        )
+    if isinstance(exc, sqlite3.Error):
+        return StoreError(
+            f"workspace {where}: cannot {doing}: {text or type(exc).__name__}",
+            hint="try again; if it keeps failing, check the workspace's runner.db",
+        )
+    return None
 
 
 class RunnerWarning(UserWarning):

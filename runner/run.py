@@ -12,6 +12,7 @@ a Run object keeps is its identity and the per-metric checks that keep ``log`` f
 from __future__ import annotations
 
 import builtins
+import contextlib
 import datetime as _dt
 import os
 import time
@@ -32,6 +33,7 @@ from runner.errors import (
     NotFoundError,
     RunFailedError,
     RunnerWarning,
+    StoreError,
 )
 from runner.status import TERMINAL, RunStatus
 from runner.store import MetricSeries, NewRun, RunRow, loads_or_none
@@ -435,9 +437,12 @@ class Run:
             )
 
     def complete(self, _set_status: bool = True) -> None:
-        """Flush what was logged, store ``outputs``, and mark the run Completed."""
-        self.flush()
-        self._store_outputs()
+        """Flush what was logged, store ``outputs``, and mark the run Completed.
+
+        When the metrics or outputs cannot be stored (a full disk) the run is marked
+        Failed with that reason instead, and the StoreError is raised.
+        """
+        self._flush_and_store_outputs(_set_status)
         if _set_status and not self._set_terminal(RunStatus.COMPLETED):
             status = self.get_status()
             if status != RunStatus.COMPLETED.value:
@@ -454,8 +459,7 @@ class Run:
         _set_status: bool = True,
     ) -> None:
         """Flush, store ``outputs``, and mark the run Failed with an optional error."""
-        self.flush()
-        self._store_outputs()
+        self._flush_and_store_outputs(_set_status)
         message = (
             f"{type(error_details).__name__}: {error_details}"
             if isinstance(error_details, BaseException)
@@ -1037,6 +1041,29 @@ class Run:
             target.write_bytes(Path(path).read_bytes())
             written.append(str(target))
         return written
+
+    def _flush_and_store_outputs(self, set_status: bool) -> None:
+        """Flush and store ``outputs``; if that fails, record the run Failed and raise.
+
+        If even Failed cannot be recorded (the database is full), the run stays active
+        until this process is gone; then the next process that looks at it records it
+        Failed (runner.lifecycle): never Completed without what it logged.
+        """
+        try:
+            self.flush()
+            self._store_outputs()
+        except StoreError as exc:
+            if set_status:
+                from runner.lifecycle import service_error
+
+                message = f"what run {self._id} logged or its outputs could not be stored: {exc}"
+                with contextlib.suppress(StoreError):  # else recorded later, as said above
+                    self._set_terminal(
+                        RunStatus.FAILED,
+                        error=service_error(message, "store_failed"),
+                        details=message,
+                    )
+            raise
 
     def _store_outputs(self) -> None:
         """Store the ``outputs`` folder given at creation (child_run, start_logging)."""

@@ -18,6 +18,12 @@ Why it looks like this:
   round trips and makes reading a million points a few ``frombytes`` calls.
 - The schema is versioned with ``PRAGMA user_version``; ``_MIGRATIONS[i]`` upgrades a
   database from version i to i + 1 inside one transaction.
+- Faults (a full disk, a read-only or failing one, any SQLite error) leave ``write``,
+  ``query`` and ``flush`` as a StoreError that says what could not be done (made by
+  ``runner.errors.store_fault``), never as a raw sqlite3 error; the failed transaction
+  is rolled back, so what was committed before stays intact. Metric values whose write
+  failed go back into the buffers: the next flush (the caller's, or the writer's) tries
+  again and raises if it fails too.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from runner.errors import ConflictError, StoreError
+from runner.errors import ConflictError, StoreError, store_fault
 
 JSONDict = dict[str, Any]
 Scalar = Any  # int | float | bool | str, checked by runner.metrics
@@ -442,23 +448,50 @@ class Store:
                 del steps[:]
         self.other_queue.clear()
 
+    @property
+    def where(self) -> str:
+        """The workspace folder, as errors name it."""
+        if self.db_path == ":memory:":
+            return "(in memory)"
+        return str(Path(self.db_path).parent)
+
     @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction (BEGIN IMMEDIATE: takes the write lock up front)."""
+    def write(self, doing: str = "update the run history") -> Iterator[sqlite3.Connection]:
+        """A write transaction (BEGIN IMMEDIATE: takes the write lock up front).
+
+        ``doing`` says what the transaction is for, in the StoreError raised when it
+        fails (``"record metrics for run R"``).
+        """
         with self._lock:
-            conn = self.conn
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                conn = self.conn
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:  # SQLite may have rolled back already
+                        try:
+                            conn.execute("ROLLBACK")
+                        except sqlite3.Error as exc:
+                            sys.stderr.write(f"runner: rolling back failed: {exc}\n")
+                    raise
+            except (sqlite3.Error, OSError) as exc:
+                error = store_fault(exc, self.where, doing)
+                if error is None:
+                    raise
+                raise error from exc
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Run a read query and return all rows."""
         with self._lock:
-            return self.conn.execute(sql, params).fetchall()
+            try:
+                return self.conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                error = store_fault(exc, self.where, "read the run history")
+                if error is None:
+                    raise
+                raise error from exc
 
     def _journal(self, event: JSONDict) -> None:
         """Append one change to the journal, if this process keeps one.
@@ -531,7 +564,7 @@ class Store:
         """
         now = time.time()
         ids: list[str] = []
-        with self.write() as conn:
+        with self.write(f"record {len(specs)} new run(s)") as conn:
             number = conn.execute(
                 "SELECT next_number FROM experiments WHERE id = ?", (experiment_id,)
             ).fetchone()[0]
@@ -776,7 +809,7 @@ class Store:
             if name not in cols:
                 raise KeyError(name)
         assignments = ", ".join(f"{name} = ?" for name in fields)
-        with self.write() as conn:
+        with self.write(f"update run {run_id}") as conn:
             conn.execute(f"UPDATE runs SET {assignments} WHERE id = ?", (*fields.values(), run_id))
             self._journal({"e": "update", "id": run_id, "fields": fields})
 
@@ -797,7 +830,7 @@ class Store:
         (so two processes racing to finish a run cannot both win).
         """
         now = time.time()
-        with self.write() as conn:
+        with self.write(f"record status {status} of run {run_id}") as conn:
             row = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
             if row is None:
                 return None
@@ -837,7 +870,7 @@ class Store:
 
     def set_tags(self, run_id: str, tags: dict[str, str | None]) -> None:
         """Add or replace tags."""
-        with self.write() as conn:
+        with self.write(f"set tags of run {run_id}") as conn:
             conn.executemany(
                 "INSERT OR REPLACE INTO tags(run_id, key, value) VALUES (?,?,?)",
                 [(run_id, k, v) for k, v in tags.items()],
@@ -846,7 +879,7 @@ class Store:
 
     def remove_tags(self, run_id: str, keys: Sequence[str]) -> None:
         """Delete tags (missing keys are fine)."""
-        with self.write() as conn:
+        with self.write(f"remove tags of run {run_id}") as conn:
             conn.executemany(
                 "DELETE FROM tags WHERE run_id = ? AND key = ?", [(run_id, k) for k in keys]
             )
@@ -864,7 +897,7 @@ class Store:
         The check and the insert share one write transaction, so of two processes adding
         different values for one key at once exactly one wins.
         """
-        with self.write() as conn:
+        with self.write(f"add properties to run {run_id}") as conn:
             for key, value in props.items():
                 row = conn.execute(
                     "SELECT value FROM properties WHERE run_id = ? AND key = ?", (run_id, key)
@@ -897,7 +930,7 @@ class Store:
         The first process to register a metric decides its kind and whether it has steps;
         everyone else is checked against that.
         """
-        with self.write() as conn:
+        with self.write(f"register metric {name!r} of run {run_id}") as conn:
             before = conn.total_changes
             conn.execute(
                 "INSERT OR IGNORE INTO metric_meta(run_id, name, kind, has_step, description) "
@@ -999,8 +1032,10 @@ class Store:
             rows.append((run_id, name, _ENC_JSON, data, None, len(values), now))
         if not rows:
             return
+        runs = sorted({r[0] for r in rows})
+        doing = f"record metrics for run {', '.join(runs[:3])}" + (" and more" if runs[3:] else "")
         try:
-            with self.write() as conn:
+            with self.write(doing) as conn:
                 conn.executemany(
                     "INSERT INTO metrics(run_id, name, enc, data, steps, count, time_utc) "
                     "VALUES (?,?,?,?,?,?,?)",
@@ -1008,9 +1043,9 @@ class Store:
                 )
                 if self.journal is not None:
                     self._journal({"e": "metrics", "rows": [_b64_row(r) for r in rows]})
-        except sqlite3.Error as exc:
-            # Never lose values to a passing error: put them back in front for the next try.
-            sys.stderr.write(f"runner: metric write failed, will retry: {exc}\n")
+        except BaseException:
+            # Never lose values to a passing error: put them back in front for the next
+            # try (the caller's flush raises; the writer says so once and tries again).
             for vals, steps, chunk, schunk in taken:
                 vals[0:0] = chunk
                 if steps is not None and schunk is not None:
@@ -1028,8 +1063,8 @@ class Store:
             data_sql += " AND name = ?"
             params = (run_id, name)
         with self._lock:
-            meta = self.conn.execute(meta_sql, params).fetchall()
-            chunks = self.conn.execute(data_sql + " ORDER BY name, id", params).fetchall()
+            meta = self.query(meta_sql, params)
+            chunks = self.query(data_sql + " ORDER BY name, id", params)
         series = {m_name: MetricSeries(kind, desc or "") for m_name, kind, desc in meta}
         for m_name, enc, data, steps in chunks:
             s = series.get(m_name)
@@ -1049,7 +1084,7 @@ class Store:
     def add_files(self, run_id: str, entries: Sequence[tuple[str, str, int]]) -> None:
         """Record (name, digest, size) files of a run; a name already taken raises."""
         now = time.time()
-        with self.write() as conn:
+        with self.write(f"record {len(entries)} file(s) of run {run_id}") as conn:
             for name, digest, _size in entries:
                 row = conn.execute(
                     "SELECT digest FROM files WHERE run_id = ? AND name = ?", (run_id, name)
@@ -1068,7 +1103,7 @@ class Store:
     def replace_files(self, run_id: str, entries: Sequence[tuple[str, str, int]]) -> None:
         """Record files of a run, replacing same-named ones (logs and outputs, stored last)."""
         now = time.time()
-        with self.write() as conn:
+        with self.write(f"record {len(entries)} file(s) of run {run_id}") as conn:
             conn.executemany(
                 "INSERT OR REPLACE INTO files(run_id, name, digest, size, created_utc) "
                 "VALUES (?,?,?,?,?)",
@@ -1127,6 +1162,7 @@ def _prefixed(alias: str) -> str:
 
 def _writer_loop(ref: weakref.ReferenceType[Store]) -> None:
     """Drain a store's metric queues every FLUSH_INTERVAL_S until it closes."""
+    said: str | None = None
     while True:
         store = ref()
         if store is None or store._closed:
@@ -1135,24 +1171,39 @@ def _writer_loop(ref: weakref.ReferenceType[Store]) -> None:
         if store.has_pending():
             try:
                 store.flush()
+                said = None
             except Exception as exc:  # keep the writer alive; the values were re-queued
-                sys.stderr.write(f"runner: background metric writer: {exc}\n")
+                # Said once per kind of failure: the values wait in memory, and a flush()
+                # or complete() of the caller raises while it lasts.
+                if str(exc) != said:
+                    said = str(exc)
+                    sys.stderr.write(f"runner: metrics wait in memory, writing failed: {exc}\n")
         del store
         wake.wait(FLUSH_INTERVAL_S)
         wake.clear()
 
 
-def _flush_all_at_exit() -> None:
-    """Make every buffered metric durable when the interpreter exits normally."""
+def _flush_all_at_exit(main: bool = False) -> None:
+    """Make every buffered metric durable when the interpreter exits normally.
+
+    In the main process of a submitted run (``main``), metrics that cannot be stored
+    make the process exit with code 1, after saying why on stderr: the run then ends
+    Failed with that reason in its log tail instead of Completed without its metrics.
+    """
+    lost = False
     for store in list(_ALL_STORES):  # in a forked child these hold the child's values only
         if not store._closed:
             try:
                 store.flush()
             except Exception as exc:
-                sys.stderr.write(f"runner: could not flush metrics at exit: {exc}\n")
+                lost = True
+                sys.stderr.write(f"runner: metrics logged by this process were not stored: {exc}\n")
+    if lost and main and os.environ.get("RUNNER_RUN_ID"):
+        sys.stderr.flush()
+        os._exit(1)
 
 
-atexit.register(_flush_all_at_exit)
+atexit.register(_flush_all_at_exit, True)
 
 
 #: The stores whose locks the forking thread holds between the fork handlers.
