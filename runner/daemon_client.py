@@ -119,7 +119,7 @@ def _verify_daemon(ws_path: Path, sock: socket.socket) -> None:
     if pid == 0:
         # The kernel names no pid for a peer outside this pid namespace (a run in a
         # container talking to the host's daemon): only its uid can be checked.
-        pid = info.get("pid")
+        pid = int(info.get("pid") or 0)
     if (pid, uid) != (info.get("pid"), info.get("uid")):
         raise DaemonImpostorError(
             f"the daemon socket of workspace {ws_path} is answered by pid {pid} (uid {uid}), "
