@@ -292,6 +292,11 @@ def _check_database(root: Path, db: Path, info: dict[str, Any]) -> None:
         state = "empty (0 bytes)"
     except FileNotFoundError:
         state = "missing"
+    except OSError as exc:
+        raise StoreError(
+            f"cannot read the workspace database {db}: {exc.strerror}",
+            hint="check the workspace folder's owner and permissions",
+        ) from exc
     if info.get(_DB_FLAG):
         why = "workspace.json records that it held the run history"
     else:  # a workspace from before the flag: what else is in the folder tells
