@@ -225,8 +225,8 @@ class BlobStore:
         return StoreError(
             f"{what or 'a stored file'} is missing from the workspace: blob {digest} is not in "
             f"{self._root}",
-            hint="store the same file again (upload it again, or re-run what produced it); "
-            "'runner workspace check' lists what else is damaged",
+            hint="run 'runner workspace check --repair', then store the same file again "
+            "(upload it again, submit or snapshot its folder again, or re-run what produced it)",
         )
 
     def damaged(self, digest: str, what: str | None, actual: str) -> StoreError:
@@ -234,8 +234,9 @@ class BlobStore:
         return StoreError(
             f"{what or 'a stored file'} is damaged in the workspace: blob {digest} in "
             f"{self._root} does not match its content hash (it hashes to {actual[:16]}...)",
-            hint="store the same file again to repair it (upload it again, or re-run what "
-            "produced it); 'runner workspace check --repair' lists and removes damaged blobs",
+            hint="run 'runner workspace check --repair' (it removes damaged blobs), then store "
+            "the same file again to repair it (upload it again, submit or snapshot its folder "
+            "again, or re-run what produced it)",
         )
 
 

@@ -366,9 +366,10 @@ def _repair(root: Path, report: CheckReport) -> None:
         removed_blobs += 1
     if report.orphan_blobs:
         done.append(f"removed {len(report.orphan_blobs)} orphan blob(s)")
-    if removed_blobs:
+    if removed_blobs or report.missing_blobs:
         # A snapshot stat cache vouches for blobs without looking: drop it, or the next
-        # snapshot of an unchanged folder would name a blob that is gone.
+        # snapshot of an unchanged folder would name a blob that is gone (instead of
+        # storing the file again, which repairs it).
         for cache in (
             root / "snapshot-cache.json",
             *sorted((root / "snapshot-cache").glob("*.json")),

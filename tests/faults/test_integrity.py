@@ -407,3 +407,40 @@ def test_a_damaged_page_under_the_runs_table_is_a_one_line_cli_error(made):
     line = one_line_error(cli("-w", made["ws"], "run", "list", "-e", "integrity"))
     assert "is damaged" in line
     assert "restore runner.db from a backup" in line
+
+
+SUBMIT = """
+import sys
+from runner import Experiment, ScriptRunConfig, Workspace
+ws = Workspace.create(sys.argv[1], exist_ok=True)
+run = Experiment(ws, "submitted").submit(ScriptRunConfig(sys.argv[2], "hello.py"))
+run.wait_for_completion(raise_on_error=False)
+error = (run.get_details().get("error") or {}).get("error", {}).get("message", "")
+print(run.get_status(), error.splitlines()[0] if error else "")
+"""
+
+
+def test_a_submitted_run_of_a_damaged_snapshot_fails_saying_so_and_repair_then_submit_runs(
+    tmp_path,
+):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "hello.py").write_bytes(BETA)
+    old = time.time() - 3600  # not "racy": the snapshot's stat cache will vouch for it
+    os.utime(src / "hello.py", (old, old))
+    ws = tmp_path / "ws"
+    try:
+        first = py(SUBMIT, ws, src, timeout_s=120)
+        assert first.stdout.split()[0] == "Completed", first.stdout + first.stderr
+        flip(blob(ws, sha(BETA)))
+        second = py(SUBMIT, ws, src, timeout_s=120)
+        assert second.stdout.startswith("Failed file 'hello.py' of snapshot"), (
+            second.stdout + second.stderr
+        )
+        assert sha(BETA) in second.stdout
+        assert check(ws, "--repair")[0] == 0
+        third = py(SUBMIT, ws, src, timeout_s=120)  # the file is stored again at submit
+        assert third.stdout.split()[0] == "Completed", third.stdout + third.stderr
+        assert check(ws)[0] == 0
+    finally:
+        cli("-w", ws, "daemon", "stop")
