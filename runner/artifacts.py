@@ -5,6 +5,14 @@ once, whatever how many runs or snapshots name it. Writers copy into a temporary
 in the same folder and ``os.replace`` it into place, so a reader never sees half a blob
 and two processes storing the same content at once both succeed. A write that fails
 (a full disk) removes its temporary file and raises StoreError (``store_fault``).
+
+Integrity: a blob that is read to leave the store (a download, a materialized or zipped
+snapshot, a model download, a snapshot manifest) is hashed while it is copied, and a
+content that does not match its name is a StoreError naming the blob and the file it
+was meant to be; nothing half-written is left at the destination. Storing the same
+content again repairs a damaged blob: ``put_bytes`` compares the stored bytes before it
+skips a write, and ``put_stream`` (which has already copied and hashed the content)
+always puts its copy in place.
 """
 
 from __future__ import annotations
@@ -13,12 +21,11 @@ import contextlib
 import hashlib
 import itertools
 import os
-import shutil
 import threading
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, NoReturn
 
-from runner.errors import ConfigError, store_fault
+from runner.errors import ConfigError, StoreError, store_fault
 
 _CHUNK = 1 << 20
 
@@ -106,8 +113,8 @@ class BlobStore:
         digest = hashlib.sha256(data).hexdigest()
         shard = self._shard(digest)
         dest = f"{shard}/{digest[2:]}"
-        if os.path.exists(dest):
-            return digest
+        if _holds(dest, data):
+            return digest  # stored already, intact (a damaged copy is written over below)
         tmp = self._tmp_name(shard)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.mode)
         try:
@@ -138,11 +145,10 @@ class BlobStore:
                     size += len(chunk)
             digest = h.hexdigest()
             dest = f"{self._shard(digest)}/{digest[2:]}"
-            if os.path.exists(dest):
-                os.unlink(tmp)
-            else:
-                os.chmod(tmp, self.mode)
-                os.replace(tmp, dest)
+            # Always put the copy in place, even over a stored blob: it was hashed as it
+            # was written, and the stored one may be damaged (this repairs it for free).
+            os.chmod(tmp, self.mode)
+            os.replace(tmp, dest)
         except BaseException as exc:
             _unlink_quiet(tmp)
             if isinstance(exc, OSError):
@@ -155,17 +161,131 @@ class BlobStore:
         with open(path, "rb") as f:
             return self.put_stream(f)
 
-    def read_bytes(self, digest: str) -> bytes:
-        """The content of a blob."""
-        return self.path_of(digest).read_bytes()
+    def read_bytes(self, digest: str, what: str | None = None) -> bytes:
+        """The content of a blob, checked against its digest.
 
-    def copy_to(self, digest: str, dest: Path | str) -> None:
-        """Write a blob to ``dest`` (a new, writable file), creating parent folders."""
+        Raises:
+            StoreError: the blob is missing or damaged (``what`` names the file it is).
+        """
+        f = self.open_blob(digest, what)
+        with f:
+            data = f.read()
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != digest:
+            raise self.damaged(digest, what, actual)
+        return data
+
+    def open_blob(self, digest: str, what: str | None = None) -> BinaryIO:
+        """The blob opened for reading (unchecked: hash what you read, see ``damaged``).
+
+        Raises:
+            StoreError: the blob is missing.
+        """
+        try:
+            return open(self.path_of(digest), "rb")
+        except FileNotFoundError:
+            raise self.missing(digest, what) from None
+
+    def copy_to(self, digest: str, dest: Path | str, what: str | None = None) -> None:
+        """Write a blob to ``dest`` (a new, writable file), creating parent folders.
+
+        The copy is hashed as it is written into a temporary file beside ``dest``, which
+        replaces ``dest`` only when the content matches the digest.
+
+        Raises:
+            StoreError: the blob is missing or damaged; ``dest`` is left as it was.
+        """
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-        shutil.copyfile(self.path_of(digest), tmp)
-        os.replace(tmp, dest)
+        tmp = str(dest.with_name(f".{dest.name}.tmp-{os.getpid()}"))
+        try:
+            self.write_new(digest, tmp, what)
+            os.replace(tmp, dest)
+        except BaseException:
+            _unlink_quiet(tmp)
+            raise
+
+    def write_new(self, digest: str, dest: str | Path, what: str | None = None) -> None:
+        """Copy a blob into the file ``dest`` (created or truncated), hashing as it goes.
+
+        On a mismatch (or any failure) ``dest`` is removed, so no damaged copy remains.
+
+        Raises:
+            StoreError: the blob is missing or damaged.
+        """
+        src = self.open_blob(digest, what)
+        h = hashlib.sha256()
+        try:
+            with src:
+                fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+                try:
+                    size = os.fstat(src.fileno()).st_size
+                    want = size + 1 if size < _CHUNK else _CHUNK
+                    while chunk := src.read(want):
+                        h.update(chunk)
+                        view = memoryview(chunk)
+                        while view:
+                            view = view[os.write(fd, view) :]
+                        want = _CHUNK
+                finally:
+                    os.close(fd)
+            actual = h.hexdigest()
+            if actual != digest:
+                raise self.damaged(digest, what, actual)
+        except BaseException:
+            _unlink_quiet(str(dest))
+            raise
+
+    def digest_of_stored(self, digest: str) -> str | None:
+        """The SHA-256 of what is stored under ``digest`` now (None if it is missing)."""
+        h = hashlib.sha256()
+        try:
+            with open(self.path_of(digest), "rb") as f:
+                while chunk := f.read(_CHUNK):
+                    h.update(chunk)
+        except FileNotFoundError:
+            return None
+        return h.hexdigest()
+
+    def missing(self, digest: str, what: str | None) -> StoreError:
+        """The error for a blob that is not stored."""
+        return StoreError(
+            f"{what or 'a stored file'} is missing from the workspace: blob {digest} is not in "
+            f"{self._root}",
+            hint="run 'runner workspace check --repair', then store the same file again "
+            "(upload it again, submit or snapshot its folder again, or re-run what produced it)",
+        )
+
+    def damaged(self, digest: str, what: str | None, actual: str) -> StoreError:
+        """The error for a blob whose content does not match its digest."""
+        return StoreError(
+            f"{what or 'a stored file'} is damaged in the workspace: blob {digest} in "
+            f"{self._root} does not match its content hash (it hashes to {actual[:16]}...)",
+            hint="run 'runner workspace check --repair' (it removes damaged blobs), then store "
+            "the same file again to repair it (upload it again, submit or snapshot its folder "
+            "again, or re-run what produced it)",
+        )
+
+
+def _holds(path: str, data: bytes) -> bool:
+    """Whether the file at ``path`` holds exactly ``data`` (False if it is missing)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        if os.fstat(fd).st_size != len(data):
+            return False
+        view = memoryview(data)
+        at = 0
+        while at < len(data):
+            chunk = os.read(fd, min(len(data) - at, _CHUNK))
+            if not chunk or view[at : at + len(chunk)] != chunk:
+                return False
+            at += len(chunk)
+        return True
+    finally:
+        os.close(fd)
 
 
 def _unlink_quiet(path: str) -> None:

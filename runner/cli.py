@@ -629,6 +629,37 @@ def build_parser() -> argparse.ArgumentParser:
         """,
         _daemon_status,
     )
+    # workspace
+    wsg = group(
+        "workspace",
+        "the workspace folder itself",
+        """
+        example:
+          runner workspace check
+        """,
+    )
+    p = leaf(
+        wsg,
+        "check",
+        "Check the database, every blob's hash, missing and orphan blobs, stray run folders "
+        "and stuck runs; exit 1 when something is wrong.",
+        """
+        Prints a JSON report. Orphan blobs and run folders younger than an hour are left
+        alone (a submit may be writing them). With --repair the report also says what was
+        done ("repaired") and what is left to you ("notRepaired"; exit 1 if any).
+
+        examples:
+          runner workspace check
+          runner workspace check --repair   # remove damaged and orphan blobs, stray run
+                                            # folders; end stuck runs; say what was done
+        """,
+        _workspace_check,
+    )
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="fix what can be fixed (a damaged blob comes back when the file is stored again)",
+    )
     return parser
 
 
@@ -1423,6 +1454,20 @@ def _write_daemon_settings(ws: Workspace, args: argparse.Namespace) -> None:
         settings["system_metrics_s"] = args.system_metrics_s
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(settings, indent=2) + "\n")
+
+
+def _workspace_check(ctx: _Context) -> int:
+    from runner.workspace import configured_workspace_path
+    from runner.wscheck import check_workspace
+
+    path = getattr(ctx.args, "workspace", None)
+    # Not ctx.workspace(): the check must also report on a workspace that cannot be opened.
+    root = Path(path).expanduser() if path else configured_workspace_path()
+    report = check_workspace(root, repair=ctx.args.repair)
+    ctx.emit(report.to_dict())
+    if report.repaired is not None:
+        return 1 if report.not_repaired else 0  # what was found is fixed, or it is not
+    return 0 if report.ok else 1
 
 
 def _daemon_stop(ctx: _Context) -> int:

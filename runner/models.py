@@ -120,7 +120,9 @@ class Model:
             dest = target / rel
             if dest.exists() and not exist_ok:
                 raise ConflictError(f"{dest} exists; pass exist_ok=True to overwrite it")
-            self.workspace._blobs.copy_to(digest, dest)
+            self.workspace._blobs.copy_to(
+                digest, dest, f"file {rel!r} of model {self.name}:{self.version}"
+            )
         base = (self.model_path or "").rstrip("/").split("/")[-1]
         return str(target / base) if base else str(target)
 

@@ -998,7 +998,7 @@ class Run:
         dest = Path(output_file_path) if output_file_path is not None else Path.cwd() / base
         if dest.is_dir():
             dest = dest / base
-        self._workspace._blobs.copy_to(digest, dest)
+        self._workspace._blobs.copy_to(digest, dest, f"file {name!r} of run {self._id}")
         return str(dest)
 
     def download_files(
@@ -1027,7 +1027,7 @@ class Run:
                 if norm and not append_prefix:
                     rel = name[len(norm) :].lstrip("/") or name.split("/")[-1]
                 dest = out / rel
-            self._workspace._blobs.copy_to(digest, dest)
+            self._workspace._blobs.copy_to(digest, dest, f"file {name!r} of run {self._id}")
             written.append(str(dest))
         return written
 

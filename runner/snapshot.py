@@ -794,7 +794,7 @@ def load_snapshot(blobs: BlobStore, snapshot_id: str) -> Snapshot:
             f"snapshot {snapshot_id!r} not found in {str(blobs.root)!r}; pass the id that "
             "take_snapshot or run.get_snapshot_id() returned"
         )
-    raw = blobs.read_bytes(snapshot_id)
+    raw = blobs.read_bytes(snapshot_id, f"the file list (manifest) of snapshot {snapshot_id}")
     try:
         data = json.loads(raw)
         if not isinstance(data, dict) or data.get("format") != _MANIFEST_FORMAT:
@@ -821,7 +821,7 @@ def materialize(snapshot: Snapshot, blobs: BlobStore, dest: Path | str) -> None:
 
     Raises:
         ConfigError: ``dest`` exists and is not an empty folder.
-        StoreError: a file's blob is missing from the store.
+        StoreError: a file's blob is missing from the store or damaged.
 
     Example:
         >>> materialize(snap, blobs, run_dir / "src")  # doctest: +SKIP
@@ -846,14 +846,7 @@ def materialize(snapshot: Snapshot, blobs: BlobStore, dest: Path | str) -> None:
             (dest / parent).mkdir(parents=True, exist_ok=True)
             made.add(parent)
         target = dest / rel
-        try:
-            shutil.copyfile(blobs.path_of(entry.digest), target)
-        except FileNotFoundError as exc:
-            raise StoreError(
-                f"snapshot {snapshot.id[:12]}: the content of {rel!r} ({entry.digest[:12]}) is "
-                f"missing from {str(blobs.root)!r}; the workspace may be corrupt, take the "
-                "snapshot again"
-            ) from exc
+        blobs.write_new(entry.digest, target, f"file {rel!r} of snapshot {snapshot.id}")
         if entry.executable:
             mode = os.stat(target).st_mode
             os.chmod(target, mode | ((mode & 0o444) >> 2))
@@ -885,15 +878,15 @@ def to_zip(snapshot: Snapshot, blobs: BlobStore, zip_path: Path | str) -> Path:
                 info.compress_type = zipfile.ZIP_DEFLATED
                 info.external_attr = ((0o755 if entry.executable else 0o644) | stat.S_IFREG) << 16
                 info.file_size = entry.size
-                try:
-                    src = open(blobs.path_of(entry.digest), "rb")  # noqa: SIM115
-                except FileNotFoundError as exc:
-                    raise StoreError(
-                        f"snapshot {snapshot.id[:12]}: the content of {entry.path!r} is missing "
-                        f"from {str(blobs.root)!r}; the workspace may be corrupt"
-                    ) from exc
+                what = f"file {entry.path!r} of snapshot {snapshot.id}"
+                src = blobs.open_blob(entry.digest, what)
+                h = hashlib.sha256()
                 with src, zf.open(info, "w", force_zip64=entry.size > 0x7FFFFFFF) as dst:
-                    shutil.copyfileobj(src, dst, _CHUNK)
+                    while chunk := src.read(_CHUNK):
+                        h.update(chunk)
+                        dst.write(chunk)
+                if h.hexdigest() != entry.digest:
+                    raise blobs.damaged(entry.digest, what, h.hexdigest())
         os.replace(tmp, zip_path)
     except BaseException:
         _unlink_quiet(tmp)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import contextlib
 import json
 import os
 import sqlite3
@@ -44,7 +45,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from runner.errors import ConflictError, StoreError, store_fault
+from runner.errors import ConflictError, RunnerError, StoreError, store_fault
 
 JSONDict = dict[str, Any]
 Scalar = Any  # int | float | bool | str, checked by runner.metrics
@@ -342,6 +343,9 @@ class Store:
         _ALL_STORES.add(self)
         self.last_rowid: int | None = None
         self.journal = os.environ.get(JOURNAL_ENV) if db_path != ":memory:" else None
+        #: (device, inode) of the file this store opened: a file deleted and made again
+        #: at the same path is another database (see ``open``).
+        self.file_id = _file_id(db_path) if db_path != ":memory:" else None
 
     # -- opening ---------------------------------------------------------------------
 
@@ -349,12 +353,21 @@ class Store:
     def open(cls, db_path: Path | str) -> Store:
         """The process's one Store for this database file (created with its schema)."""
         key = (str(Path(db_path).resolve()), os.getpid())
+        stale: Store | None = None
         with _STORES_LOCK:
             store = _STORES.get(key)
+            if store is not None and not store._closed and store.file_id != _file_id(key[0]):
+                # The file was deleted (the workspace folder removed and made again, or
+                # the database restored from a backup): writing on would go into the
+                # unlinked file and be lost. Close it, so that its users hear of it.
+                stale, store = store, None
             if store is None or store._closed:
                 store = cls(key[0])
                 _STORES[key] = store
-            return store
+        if stale is not None:
+            with contextlib.suppress(sqlite3.Error, RunnerError, OSError):
+                stale.close()
+        return store
 
     @classmethod
     def memory(cls) -> Store:
@@ -477,6 +490,8 @@ class Store:
                             sys.stderr.write(f"runner: rolling back failed: {exc}\n")
                     raise
             except (sqlite3.Error, OSError) as exc:
+                if isinstance(exc, sqlite3.DatabaseError) and _is_damage(exc):
+                    raise self.damaged(exc) from exc
                 error = store_fault(exc, self.where, doing)
                 if error is None:
                     raise
@@ -488,10 +503,20 @@ class Store:
             try:
                 return self.conn.execute(sql, params).fetchall()
             except sqlite3.Error as exc:
+                if isinstance(exc, sqlite3.DatabaseError) and _is_damage(exc):
+                    raise self.damaged(exc) from exc
                 error = store_fault(exc, self.where, "read the run history")
                 if error is None:
                     raise
                 raise error from exc
+
+    def damaged(self, exc: sqlite3.DatabaseError) -> StoreError:
+        """The error for a database whose pages SQLite found damaged."""
+        return StoreError(
+            f"the workspace database {self.db_path} is damaged: {exc}",
+            hint="restore runner.db from a backup; 'runner workspace check' shows what is "
+            "damaged (and 'sqlite3 runner.db .recover' may save what is left)",
+        )
 
     def _journal(self, event: JSONDict) -> None:
         """Append one change to the journal, if this process keeps one.
@@ -1121,6 +1146,27 @@ class Store:
         if prefix:
             rows = [r for r in rows if r[0] == prefix or r[0].startswith(prefix.rstrip("/") + "/")]
         return [(str(n), str(d), int(s)) for n, d, s in rows]
+
+
+def _file_id(path: str) -> tuple[int, int] | None:
+    """(device, inode) of a file, or None if there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _is_damage(exc: sqlite3.DatabaseError) -> bool:
+    """Whether SQLite reported damaged pages or a file that is not a database.
+
+    Those are the plain DatabaseError (SQLITE_CORRUPT, SQLITE_NOTADB); locks, full disks
+    and I/O errors are OperationalError, constraints IntegrityError.
+    """
+    name = getattr(exc, "sqlite_errorname", None)  # Python 3.11+
+    if name is not None:
+        return str(name).startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+    return type(exc) is sqlite3.DatabaseError
 
 
 def _enable_wal(conn: sqlite3.Connection, timeout_s: float = 60.0) -> str:

@@ -11,6 +11,7 @@ Layout of a workspace folder::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
 #: Environment variable naming the default workspace folder.
 WORKSPACE_ENV = "RUNNER_WORKSPACE"
 _FORMAT = 1
+_DB_FILE = "runner.db"
+#: workspace.json key: the database was made (a missing or empty one is then an error).
+_DB_FLAG = "database"
 _CONFIG_DIR = ".runner"
 _CONFIG_FILE = "config.json"
 
@@ -97,8 +101,12 @@ class Workspace:
         #: who may use the workspace, and the modes of its files (runner.access)
         self._access = access.Access(gid) if isinstance(gid, int) else access.PRIVATE
         _keep_private(root, self._access)
-        self._store = Store.open(root / "runner.db")
+        db = root / _DB_FILE
+        _check_database(root, db, info)
+        self._store = Store.open(db)
         self._blobs = BlobStore(root / "blobs", self._access.blob_mode)
+        if not info.get(_DB_FLAG):
+            _record_database(meta, info, self._access)
 
     # -- finding and creating ----------------------------------------------------------
 
@@ -143,13 +151,9 @@ class Workspace:
                     f"{start} is not a runner config file; it needs a 'workspace_path' key"
                 )
             return cls._from_config_data(start, found)
-        names = [_file_name] if _file_name else [f"{_CONFIG_DIR}/{_CONFIG_FILE}", _CONFIG_FILE]
-        for folder in (start, *start.parents):
-            for rel in names:
-                candidate = folder / rel
-                data = _read_config(candidate) if candidate.is_file() else None
-                if data is not None:
-                    return cls._from_config_data(candidate, data)
+        found_config = _find_config(start, _file_name)
+        if found_config is not None:
+            return cls._from_config_data(*found_config)
         return cls(default_workspace_path(), _create=True, _name="default")
 
     @classmethod
@@ -298,6 +302,59 @@ def _same_definition(a: dict[str, Any], b: dict[str, Any]) -> bool:
     }
 
 
+def _check_database(root: Path, db: Path, info: dict[str, Any]) -> None:
+    """Refuse a workspace whose database is gone or empty while it held data.
+
+    One stat on the usual path. SQLite would take a missing or 0-byte file for a new
+    database and the workspace would look empty, every run and model forgotten.
+    """
+    try:
+        if db.stat().st_size > 0:
+            return
+        state = "empty (0 bytes)"
+    except FileNotFoundError:
+        state = "missing"
+    except OSError as exc:
+        raise StoreError(
+            f"cannot read the workspace database {db}: {exc.strerror}",
+            hint="check the workspace folder's owner and permissions",
+        ) from exc
+    if info.get(_DB_FLAG):
+        why = "workspace.json records that it held the run history"
+    else:  # a workspace from before the flag: what else is in the folder tells
+        held = [sub for sub in ("runs", "blobs") if _has_entries(root / sub)]
+        if not held:
+            return  # a new workspace: the database is made now
+        why = f"the workspace holds {' and '.join(held)}"
+    raise StoreError(
+        f"the workspace database {db} is {state}, but {why}; opening it would show an empty "
+        "workspace and forget every run",
+        hint=f"restore {_DB_FILE} from a backup into {root}, or move the workspace aside "
+        "and create a new one; 'runner workspace check' shows what is left",
+    )
+
+
+def _record_database(meta: Path, info: dict[str, Any], policy: access.Access) -> None:
+    """Note in workspace.json that the database exists (once per workspace).
+
+    Written after the database file is made, so a racing opener that reads the flag
+    always finds the file.
+    """
+    data = {**info, _DB_FLAG: True}
+    # (A read-only workspace stays without it: the check then looks at runs/ and blobs/.)
+    with contextlib.suppress(OSError):
+        access.write_private(meta, json.dumps(data, indent=2), policy)
+    info[_DB_FLAG] = True
+
+
+def _has_entries(folder: Path) -> bool:
+    try:
+        with os.scandir(folder) as it:
+            return any(True for _ in it)
+    except OSError:
+        return False
+
+
 def _initialise(root: Path, name: str, policy: access.Access) -> None:
     """Create the workspace folder atomically enough for racing first users."""
     root.mkdir(parents=True, exist_ok=True)
@@ -338,6 +395,26 @@ def _keep_private(root: Path, policy: access.Access) -> None:
             access.fix_dir(root, policy)
     except OSError:
         pass  # (read-only file system): nothing we can change
+
+
+def configured_workspace_path(start: Path | None = None) -> Path:
+    """The folder ``Workspace.from_config()`` would open from ``start``, without opening it."""
+    found = _find_config((start or Path.cwd()).resolve())
+    if found is not None and found[1].get("workspace_path"):
+        return (found[0].parent / str(found[1]["workspace_path"])).expanduser().resolve()
+    return default_workspace_path()
+
+
+def _find_config(start: Path, file_name: str | None = None) -> tuple[Path, dict[str, Any]] | None:
+    """The nearest workspace config file at or above ``start``, and its data."""
+    names = [file_name] if file_name else [f"{_CONFIG_DIR}/{_CONFIG_FILE}", _CONFIG_FILE]
+    for folder in (start, *start.parents):
+        for rel in names:
+            candidate = folder / rel
+            data = _read_config(candidate) if candidate.is_file() else None
+            if data is not None:
+                return candidate, data
+    return None
 
 
 def _read_config(path: Path) -> dict[str, Any] | None:

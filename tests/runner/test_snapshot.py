@@ -979,7 +979,9 @@ def test_materialize_with_a_missing_blob_is_a_store_error(
     blob = blobs.path_of(snap.entries[0].digest)
     blob.chmod(0o644)
     blob.unlink()
-    with pytest.raises(StoreError, match=r"content of 'a.py' .* is missing"):
+    with pytest.raises(
+        StoreError, match=r"file 'a.py' of snapshot \w+ is missing from the workspace"
+    ):
         materialize(snap, blobs, tmp_path / "dest")
 
 
