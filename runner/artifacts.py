@@ -14,23 +14,38 @@ import itertools
 import os
 import shutil
 import threading
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from runner.errors import ConfigError
 
 _CHUNK = 1 << 20
+#: The longest artifact name (characters, after normalising), as in azureml.
+MAX_NAME_CHARS = 1024
 
 
 def check_artifact_name(name: object, what: str = "name") -> str:
     """Return ``name`` as a normalised relative POSIX path, or raise ConfigError.
 
     Absolute names and names that climb out with ``..`` are refused: artifact names
-    become paths on download, and must never point outside the destination.
+    become paths on download, and must never point outside the destination. So are
+    control characters (NUL, newline, carriage return, ...), which no file system or
+    listing takes well, and names over ``MAX_NAME_CHARS`` characters.
     """
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(
             f"{what} {name!r} is not a file name; pass a relative path such as 'outputs/model.pkl'"
+        )
+    bad = next((c for c in name if ord(c) < 32 or ord(c) == 127), None)
+    if bad is not None:
+        raise ConfigError(
+            f"{what} {_short(name)!r} holds the control character {bad!r}; artifact names "
+            "are printable text, so remove it"
+        )
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in name):
+        raise ConfigError(
+            f"{what} {_short(name)!r} is not valid UTF-8 text; rename the file with a UTF-8 name"
         )
     posix = name.replace("\\", "/")
     pure = PurePosixPath(posix)
@@ -43,7 +58,37 @@ def check_artifact_name(name: object, what: str = "name") -> str:
         raise ConfigError(f"{what} {name!r} climbs out with '..'; use a path inside the run")
     if not parts:
         raise ConfigError(f"{what} {name!r} names no file; pass a relative path")
-    return "/".join(parts)
+    norm = "/".join(parts)
+    if len(norm) > MAX_NAME_CHARS:
+        raise ConfigError(
+            f"{what} {_short(name)!r} is {len(norm)} characters long; artifact names may have "
+            f"at most {MAX_NAME_CHARS}, so use a shorter name"
+        )
+    return norm
+
+
+def folders_of(name: str) -> list[str]:
+    """The folders a normalised name lies in: ``a/b/c`` -> ``['a', 'a/b']``."""
+    parts = name.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def name_clash(names: Sequence[str]) -> tuple[str, str] | None:
+    """Two of ``names`` that cannot both be files (one is the other's folder), or None.
+
+    On download ``a`` would be a file and a folder at once, so a run's files must never
+    hold both ``a`` and ``a/b``.
+    """
+    given = set(names)
+    for name in names:
+        for folder in folders_of(name):
+            if folder in given:
+                return folder, name
+    return None
+
+
+def _short(name: str, limit: int = 80) -> str:
+    return name if len(name) <= limit else f"{name[:limit]}..."
 
 
 class BlobStore:
