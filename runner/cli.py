@@ -609,7 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="S",
         help="seconds between sys/... metrics samples of running runs (default 10; 0: off; "
-        "else 0.5 to 86400)",
+        "else 0.05 to 86400)",
     )
     leaf(
         daemon,

@@ -1006,7 +1006,7 @@ class RunSupervisor:
 #: Seconds between samples of a run's ``sys/...`` metrics when nothing is configured.
 DEFAULT_SYSTEM_METRICS_S = 10.0
 #: The sampling interval: 0 switches sampling off, else seconds within this range.
-SYSTEM_METRICS_RANGE_S = (0.5, 86400.0)
+SYSTEM_METRICS_RANGE_S = (0.05, 86400.0)
 _SYSTEM_METRICS_RULE = (
     f"use 0 to switch system metrics off, or seconds from {SYSTEM_METRICS_RANGE_S[0]:g} "
     f"to {SYSTEM_METRICS_RANGE_S[1]:g}"

@@ -378,7 +378,7 @@ def test_a_refused_submit_records_nothing_seen_from_another_process(tmp_path: Pa
 
 # -- daemon settings -----------------------------------------------------------------------
 
-SYSTEM_METRICS_RULE = "use 0 to switch system metrics off, or seconds from 0.5 to 86400"
+SYSTEM_METRICS_RULE = "use 0 to switch system metrics off, or seconds from 0.05 to 86400"
 
 
 @pytest.fixture
