@@ -21,24 +21,40 @@ import contextlib
 import hashlib
 import itertools
 import os
+import stat
 import threading
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, NoReturn
 
 from runner.errors import ConfigError, StoreError, store_fault
 
 _CHUNK = 1 << 20
+#: The longest artifact name (characters, after normalising), as in azureml.
+MAX_NAME_CHARS = 1024
 
 
 def check_artifact_name(name: object, what: str = "name") -> str:
     """Return ``name`` as a normalised relative POSIX path, or raise ConfigError.
 
     Absolute names and names that climb out with ``..`` are refused: artifact names
-    become paths on download, and must never point outside the destination.
+    become paths on download, and must never point outside the destination. So are
+    control characters (NUL, newline, carriage return, ...), which no file system or
+    listing takes well, and names over ``MAX_NAME_CHARS`` characters.
     """
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(
             f"{what} {name!r} is not a file name; pass a relative path such as 'outputs/model.pkl'"
+        )
+    bad = next((c for c in name if ord(c) < 32 or ord(c) == 127), None)
+    if bad is not None:
+        raise ConfigError(
+            f"{what} {_short(name)!r} holds the control character {bad!r}; artifact names "
+            "are printable text, so remove it"
+        )
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in name):
+        raise ConfigError(
+            f"{what} {_short(name)!r} is not valid UTF-8 text; rename the file with a UTF-8 name"
         )
     posix = name.replace("\\", "/")
     pure = PurePosixPath(posix)
@@ -51,7 +67,37 @@ def check_artifact_name(name: object, what: str = "name") -> str:
         raise ConfigError(f"{what} {name!r} climbs out with '..'; use a path inside the run")
     if not parts:
         raise ConfigError(f"{what} {name!r} names no file; pass a relative path")
-    return "/".join(parts)
+    norm = "/".join(parts)
+    if len(norm) > MAX_NAME_CHARS:
+        raise ConfigError(
+            f"{what} {_short(name)!r} is {len(norm)} characters long; artifact names may have "
+            f"at most {MAX_NAME_CHARS}, so use a shorter name"
+        )
+    return norm
+
+
+def folders_of(name: str) -> list[str]:
+    """The folders a normalised name lies in: ``a/b/c`` -> ``['a', 'a/b']``."""
+    parts = name.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def name_clash(names: Sequence[str]) -> tuple[str, str] | None:
+    """Two of ``names`` that cannot both be files (one is the other's folder), or None.
+
+    On download ``a`` would be a file and a folder at once, so a run's files must never
+    hold both ``a`` and ``a/b``.
+    """
+    given = set(names)
+    for name in names:
+        for folder in folders_of(name):
+            if folder in given:
+                return folder, name
+    return None
+
+
+def _short(name: str, limit: int = 80) -> str:
+    return name if len(name) <= limit else f"{name[:limit]}..."
 
 
 class BlobStore:
@@ -196,6 +242,13 @@ class BlobStore:
             StoreError: the blob is missing or damaged; ``dest`` is left as it was.
         """
         dest = Path(dest)
+        with contextlib.suppress(FileNotFoundError):
+            if not stat.S_ISREG(dest.stat().st_mode) and not dest.is_dir():
+                # Replacing it would swap a device (/dev/null, for root) for a file.
+                raise ConfigError(
+                    f"cannot write {str(dest)!r}: it is not a regular file; choose a file "
+                    "or folder path"
+                )
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = str(dest.with_name(f".{dest.name}.tmp-{os.getpid()}"))
         try:

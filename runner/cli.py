@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import itertools
 import json
+import math
 import os
 import sys
 import warnings
@@ -607,7 +608,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--system-metrics-s",
         type=float,
         metavar="S",
-        help="seconds between sys/... metrics samples of running runs (default 10; 0: off)",
+        help="seconds between sys/... metrics samples of running runs (default 10; 0: off; "
+        "else 0.05 to 86400)",
     )
     leaf(
         daemon,
@@ -747,10 +749,33 @@ class _Context:
         elif self.output == "tsv":
             text = render_tsv(value)
         else:
-            text = json.dumps(value, indent=2)
+            text = dumps_json(value, indent=2)
         if text:
             sys.stdout.write(text + "\n")
             sys.stdout.flush()
+
+
+#: How a float that JSON (RFC 8259) has no number for appears in the CLI's JSON output.
+NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def strict_json(value: Any) -> Any:
+    """``value`` with NaN and infinite floats as the strings ``"NaN"``, ``"Infinity"`` and
+    ``"-Infinity"`` (a metric can hold them; strict JSON cannot). Strings, not null:
+    null would read as "no value", and ``float()`` reads these three back."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else NON_FINITE[repr(value)]
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
+
+
+def dumps_json(value: Any, **kwargs: Any) -> str:
+    """The one way the CLI writes JSON: strict RFC 8259 (``strict_json``, then
+    ``allow_nan=False``, so a value that slipped past raises instead of printing NaN)."""
+    return json.dumps(strict_json(value), allow_nan=False, **kwargs)
 
 
 def note(message: str) -> None:
@@ -828,7 +853,7 @@ def render_tsv(value: Any) -> str:
 
     def field(v: Any) -> str:
         if isinstance(v, (dict, list)):
-            v = json.dumps(v, separators=(",", ":"))
+            v = dumps_json(v, separators=(",", ":"))
         return _cell(v, 0).replace("\t", " ")
 
     def line(v: Any) -> str:
@@ -1430,14 +1455,15 @@ def _daemon_start(ctx: _Context) -> int:
 
 
 def _write_daemon_settings(ws: Workspace, args: argparse.Namespace) -> None:
-    """Record --gpus/--max-concurrent/--system-metrics-s in WS/daemon/settings.json."""
-    from runner import daemon_client, gpus
+    """Record --gpus/--max-concurrent/--system-metrics-s in WS/daemon/settings.json.
 
-    path = daemon_client.daemon_dir(ws.path) / "settings.json"
-    try:
-        settings = json.loads(path.read_text())
-    except (OSError, ValueError):
-        settings = {}
+    Everything is checked first (the flags, the file, the ``RUNNER_*`` variables): a bad
+    value is a ConfigError with the valid range, and then nothing is written or started.
+    """
+    from runner import daemon, gpus
+
+    path = daemon.settings_path(ws.path)
+    settings = daemon.read_settings_file(path)
     if args.gpus is not None:
         try:
             gpus.parse_gpu_list(args.gpus, gpus.discover())
@@ -1445,13 +1471,13 @@ def _write_daemon_settings(ws: Workspace, args: argparse.Namespace) -> None:
             raise UserError(str(exc)) from None
         settings["gpus"] = args.gpus
     if args.max_concurrent is not None:
-        if args.max_concurrent < 0:
-            raise UserError("--max-concurrent must be >= 0 (0: no limit)")
+        daemon.check_max_concurrent(args.max_concurrent, "--max-concurrent")
         settings["max_concurrent"] = args.max_concurrent
     if args.system_metrics_s is not None:
-        if args.system_metrics_s < 0:
-            raise UserError("--system-metrics-s must be >= 0 (0: off)")
-        settings["system_metrics_s"] = args.system_metrics_s
+        settings["system_metrics_s"] = daemon.check_system_metrics_s(
+            args.system_metrics_s, "--system-metrics-s"
+        )
+    daemon.settings_from(settings, path, strict=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(settings, indent=2) + "\n")
 
@@ -1492,6 +1518,13 @@ def _daemon_status(ctx: _Context) -> int:
         answer = {"running": False, "workspace": str(ws.path)}
     else:
         answer = {"running": True, **{k: v for k, v in answer.items() if k != "ok"}}
+    from runner.daemon import load_settings
+
+    try:
+        load_settings(ws, strict=True)
+    except UserError as exc:  # the daemon uses the defaults instead: say what to fix
+        answer["settingsError"] = str(exc)
+        warnings.warn(str(exc), RunnerWarning, stacklevel=1)
     ctx.emit(answer)
     return 0
 
@@ -1523,6 +1556,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     head, script_args = _split_script_args(words)
     try:
+        _check_utf8(head)
         args = build_parser().parse_args(head)
         query = _compile_query(getattr(args, "query", None))
     except UserError as err:
@@ -1548,6 +1582,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             _silence_stdout()
             return 1
     return code
+
+
+def _check_utf8(words: Sequence[str]) -> None:
+    """A UserError for an argument that is not UTF-8 (Python holds its bytes as lone
+    surrogates, which no name or path in a workspace can match or store)."""
+    for word in words:
+        try:
+            word.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UserError(
+                f"argument {word!r} is not valid UTF-8 text; runner's names (runs, "
+                "experiments, files) are UTF-8, so pass it as UTF-8"
+            ) from None
 
 
 def _compile_query(text: str | None) -> ParsedResult | None:

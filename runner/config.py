@@ -44,7 +44,13 @@ def check_arguments(arguments: Any) -> list[str]:
                 f"arguments[{i}] is {a!r} ({type(a).__name__}); arguments may be str, int or "
                 "float; convert it with str() first"
             )
-        out.append(a if isinstance(a, str) else repr(a) if isinstance(a, float) else str(a))
+        text = a if isinstance(a, str) else repr(a) if isinstance(a, float) else str(a)
+        if "\x00" in text:
+            raise ConfigError(
+                f"arguments[{i}] is {text!r}, which holds a NUL character; a process argument "
+                "cannot hold one, so remove it"
+            )
+        out.append(text)
     return out
 
 
@@ -104,7 +110,7 @@ class RunConfiguration:
 
     def validate(self) -> None:
         """Raise ConfigError if a field has a value runner cannot use."""
-        from runner.environment import Environment
+        from runner.environment import Environment, check_env_vars
 
         if not isinstance(self.target, str) and not hasattr(self.target, "name"):
             raise ConfigError(
@@ -125,10 +131,8 @@ class RunConfiguration:
         g = self.cancel_grace_seconds
         if isinstance(g, bool) or not isinstance(g, (int, float)) or g < 0:
             raise ConfigError(f"run_config.cancel_grace_seconds={g!r}; pass seconds >= 0")
-        if not isinstance(self.environment_variables, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in self.environment_variables.items()
-        ):
-            raise ConfigError("run_config.environment_variables must be a dict of str -> str")
+        check_env_vars(self.environment_variables, "run_config.environment_variables")
+        self.environment._check_types()  # in-place changes to its variables, too
         self.arguments = check_arguments(self.arguments)
 
     @property
@@ -324,6 +328,12 @@ class ScriptRunConfig:
                 or not all(isinstance(c, str) for c in self.command)
             ):
                 raise ConfigError(f"command={self.command!r}; pass a str or a list of str")
+            words = [self.command] if isinstance(self.command, str) else self.command
+            if any("\x00" in w for w in words):
+                raise ConfigError(
+                    f"command={self.command!r} holds a NUL character; a command line cannot "
+                    "hold one, so remove it"
+                )
         self.arguments = check_arguments(self.arguments)
         self.run_config.validate()
 

@@ -126,15 +126,23 @@ def _check_bool(value: object, what: str) -> bool:
     return value
 
 
-def _check_env_vars(value: object, what: str = "environment_variables") -> dict[str, str]:
+def check_env_vars(value: object, what: str = "environment_variables") -> dict[str, str]:
+    """``value`` if it is a dict of variable names (no '=', no NUL, not empty) to str values
+    without NUL; else ConfigError."""
     if not isinstance(value, dict):
         raise ConfigError(f"{what} {value!r} is not a dict; pass {{'NAME': 'value'}}")
     for key, item in value.items():
         if not isinstance(key, str) or not key or "=" in key or "\x00" in key:
             raise ConfigError(
-                f"{what}: {key!r} is not a variable name; use a name such as 'MY_VAR'"
+                f"{what}: {key!r} is not a variable name (names are not empty and hold no '=' "
+                "or NUL); use a name such as 'MY_VAR'"
             )
-        if not isinstance(item, str) or "\x00" in item:
+        if isinstance(item, str) and "\x00" in item:
+            raise ConfigError(
+                f"{what}[{key!r}] = {item!r} holds a NUL character, which no environment "
+                "variable can; remove it"
+            )
+        if not isinstance(item, str):
             raise ConfigError(
                 f"{what}[{key!r}] = {item!r} is not a string; environment variables are "
                 f"strings, so pass str({item!r})"
@@ -145,6 +153,8 @@ def _check_env_vars(value: object, what: str = "environment_variables") -> dict[
 def _check_str_list(value: object, what: str) -> list[str]:
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{what} {value!r} is not a list of strings; pass ['--flag', 'value']")
+    if any("\x00" in v for v in value):
+        raise ConfigError(f"{what} {value!r} holds a NUL character; remove it")
     return list(value)
 
 
@@ -530,7 +540,7 @@ class Environment:
 
     @environment_variables.setter
     def environment_variables(self, value: dict[str, str]) -> None:
-        self._environment_variables = dict(_check_env_vars(value))
+        self._environment_variables = dict(check_env_vars(value))
 
     # --- constructors ---------------------------------------------------------------------
 
@@ -680,7 +690,7 @@ class Environment:
             raise ConfigError(f"env.python {self.python!r} is not a PythonSection")
         if not isinstance(self.docker, DockerSection):
             raise ConfigError(f"env.docker {self.docker!r} is not a DockerSection")
-        _check_env_vars(self._environment_variables)
+        check_env_vars(self._environment_variables)
         _check_str_list(self.docker.arguments, "docker.arguments")
 
     def validate(self) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from runner.errors import ConfigError, NotFoundError
+from runner.errors import ConfigError, NotFoundError, StoreError
 
 _NAME = re.compile(r"^[A-Za-z0-9-]{1,127}$")
 
@@ -58,12 +58,28 @@ class Keyvault:
             os.close(fd)
 
     def _read(self) -> dict[str, str]:
+        """The stored secrets; StoreError naming the file when it is garbled."""
         try:
-            with open(self.path, encoding="utf-8") as f:
-                data: dict[str, str] = json.load(f)
-                return data
+            with open(self.path, "rb") as f:
+                raw = f.read()
         except FileNotFoundError:
             return {}
+        fix = (
+            "restore it from a backup, or move it away and set the secrets again "
+            "(ws.get_default_keyvault().set_secret(name, value))"
+        )
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError both
+            raise StoreError(f"the keyvault file {self.path} is garbled ({exc}); {fix}") from None
+        if not isinstance(data, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+        ):
+            raise StoreError(
+                f"the keyvault file {self.path} does not hold a JSON object of name -> "
+                f"secret strings; {fix}"
+            )
+        return data
 
     def _write(self, data: dict[str, str]) -> None:
         tmp = f"{self.path}.tmp-{os.getpid()}"

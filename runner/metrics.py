@@ -206,6 +206,12 @@ def check_metric_name(name: object) -> str:
                 f"metric name {_show(name)} contains the control character {bad!r}; "
                 "use printable characters only"
             )
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigError(
+                f"metric name {_show(name)} is not valid UTF-8 text; pass UTF-8 text"
+            ) from None
     return str.__str__(name)
 
 

@@ -26,7 +26,7 @@ from typing import (
 )
 
 from runner import metrics as _m
-from runner.artifacts import check_artifact_name
+from runner.artifacts import check_artifact_name, name_clash
 from runner.errors import (
     ConfigError,
     ConflictError,
@@ -84,18 +84,32 @@ def _iso(ts: float | None) -> str | None:
 def _check_tag_key(key: object) -> str:
     if not isinstance(key, str) or not key:
         raise ConfigError(f"tag key {key!r} must be a non-empty str; e.g. run.tag('best', 'yes')")
+    _check_text(key, "tag key")
     return key
 
 
 def _check_tag_value(key: str, value: object, what: str = "tag") -> str | None:
-    if value is None or isinstance(value, str):
+    if value is None:
         return value
+    if isinstance(value, str):
+        return _check_text(value, f"{what} {key!r}: value")
     if isinstance(value, (int, float, bool)):
         return str(value)
     raise ConfigError(
         f"{what} {key!r}: value {value!r} is a {type(value).__name__}; values are str "
         "(numbers are stringified), or None for a value-less tag"
     )
+
+
+def _check_text(text: str, what: str) -> str:
+    """``text`` unless it holds NUL or is not UTF-8 (lone surrogates): ConfigError."""
+    if "\x00" in text:
+        raise ConfigError(f"{what} {text!r} holds a NUL character; remove it")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(f"{what} {text!r} is not valid UTF-8 text; pass UTF-8 text") from None
+    return text
 
 
 def parse_filter(value: TagFilter, what: str) -> tuple[dict[str, str | None], list[str]]:
@@ -163,7 +177,11 @@ class Run:
         """The run with this id in the workspace."""
         from runner.experiment import Experiment
 
-        row = workspace._store.get_run(run_id)
+        try:
+            str(run_id).encode("utf-8")
+            row = workspace._store.get_run(run_id)
+        except UnicodeEncodeError:  # lone surrogates: no stored id can match
+            row = None
         if row is None:
             raise NotFoundError(
                 f"no run {run_id!r} in workspace {workspace.name}; list runs with "
@@ -924,6 +942,7 @@ class Run:
     ) -> dict[str, Any]:
         """Store a local file (or a binary stream) with the run under ``name``."""
         name = check_artifact_name(name)
+        self._refuse_clashes([name])
         blobs = self._workspace._blobs
         if hasattr(path_or_stream, "read"):
             digest, size = blobs.put_stream(path_or_stream)  # type: ignore[arg-type]
@@ -949,6 +968,7 @@ class Run:
                 f"upload_files: {len(names)} names but {len(paths)} paths; pass one name per path"
             )
         checked = [check_artifact_name(n) for n in names]
+        self._refuse_clashes(checked)
         for p in paths:
             if not Path(os.fspath(p)).is_file():
                 raise NotFoundError(f"upload_files: no file at {p}; nothing was uploaded")
@@ -972,6 +992,25 @@ class Run:
             raise NotFoundError(f"upload_folder({name!r}): {folder} is not a folder")
         files = sorted(p for p in folder.rglob("*") if p.is_file())
         self.upload_files([f"{prefix}/{p.relative_to(folder).as_posix()}" for p in files], files)
+
+    def _refuse_clashes(self, names: Sequence[str]) -> None:
+        """ConflictError, before any blob is stored, for names that would make a file and a
+        folder of one name (``a`` and ``a/b``), among themselves or with the run's files.
+        ``Store.add_files`` checks again in its transaction."""
+        clash = name_clash(names)
+        if clash is not None:
+            raise ConflictError(
+                f"{clash[0]!r} and {clash[1]!r} cannot both be files of run {self._id}: "
+                f"{clash[0]!r} would be a file and a folder at once; rename one of them; "
+                "nothing was uploaded"
+            )
+        recorded = self._store.file_clashes(self._id, names)
+        if recorded:
+            old, new = recorded[0]
+            raise ConflictError(
+                f"run {self._id} already has a file {old!r}, so {new!r} cannot be a file too: "
+                "one would be a file and a folder at once; upload under another name"
+            )
 
     def get_file_names(self) -> builtins.list[str]:
         """The names of the run's stored files."""
@@ -998,7 +1037,7 @@ class Run:
         dest = Path(output_file_path) if output_file_path is not None else Path.cwd() / base
         if dest.is_dir():
             dest = dest / base
-        self._workspace._blobs.copy_to(digest, dest, f"file {name!r} of run {self._id}")
+        _copy_out(self._workspace._blobs, digest, dest, f"file {name!r} of run {self._id}")
         return str(dest)
 
     def download_files(
@@ -1018,6 +1057,7 @@ class Run:
                 f"download_files: {len(output_paths)} output_paths for {len(files)} files"
             )
         out = Path(output_directory) if output_directory is not None else Path.cwd()
+        _check_folder(out, "output_directory")
         written = []
         for i, (name, digest, _) in enumerate(files):
             if output_paths is not None:
@@ -1027,13 +1067,14 @@ class Run:
                 if norm and not append_prefix:
                     rel = name[len(norm) :].lstrip("/") or name.split("/")[-1]
                 dest = out / rel
-            self._workspace._blobs.copy_to(digest, dest, f"file {name!r} of run {self._id}")
+            _copy_out(self._workspace._blobs, digest, dest, f"file {name!r} of run {self._id}")
             written.append(str(dest))
         return written
 
     def get_all_logs(self, destination: str | os.PathLike[str] | None = None) -> builtins.list[str]:
         """Write the run's log files into ``destination`` (default ``./RUN_ID``)."""
         dest = Path(destination) if destination is not None else Path.cwd() / self._id
+        _check_folder(dest, "destination")
         written = []
         for name, path in self._log_files().items():
             target = dest / name
@@ -1245,3 +1286,26 @@ def _shape_metrics(series: dict[str, MetricSeries]) -> dict[str, Any]:
         elif values:
             out[name] = values[0] if len(values) == 1 else values
     return out
+
+
+def _check_folder(path: Path, what: str) -> None:
+    """ConfigError unless ``path`` is a folder or can become one (nothing written yet)."""
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise ConfigError(
+                    f"{what} {str(path)!r} is not a folder ({str(p)!r} is a file); pass a "
+                    "folder, which is created if missing"
+                )
+            return
+
+
+def _copy_out(blobs: Any, digest: str, dest: Path, what: str) -> None:
+    """Write a blob to ``dest``; a destination in the way is a ConfigError naming it."""
+    try:
+        blobs.copy_to(digest, dest, what)
+    except (NotADirectoryError, IsADirectoryError, FileExistsError) as exc:
+        raise ConfigError(
+            f"cannot write {str(dest)!r}: {exc.strerror or exc} at {exc.filename!r}; move what is "
+            "in the way or download into an empty folder"
+        ) from exc

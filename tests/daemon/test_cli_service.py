@@ -85,8 +85,15 @@ def test_bad_daemon_options_are_one_line_errors(box: Box, fake_gpus: FakeGpus) -
     for argv, message in [
         (["--gpus", "0,7"], "GPU 7 does not exist here; GPUs found: [0, 1, 2, 3]"),
         (["--gpus", "first"], "'first' is not a GPU index"),
-        (["--max-concurrent", "-1"], "--max-concurrent must be >= 0 (0: no limit)"),
-        (["--system-metrics-s", "-5"], "--system-metrics-s must be >= 0 (0: off)"),
+        (
+            ["--max-concurrent", "-1"],
+            "--max-concurrent is -1, which is not valid; use a whole number >= 0 (0: no limit)",
+        ),
+        (
+            ["--system-metrics-s", "-5"],
+            "--system-metrics-s is -5.0, which is not valid; use 0 to switch system metrics "
+            "off, or seconds from 0.05 to 86400",
+        ),
     ]:
         result = cli("daemon", "start", "-w", ws, *argv)
         assert result.returncode == 2, result

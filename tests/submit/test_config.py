@@ -177,7 +177,7 @@ def _break_target(cfg: ScriptRunConfig, src: Path) -> None:
         (_break_duration, r"max_run_duration_seconds=-5; pass a positive number"),
         (_break_gpus, r"gpu_count='2'; pass an int >= 0"),
         (_break_grace, r"cancel_grace_seconds=-1; pass seconds >= 0"),
-        (_break_env_vars, r"environment_variables must be a dict of str -> str"),
+        (_break_env_vars, r"run_config\.environment_variables\[.N.\] = 1 is not a string"),
         (_break_interpreter, r"interpreter .*no-such-python.* does not exist"),
         (_break_target, r"gpu-cluster"),
     ],
