@@ -100,6 +100,7 @@ class Daemon:
         self.token = lifecycle.process_token()
         self._schedule_lock = threading.Lock()
         self._skipped: set[str] = set()
+        self._schedule_fault: str | None = None  # the last store fault a tick logged
         self._connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._socket_inode = -1
         # Who may talk to this daemon: its own user, the workspace's owner, root (see
@@ -165,13 +166,13 @@ class Daemon:
         )
         # Re-adopt and re-queue what an earlier daemon left before answering anyone, so
         # that the first `runner daemon status` already shows the GPUs that are held.
-        self._schedule()
+        self._schedule_or_log()
         threading.Thread(target=self._clean_containers, name="docker-cleanup", daemon=True).start()
         threading.Thread(target=self._accept_loop, args=(sock,), name="accept", daemon=True).start()
         self._log(f"daemon {os.getpid()} serving workspace {self.ws.path}")
         try:
             while not self.stopping.is_set():
-                self._schedule()
+                self._schedule_or_log()
                 self.wake.wait(1.0)
                 self.wake.clear()
                 if self._idle_too_long():
@@ -184,6 +185,24 @@ class Daemon:
             self.stopping.set()
             sock.close()
             self._unlisten()
+
+    def _schedule_or_log(self) -> None:
+        """``_schedule``, but a store fault (a full disk) is logged, not fatal.
+
+        The daemon keeps supervising the runs it has and tries again on the next tick;
+        claims are compare-and-set in one transaction, so a failed tick leaves nothing half
+        done.
+        """
+        try:
+            self._schedule()
+        except StoreError as exc:
+            if str(exc) != self._schedule_fault:
+                self._log(f"cannot look for new runs yet: {exc}")
+            self._schedule_fault = str(exc)
+        else:
+            if self._schedule_fault is not None:
+                self._log("looking for new runs again")
+            self._schedule_fault = None
 
     def _clean_containers(self) -> None:
         """Remove containers of this workspace that no active run owns (a crash's leftovers)."""
@@ -486,8 +505,11 @@ class Daemon:
 
     def _log(self, text: str) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-        sys.stderr.write(f"{stamp} {text}\n")
-        sys.stderr.flush()
+        try:
+            sys.stderr.write(f"{stamp} {text}\n")
+            sys.stderr.flush()
+        except OSError:
+            pass  # daemon.log on a full disk: the daemon's work matters more than its log
 
 
 class RunSupervisor:
