@@ -662,6 +662,28 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="fix what can be fixed (a damaged blob comes back when the file is stored again)",
     )
+    p = leaf(
+        wsg,
+        "access",
+        "Share the workspace with a group, or make it private again; with neither option, "
+        "give every file the modes its current access asks for.",
+        """
+        A private workspace (the default) is the owner's alone: folders 0700, files 0600,
+        and the daemon answers only its owner (and root). Shared with a group: folders
+        2770, files 0660, and the daemon also answers members of the group. A running
+        daemon is stopped, so the next request starts one with the new access; runs go on.
+        Prints what was done as JSON ("changed": how many files and folders changed).
+
+        examples:
+          runner workspace access --group ml       # the ml group may use this workspace
+          runner workspace access --private        # only its owner again
+          runner workspace access                  # fix modes a copy or an old umask left
+        """,
+        _workspace_access,
+    )
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--group", metavar="GROUP", help="share with this group (name or gid)")
+    who.add_argument("--private", action="store_true", help="only the owner may use it")
     return parser
 
 
@@ -1460,7 +1482,7 @@ def _write_daemon_settings(ws: Workspace, args: argparse.Namespace) -> None:
     Everything is checked first (the flags, the file, the ``RUNNER_*`` variables): a bad
     value is a ConfigError with the valid range, and then nothing is written or started.
     """
-    from runner import daemon, gpus
+    from runner import access, daemon, gpus
 
     path = daemon.settings_path(ws.path)
     settings = daemon.read_settings_file(path)
@@ -1478,8 +1500,8 @@ def _write_daemon_settings(ws: Workspace, args: argparse.Namespace) -> None:
             args.system_metrics_s, "--system-metrics-s"
         )
     daemon.settings_from(settings, path, strict=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(settings, indent=2) + "\n")
+    access.make_dirs(path.parent, ws._access)
+    access.write_private(path, json.dumps(settings, indent=2) + "\n", ws._access)
 
 
 def _workspace_check(ctx: _Context) -> int:
@@ -1494,6 +1516,23 @@ def _workspace_check(ctx: _Context) -> int:
     if report.repaired is not None:
         return 1 if report.not_repaired else 0  # what was found is fixed, or it is not
     return 0 if report.ok else 1
+
+
+def _workspace_access(ctx: _Context) -> int:
+    from runner import access, daemon_client
+
+    ws = ctx.workspace()
+    if ctx.args.private:
+        group: str | int | None = None
+    elif ctx.args.group is not None:
+        group = ctx.args.group
+    else:
+        group = ws._access.group  # as it is: only the modes are fixed
+    result = access.set_access(ws.path, group)
+    # The daemon checks requests against the access it started with.
+    stopped = daemon_client.stop_daemon(ws.path)
+    ctx.emit({**result, "daemonStopped": stopped})
+    return 0
 
 
 def _daemon_stop(ctx: _Context) -> int:

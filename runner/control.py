@@ -9,9 +9,9 @@ Canceled.
 from __future__ import annotations
 
 import json
-import os
 from typing import TYPE_CHECKING
 
+from runner import access
 from runner.status import TERMINAL, RunStatus
 
 if TYPE_CHECKING:
@@ -39,10 +39,8 @@ def request_cancel(ws: Workspace, run_id: str, reason: str = "canceled by user")
                 details=reason,
             )
             marker = ws.run_dir(row.id) / "cancel"
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            tmp = marker.with_name(f".cancel-{os.getpid()}")
-            tmp.write_text(reason, encoding="utf-8")
-            os.replace(tmp, marker)
+            access.make_dirs(marker.parent, ws._access)
+            access.write_private(marker, reason, ws._access)
             from runner import daemon_client
 
             daemon_client.notify(ws.path, {"op": "cancel", "run_id": row.id, "reason": reason})

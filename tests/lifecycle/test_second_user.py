@@ -223,6 +223,42 @@ def test_a_shared_workspace_serves_its_group_and_nobody_else(box: Lifecycle, pee
     box.wait_completed(run_id)
 
 
+def test_sharing_an_existing_workspace_and_taking_it_back(box: Lifecycle, peer: Peer) -> None:
+    """`runner workspace access` (each step its own process) opens a private workspace
+    to the group with its daemon running, and closes it again."""
+    run_id = _hold_a_run(box)
+    intruder = box.tmp / "lc_intruder.py"
+    before = peer.run(intruder, "requests", box.ws, run_id, "ping", groups=TEAM)["requests"]
+    assert before == {"ping": "unreachable"}, before
+
+    shared = box.cli_json("workspace", "access", "--group", TEAM)
+    assert (shared["shared"], shared["group"], shared["daemonStopped"]) == (True, TEAM, True)
+    assert shared["changed"] > 0
+    box.cli("daemon", "start")  # a new daemon, with the new access
+    member = peer.run(intruder, "requests", box.ws, run_id, "ping", "status", groups=TEAM)
+    assert member["requests"]["ping"].startswith("obeyed"), member
+    assert _modes(box.ws, 0o007) == []
+    assert {os.stat(p).st_gid for p in _every_path(box.ws)} == {peer.team}
+
+    private = box.cli_json("workspace", "access", "--private")
+    assert (private["shared"], private["daemonStopped"]) == (False, True), private
+    box.cli("daemon", "start")
+    after = peer.run(intruder, "requests", box.ws, run_id, "ping", groups=TEAM)["requests"]
+    assert after == {"ping": "unreachable"}, after
+    assert _modes(box.ws, 0o077) == []
+    box.release(run_id)
+    box.wait_completed(run_id)
+
+
+def test_sharing_with_a_group_that_does_not_exist_is_one_line(box: Lifecycle) -> None:
+    box.py(SCRIPTS / "lc_create.py", box.ws)
+    proc = box.cli("workspace", "access", "--group", "no-such-group-here", check=False)
+    assert proc.returncode == 2, proc
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert "no group 'no-such-group-here'" in proc.stderr
+    assert "shared_gid" not in (box.ws / "workspace.json").read_text()
+
+
 def test_oversized_requests_and_idle_connections_are_bounded(box: Lifecycle) -> None:
     box.cli("daemon", "start")
     pid = daemon_pid(box.ws)
@@ -301,7 +337,15 @@ def test_workspace_files_keep_their_modes_whatever_the_umask(
          "--wait", "lc_train.py", "--", "--value", "2", "--output", "x", "--say", "hi"],
         env=umasked,
     )  # fmt: skip
-    lc.run([*wrap, sys.executable, "-m", "runner", "run", "list", "-e", "umask"], env=umasked)
+    cli = [*wrap, sys.executable, "-m", "runner"]
+    lc.run([*cli, "run", "list", "-e", "umask"], env=umasked)
+    lc.run([*cli, "daemon", "start", "--max-concurrent", "4"], env=umasked)  # settings.json
+    (held,) = lc.submit(
+        src, "lc_train.py", "--value", "3", "--hold", lc.markers, experiment="umask"
+    )  # fmt: skip
+    lc.wait_started(held)
+    lc.run([*cli, "run", "cancel", "-r", held], env=umasked)  # the cancel marker
+    lc.wait_statuses("umask", {held: "Canceled"})
     lc.py(SCRIPTS / "lc_create.py", lc.ws, "--secret", "k2=v2", env=umasked)
     assert (lc.ws / "runner.db-wal").exists()  # (WAL and SHM are checked too)
 
