@@ -347,9 +347,18 @@ class Run:
         """The fresh row, after noticing what the run's holders left behind: a supervised
         run whose heartbeats stopped or that waits for a daemon (one is started), an
         interactive run whose process is gone (it ends Failed). See runner.lifecycle."""
+        row = self._refresh()
+        try:
+            return self._observe(row)
+        except StoreError:
+            # The workspace takes no writes now (a full disk): answer with what is
+            # recorded; the next read notices again.
+            return row
+
+    def _observe(self, row: RunRow) -> RunRow:
+        """Record what ``row``'s holders left behind (see ``_checked``); the fresh row."""
         from runner import lifecycle
 
-        row = self._refresh()
         if row.status == "Running" and row.type == RUN_TYPE_SCRIPT and row.heartbeat_utc:
             from runner.liveness import not_responding_after_s
 
