@@ -277,6 +277,14 @@ def test_captured_outputs_with_bad_names_are_left_out_and_named(tmp_path: Path) 
         assert "2 file(s) for outputs/ were not stored" in log, log
         assert "control character '\\n'" in log
         assert "'outputs/x/y.txt' would make the run's file 'outputs/x' a folder" in log
+        # The run does not end Completed as if everything was kept: Failed, naming them.
+        shown = runner_cli(ws, "run", "show", "-r", run_id)
+        assert shown.returncode == 0, shown.stderr
+        details = json.loads(shown.stdout)
+        assert details["status"] == "Failed", details
+        message = details["error"]["error"]["message"]
+        assert "2 file(s) for outputs/ were not stored" in message, message
+        assert "'outputs/bad\\nname.txt'" in message, message
     finally:
         runner_cli(ws, "daemon", "stop")
 
