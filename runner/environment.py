@@ -47,6 +47,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from runner import curated
 from runner.conda_dependencies import (
     PYTHON_DEFAULT_VERSION,
     CondaDependencies,
@@ -908,6 +909,11 @@ class Environment:
             '1'
         """
         registry = _registry(workspace, "Environment.register()")
+        if curated.is_curated_name(self._name):
+            raise ConfigError(
+                f"environment name {self._name!r} starts with {curated.PREFIX!r}, which is reserved "
+                "for curated environments (as in azureml); register it under another name"
+            )
         self.validate()
         return registry._register_environment(self)
 
@@ -915,11 +921,23 @@ class Environment:
     def get(workspace: EnvironmentRegistry, name: str, version: str | None = None) -> Environment:
         """A registered environment: ``version``, or the latest one when it is None.
 
+        A curated name (``"AzureML-Minimal"``, ``"AzureML-sklearn-1.0-ubuntu20.04-py38-cpu"``,
+        ...) gives runner's local equivalent, a pip-only venv (see :mod:`runner.curated`).
+
         Raises:
-            NotFoundError: no such name or version in the workspace.
+            NotFoundError: no such name or version in the workspace, or no such curated name
+                (the message lists the curated names there are).
         """
         registry = _registry(workspace, "Environment.get()")
-        return registry._get_environment(_check_name(name), _check_version(version))
+        name, version = _check_name(name), _check_version(version)
+        if curated.is_curated_name(name):
+            env = Environment(name)
+            env.python.conda_dependencies = CondaDependencies.create(
+                pip_packages=curated.packages(name, version)
+            )
+            env.version = "1"
+            return env
+        return registry._get_environment(name, version)
 
     def build_local(
         self,
