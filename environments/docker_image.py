@@ -188,8 +188,8 @@ def dockerfile_for(
     """The Dockerfile of the environment's image: its base plus the pip layer."""
     if env.docker.base_dockerfile:
         base = env.docker.base_dockerfile.replace("\r\n", "\n").rstrip("\n")
-    elif env.docker.base_image:
-        base = f"FROM {env.docker.base_image}"
+    elif env.docker.base_image_reference:
+        base = f"FROM {env.docker.base_image_reference}"
     else:  # validate() refuses this
         raise ConfigError(f"environment {env.name!r} has no docker base image or Dockerfile")
     lines = [base, f'LABEL {SPEC_LABEL}="{spec_hash}"']
@@ -364,9 +364,9 @@ class DockerImageBuilder:
         context = build_context(
             dockerfile, ca if "COPY " + _CA_NAME in dockerfile else None, conda_prefix
         )
-        error: str | None = None
+        error = self._pull_with_login(env, log)
         try:
-            for chunk in self._stream(context, tag):
+            for chunk in () if error else self._stream(context, tag):
                 text = chunk.get("stream") or chunk.get("status")
                 if text:
                     with open(log, "a", encoding="utf-8") as handle:
@@ -381,7 +381,7 @@ class DockerImageBuilder:
             log_line(log, f"ERROR: {error}")
         if error is None and not self._exists(tag):
             error = "the build ended without an image"
-        base = env.docker.base_image
+        base = env.docker.base_image_reference
         if error is not None and base and not self._exists(base):
             error = (
                 f"base image {base!r} is not on this machine and could not be pulled ({error}); "
@@ -395,6 +395,27 @@ class DockerImageBuilder:
                 log_path=str(log),
             )
         log_line(log, f"built image {tag} in {time.monotonic() - t0:.2f} s")
+
+    def _pull_with_login(self, env: Environment, log: Path) -> str | None:
+        """Pull a base image whose registry has a login (the build could not log in); the
+        error, or None. Images already here, or with no login, are left to the build."""
+        registry = env.docker.base_image_registry
+        base = env.docker.base_image_reference
+        if env.docker.base_dockerfile or not base or registry.username is None:
+            return None
+        if self._exists(base):
+            return None
+        log_line(log, f"pulling {base} as {registry.username} from {registry.address}")
+        try:
+            self.client.images.pull(
+                base, auth_config={"username": registry.username, "password": registry.password}
+            )
+        except Exception as exc:  # refused login, unknown image, registry unreachable
+            error = f"pulling {base} from registry {registry.address} as {registry.username} "
+            error += f"failed: {exc}"
+            log_line(log, f"ERROR: {error}")
+            return error
+        return None
 
     def _stream(self, context: io.BytesIO, tag: str) -> Iterator[dict[str, Any]]:
         # A base image missing here is pulled by the build; with no registry reachable the

@@ -1403,10 +1403,10 @@ def _env_list(ctx: _Context) -> int:
 
 
 def _env_show(ctx: _Context) -> int:
-    from runner.environment import Environment
+    from runner.environment import Environment, redacted
 
     version = None if ctx.args.version is None else str(ctx.args.version)
-    ctx.emit(Environment.get(ctx.workspace(), ctx.args.name, version).to_dict())
+    ctx.emit(redacted(Environment.get(ctx.workspace(), ctx.args.name, version).to_dict()))
     return 0
 
 

@@ -58,6 +58,7 @@ from runner.errors import ConfigError, ConflictError, NotFoundError, RunnerWarni
 __all__ = [
     "DEFAULT_CPU_IMAGE",
     "DEFAULT_ENVIRONMENT_NAME",
+    "ContainerRegistry",
     "DockerSection",
     "Environment",
     "EnvironmentRegistry",
@@ -95,8 +96,16 @@ _PYTHON_KEYS = {
     "condaDependencies",
     "baseCondaEnvironment",
 }
-_DOCKER_KEYS = {"enabled", "baseImage", "baseDockerfile", "sharedVolumes", "shmSize", "arguments"}
-_DOCKER_IGNORED = {"buildContext", "baseImageRegistry", "platform", "gpuSupport"}
+_DOCKER_KEYS = {
+    "enabled",
+    "baseImage",
+    "baseDockerfile",
+    "sharedVolumes",
+    "shmSize",
+    "arguments",
+    "baseImageRegistry",
+}
+_DOCKER_IGNORED = {"buildContext", "platform", "gpuSupport"}
 
 
 # --- value checks -------------------------------------------------------------------------
@@ -321,6 +330,60 @@ class PythonSection:
         self._conda_dependencies_file = os.fspath(value) if value else None
 
 
+class ContainerRegistry:
+    """The registry ``docker.base_image`` is pulled from, with its login (as azureml's).
+
+    With an ``address`` the base image is ``ADDRESS/BASE_IMAGE``; with a ``username`` and
+    ``password`` the pull logs in with them (the engine keeps no login of its own). Without
+    an address, images come from wherever this machine's Docker engine finds them.
+
+    Example:
+        >>> env = Environment("private-base")
+        >>> env.docker.base_image = "team/train:1.0"
+        >>> env.docker.base_image_registry.address = "registry.example:5000"
+        >>> env.docker.base_image_reference
+        'registry.example:5000/team/train:1.0'
+    """
+
+    def __init__(
+        self, address: str | None = None, username: str | None = None, password: str | None = None
+    ) -> None:
+        self.address = address
+        self.username = username
+        self.password = password
+
+    def check(self) -> None:
+        """ConfigError unless every field is text without spaces (or None)."""
+        for what, value in (
+            ("address", self.address),
+            ("username", self.username),
+            ("password", self.password),
+        ):
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ConfigError(
+                    f"docker.base_image_registry.{what} {value!r} is not text; set a string or None"
+                )
+        if self.address is not None and any(c.isspace() or c == "@" for c in self.address):
+            raise ConfigError(
+                f"docker.base_image_registry.address {self.address!r} is not a registry "
+                "address such as 'myregistry.azurecr.io' or '127.0.0.1:5000'"
+            )
+        if (self.username is None) != (self.password is None):
+            raise ConfigError(
+                "docker.base_image_registry needs both username and password, or neither"
+            )
+
+    def _dict(self) -> JSONDict:
+        return {"address": self.address, "username": self.username, "password": self.password}
+
+    def __repr__(self) -> str:  # never the password
+        hidden = None if self.password is None else "***"
+        return (
+            f"ContainerRegistry(address={self.address!r}, username={self.username!r}, "
+            f"password={hidden!r})"
+        )
+
+
 class DockerSection:
     """Whether a run goes into a Docker container, and the image it is built from.
 
@@ -343,6 +406,7 @@ class DockerSection:
         self._shm_size: str | None = _DEFAULT_SHM_SIZE
         self._arguments: list[str] = []
         self._shared_volumes = True
+        self._registry = ContainerRegistry()
 
     @property
     def enabled(self) -> bool:
@@ -386,6 +450,30 @@ class DockerSection:
     def _set_dockerfile_text(self, text: str) -> None:
         self._base_dockerfile = text
         self._base_image = None
+
+    @property
+    def base_image_registry(self) -> ContainerRegistry:
+        """The registry of ``base_image`` and its login (a ContainerRegistry to fill in)."""
+        return self._registry
+
+    @base_image_registry.setter
+    def base_image_registry(self, value: ContainerRegistry | None) -> None:
+        if value is None:
+            value = ContainerRegistry()
+        if not isinstance(value, ContainerRegistry):
+            raise ConfigError(
+                f"docker.base_image_registry {value!r} is not a ContainerRegistry; pass "
+                "ContainerRegistry(address=..., username=..., password=...)"
+            )
+        self._registry = value
+
+    @property
+    def base_image_reference(self) -> str | None:
+        """``base_image`` as the engine pulls it: prefixed with the registry's address."""
+        image, address = self._base_image, self._registry.address
+        if image is None or not address or image.startswith(address.rstrip("/") + "/"):
+            return image
+        return f"{address.rstrip('/')}/{image}"
 
     @property
     def shm_size(self) -> str | None:
@@ -666,20 +754,21 @@ class Environment:
         cls,
         name: str,
         image: str,
-        container_registry: object = None,
+        container_registry: ContainerRegistry | None = None,
         conda_specification: str | os.PathLike[str] | None = None,
         pip_requirements: str | os.PathLike[str] | None = None,
     ) -> Environment:
         """An environment in a container started from an existing image (see from_dockerfile)."""
-        if container_registry is not None:
+        if container_registry is not None and not isinstance(container_registry, ContainerRegistry):
             raise ConfigError(
-                "container_registry is not supported: runner uses this machine's Docker "
-                "engine and its logins; run 'docker login' and pass the full image name"
+                f"container_registry {container_registry!r} is not a ContainerRegistry; pass "
+                "ContainerRegistry(address=..., username=..., password=...) or None"
             )
         if not isinstance(image, str) or not image.strip():
             raise ConfigError(f"image {image!r} is not an image name such as 'python:3.11-slim'")
         env = cls._from_dependencies(name, conda_specification, pip_requirements)
         env.docker.base_image = image
+        env.docker.base_image_registry = container_registry
         env.docker.enabled = True
         return env
 
@@ -693,6 +782,7 @@ class Environment:
             raise ConfigError(f"env.docker {self.docker!r} is not a DockerSection")
         check_env_vars(self._environment_variables)
         _check_str_list(self.docker.arguments, "docker.arguments")
+        self.docker.base_image_registry.check()
 
     def validate(self) -> None:
         """Raise ConfigError unless this environment can be built.
@@ -732,6 +822,13 @@ class Environment:
                 "sharedVolumes": self.docker.shared_volumes,
                 "shmSize": self.docker.shm_size,
                 "arguments": list(self.docker.arguments),
+                # Only when set, so definitions without one read as they always did.
+                **(
+                    {"baseImageRegistry": self.docker.base_image_registry._dict()}
+                    if self.docker.base_image_registry.address
+                    or self.docker.base_image_registry.username
+                    else {}
+                ),
             },
         }
 
@@ -745,7 +842,7 @@ class Environment:
         """Rebuild an Environment from :meth:`to_dict`'s output (or azureml's JSON).
 
         Keys left out are unset, as in azureml: no conda dependencies, no base image.
-        azureml keys runner has no use for (``spark``, ``databricks``, ``baseImageRegistry``,
+        azureml keys runner has no use for (``spark``, ``databricks``, ``platform``,
         ...) are ignored; ``buildContext``, ``baseCondaEnvironment`` and ``r`` must be empty.
         """
         top = _mapping(data, "environment definition", _TOP_KEYS, _TOP_IGNORED)
@@ -785,6 +882,13 @@ class Environment:
         env.docker.shared_volumes = _get(docker, "sharedVolumes", True)
         env.docker.shm_size = docker.get("shmSize")
         env.docker.arguments = docker.get("arguments") or []
+        registry = docker.get("baseImageRegistry") or {}
+        if not isinstance(registry, dict):
+            raise ConfigError(f"docker.baseImageRegistry {registry!r} is not a mapping")
+        env.docker.base_image_registry = ContainerRegistry(
+            registry.get("address"), registry.get("username"), registry.get("password")
+        )
+        env.docker.base_image_registry.check()
         return env
 
     def canonical_spec(self) -> JSONDict:
@@ -811,7 +915,7 @@ class Environment:
             },
             "docker": {
                 "enabled": self.docker.enabled,
-                "baseImage": self.docker.base_image,
+                "baseImage": self.docker.base_image_reference,
                 "baseDockerfile": None if dockerfile is None else dockerfile.replace("\r\n", "\n"),
             },
         }
@@ -1007,3 +1111,17 @@ def resolve_interpreter(env: Environment, default: str | None = None) -> str:
             "executable; fix env.python.interpreter_path"
         )
     return path
+
+
+def redacted(definition: JSONDict) -> JSONDict:
+    """An environment definition (``to_dict()``) for display: the registry password hidden."""
+    docker = definition.get("docker")
+    if not isinstance(docker, dict):
+        return definition
+    registry = docker.get("baseImageRegistry")
+    if not isinstance(registry, dict) or registry.get("password") is None:
+        return definition
+    return {
+        **definition,
+        "docker": {**docker, "baseImageRegistry": {**registry, "password": "***"}},
+    }

@@ -402,7 +402,7 @@ class Run:
         details["properties"] = self.get_properties()
         details["inputDatasets"] = []
         details["outputDatasets"] = []
-        details["runDefinition"] = loads_or_none(row.definition) or {}
+        details["runDefinition"] = _shown_definition(loads_or_none(row.definition) or {})
         details["logFiles"] = self._log_files()
         details["submittedBy"] = row.submitted_by
         if row.error is not None:
@@ -1318,3 +1318,16 @@ def _copy_out(blobs: Any, digest: str, dest: Path, what: str) -> None:
             f"cannot write {str(dest)!r}: {exc.strerror or exc} at {exc.filename!r}; move what is "
             "in the way or download into an empty folder"
         ) from exc
+
+
+def _shown_definition(definition: dict[str, Any]) -> dict[str, Any]:
+    """A run's definition for get_details(): a registry password in it hidden."""
+    from runner.environment import redacted
+
+    shown = dict(definition)
+    for holder in (shown, shown.get("runConfiguration")):
+        if isinstance(holder, dict) and isinstance(holder.get("environment"), dict):
+            if holder is not shown:
+                holder = shown["runConfiguration"] = dict(holder)
+            holder["environment"] = redacted(holder["environment"])
+    return shown

@@ -685,8 +685,8 @@ def test_from_docker_image():
     assert env.docker.base_image == "pytorch/pytorch:2.3.1-cuda12.1-cudnn8-runtime"
     assert env.docker.enabled is True
     assert env.python.user_managed_dependencies is True
-    with pytest.raises(ConfigError, match="container_registry is not supported"):
-        Environment.from_docker_image("img", "x", container_registry=object())
+    with pytest.raises(ConfigError, match=r"container_registry .* is not a ContainerRegistry"):
+        Environment.from_docker_image("img", "x", container_registry=object())  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="image '' is not an image name"):
         Environment.from_docker_image("img", "")
 
