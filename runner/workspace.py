@@ -253,7 +253,8 @@ class Workspace:
                 if name is not None:
                     raise WorkspaceNotFoundError(
                         f"no workspace named {name!r} (looked in {root}); create it with "
-                        f"Workspace.create({name!r}), or open a folder with Workspace(path)"
+                        f"Workspace.create({name!r}) or `runner folder attach -w {name}`, or open a "
+                        "folder with Workspace(path)"
                     )
                 raise WorkspaceNotFoundError(
                     f"no runner workspace at {root}; create one with Workspace.create({str(root)!r})"
