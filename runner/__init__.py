@@ -18,6 +18,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+#: v1's ``azureml.core.VERSION``: the same string as ``__version__``.
+VERSION = __version__
 
 if TYPE_CHECKING:
     from runner.compute import ComputeTarget, RemoteCompute
@@ -67,6 +69,7 @@ _WHERE = {
 }
 
 __all__ = [
+    "VERSION",
     "ComputeTarget",
     "CondaDependencies",
     "ConfigError",

@@ -100,10 +100,25 @@ def _global_options() -> _Parser:
     g.add_argument(
         "-w",
         "--workspace",
-        metavar="PATH",
+        "--workspace-name",
+        metavar="WS",
         default=argparse.SUPPRESS,
-        help="workspace folder (default: from .runner/config.json here or above, else "
+        help="workspace folder, or workspace name (~/.runner/workspaces/NAME; 'default': the "
+        "default one) (default: from .runner/config.json here or above, else "
         "$RUNNER_WORKSPACE, else ~/.runner/workspace)",
+    )
+    g.add_argument(
+        "-g",
+        "--resource-group",
+        metavar="RG",
+        default=argparse.SUPPRESS,
+        help="accepted for az ml's command lines and ignored: workspaces are local",
+    )
+    g.add_argument(
+        "--subscription-id",
+        metavar="ID",
+        default=argparse.SUPPRESS,
+        help="accepted for az ml's command lines and ignored: workspaces are local",
     )
     g.add_argument(
         "-o",
@@ -135,6 +150,10 @@ _SUBMIT_VALUE_OPTIONS = frozenset(
         "--source-directory",
         "-w",
         "--workspace",
+        "--workspace-name",
+        "-g",
+        "--resource-group",
+        "--subscription-id",
         "-o",
         "--output",
         "--query",
@@ -307,12 +326,16 @@ def build_parser() -> argparse.ArgumentParser:
         A running run is stopped (its whole process tree); a queued one never starts.
         Canceling a finished run changes nothing and says so.
 
-        example:
+        -e (as az ml takes it) checks that the run is in that experiment.
+
+        examples:
           runner run cancel -r mnist_1700000000_1a2b3c4d
+          runner run cancel -r mnist_1700000000_1a2b3c4d -w myws -e mnist
         """,
         _run_cancel,
     )
     _add_run_option(p)
+    _add_experiment_option(p, "the run's experiment (checked when given)")
 
     p = leaf(
         run,
@@ -740,13 +763,22 @@ class _Context:
         self._query_text: str = getattr(args, "query", "")
         self._workspace: Workspace | None = None
 
-    def workspace(self) -> Workspace:
-        """The workspace of ``-w``, else the one ``Workspace.from_config()`` finds."""
+    def workspace(self, create: bool = False) -> Workspace:
+        """The workspace of ``-w`` (a folder or a name), else the one ``Workspace.from_config()``
+        finds. ``create``: a named workspace that does not exist yet is made (and said)."""
         if self._workspace is None:
-            from runner.workspace import Workspace
+            from runner.workspace import Workspace, is_workspace_name, named_workspace_path
 
             path = getattr(self.args, "workspace", None)
-            self._workspace = Workspace(path) if path else Workspace.from_config()
+            if (
+                create
+                and is_workspace_name(path)
+                and not (named_workspace_path(str(path)) / "workspace.json").exists()
+            ):
+                self._workspace = Workspace.create(str(path), exist_ok=True)
+                note(f"created workspace {self._workspace.name!r} at {self._workspace.path}")
+            else:
+                self._workspace = Workspace.get(path) if path else Workspace.from_config()
             if getattr(self.args, "group", None) in ("run", "experiment"):
                 from runner import lifecycle
 
@@ -1115,6 +1147,12 @@ def _run_update(ctx: _Context) -> int:
 
 def _run_cancel(ctx: _Context) -> int:
     run = _get_run(ctx)
+    exp_name = ctx.args.experiment_name
+    if exp_name is not None and run.experiment.name != exp_name:
+        raise UserError(
+            f"run {run.id} is in experiment {run.experiment.name!r}, not {exp_name!r}; "
+            "drop -e or pass the run's experiment"
+        )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RunnerWarning)
         run.cancel()
@@ -1243,7 +1281,7 @@ def _folder_attach(ctx: _Context) -> int:
     exp_name = ctx.args.experiment_name
     if exp_name is not None:
         check_experiment_name(exp_name)
-    ws = ctx.workspace()
+    ws = ctx.workspace(create=True)  # az ml's first step names the workspace: make it here
     config_path = folder / ".runner" / "config.json"
     previous: dict[str, Any] = {}
     with contextlib.suppress(OSError, ValueError):
@@ -1505,12 +1543,12 @@ def _write_daemon_settings(ws: Workspace, args: argparse.Namespace) -> None:
 
 
 def _workspace_check(ctx: _Context) -> int:
-    from runner.workspace import configured_workspace_path
+    from runner.workspace import configured_workspace_path, resolve_workspace
     from runner.wscheck import check_workspace
 
     path = getattr(ctx.args, "workspace", None)
     # Not ctx.workspace(): the check must also report on a workspace that cannot be opened.
-    root = Path(path).expanduser() if path else configured_workspace_path()
+    root = resolve_workspace(path)[0] if path else configured_workspace_path()
     report = check_workspace(root, repair=ctx.args.repair)
     ctx.emit(report.to_dict())
     if report.repaired is not None:
@@ -1605,6 +1643,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 0
     if script_args is not None:
         args.args = script_args
+    ignored = [
+        option
+        for option, dest in (
+            ("-g/--resource-group", "resource_group"),
+            ("--subscription-id", "subscription_id"),
+        )
+        if getattr(args, dest, None) is not None
+    ]
+    if ignored:
+        note(f"ignoring {' and '.join(ignored)}: runner workspaces are local folders, named by -w")
     ctx = _Context(args, query)
     with warnings.catch_warnings():
         warnings.simplefilter("always", RunnerWarning)

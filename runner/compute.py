@@ -18,7 +18,13 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
-from runner.errors import ConfigError, ConflictError, NotFoundError, TargetUnavailableError
+from runner.errors import (
+    ConfigError,
+    ConflictError,
+    NotFoundError,
+    TargetNotFoundError,
+    TargetUnavailableError,
+)
 
 if TYPE_CHECKING:
     from runner.workspace import Workspace
@@ -47,11 +53,7 @@ class ComputeTarget:
             "SELECT kind, config FROM compute_targets WHERE name = ?", (name,)
         )
         if not rows:
-            known = sorted(list_targets(workspace))
-            raise NotFoundError(
-                f"no compute target {name!r} in workspace {workspace.name}; known: {known}; "
-                "attach one with ComputeTarget.attach(ws, name, config) or `runner target attach`"
-            )
+            raise target_not_found(workspace, name, list(list_targets(workspace)))
         self.type = str(rows[0][0])
         self.config = json.loads(rows[0][1])
 
@@ -325,7 +327,28 @@ def _host_label(config: dict[str, Any]) -> str:
     return address if port == 22 else f"[{address}]:{port}"
 
 
-def list_targets(workspace: Workspace) -> dict[str, ComputeTarget]:
+def target_not_found(workspace: Workspace, name: object, known: list[str]) -> TargetNotFoundError:
+    """The error for a target name the workspace does not have, naming the ones it has."""
+    return TargetNotFoundError(
+        f"no compute target {name!r} in workspace {workspace.name}; its targets: "
+        f"{', '.join(map(repr, known))}; attach one with ComputeTarget.attach(ws, name, config) "
+        "or `runner target attach`"
+    )
+
+
+class ComputeTargets(dict[str, ComputeTarget]):
+    """``ws.compute_targets``: name -> target; an unknown name is a TargetNotFoundError
+    (a KeyError too) that names the targets there are."""
+
+    def __init__(self, workspace: Workspace, targets: dict[str, ComputeTarget]) -> None:
+        super().__init__(targets)
+        self._workspace = workspace
+
+    def __missing__(self, name: str) -> ComputeTarget:
+        raise target_not_found(self._workspace, name, list(self))
+
+
+def list_targets(workspace: Workspace) -> ComputeTargets:
     """name -> target for every target of the workspace, ``local`` first."""
     names = [r[0] for r in workspace._store.query("SELECT name FROM compute_targets ORDER BY name")]
-    return {n: ComputeTarget(workspace, n) for n in [LOCAL, *names]}
+    return ComputeTargets(workspace, {n: ComputeTarget(workspace, n) for n in [LOCAL, *names]})

@@ -200,10 +200,22 @@ class RunConfiguration:
 
     @staticmethod
     def load(path: str | None = None, name: str | None = None) -> RunConfiguration:
-        """Read a runconfig written by ``save`` (or by ``runner folder attach``)."""
+        """Read a runconfig written by ``save`` (or by ``runner folder attach``).
+
+        By name, ``.runner/NAME.runconfig`` is read, else v1's ``.azureml/NAME.runconfig``.
+        """
         import yaml
 
         target = _runconfig_path(path, name)
+        if not target.is_file() and name is not None and target.parent.name == _CONFIG_DIR:
+            v1_file = target.parent.parent / _V1_CONFIG_DIR / target.name
+            if v1_file.is_file():
+                target = v1_file
+            else:
+                raise NotFoundError(
+                    f"no run configuration at {target} (nor v1's {v1_file}); write one with "
+                    "RunConfiguration().save(name=...) or `runner folder attach`"
+                )
         if not target.is_file():
             raise NotFoundError(
                 f"no run configuration at {target}; write one with RunConfiguration().save("
@@ -232,6 +244,11 @@ class _History:
         self.directories_to_watch = ["logs"]
 
 
+#: Where runconfig files live in a project folder: runner's, and v1's (read too).
+_CONFIG_DIR = ".runner"
+_V1_CONFIG_DIR = ".azureml"
+
+
 def _runconfig_path(path: str | None, name: str | None) -> Path:
     base = Path(path) if path is not None else Path.cwd()
     if base.suffix == ".runconfig" or (base.is_file() and name is None):
@@ -239,9 +256,9 @@ def _runconfig_path(path: str | None, name: str | None) -> Path:
     if name is None:
         raise ConfigError("RunConfiguration.save/load needs name= (or a path to a .runconfig file)")
     _check_name(name, "run configuration name")
-    if base.name == ".runner":
+    if base.name == _CONFIG_DIR:
         return base / f"{name}.runconfig"
-    return base / ".runner" / f"{name}.runconfig"
+    return base / _CONFIG_DIR / f"{name}.runconfig"
 
 
 class ScriptRunConfig:

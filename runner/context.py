@@ -56,7 +56,7 @@ def get_context(allow_offline: bool = True) -> Run:
                     f"{RUN_ID_ENV} is set but {WORKSPACE_ENV} is not; runner sets both when it "
                     "launches a run"
                 )
-            run: Run = Run.get(Workspace(ws_path), run_id)
+            run: Run = Run.get(Workspace(Path(ws_path)), run_id)  # a path, never a name
             _install_sigterm_flush(run)
         elif allow_offline:
             run = _start_offline()

@@ -58,6 +58,7 @@ from runner.errors import ConfigError, ConflictError, NotFoundError, RunnerWarni
 __all__ = [
     "DEFAULT_CPU_IMAGE",
     "DEFAULT_ENVIRONMENT_NAME",
+    "DEFAULT_GPU_IMAGE",
     "ContainerRegistry",
     "DockerSection",
     "Environment",
@@ -68,6 +69,10 @@ __all__ = [
 #: The base image of ``env.docker`` unless you set one: Debian with CPython 3.11, from
 #: Docker Hub. Pull it (or retag your own) before going offline; it has no CUDA.
 DEFAULT_CPU_IMAGE = "python:3.11-slim"
+#: v1's ``DEFAULT_GPU_IMAGE`` for ``env.docker.base_image``: CUDA 12.4 and cuDNN 9 with
+#: Python (``python3``) and PyTorch, from Docker Hub; the run's reserved GPUs are passed in.
+#: Never chosen on its own: set it where v1 code does.
+DEFAULT_GPU_IMAGE = "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime"
 #: The name of :meth:`Environment.default`, the environment of a run that names none.
 DEFAULT_ENVIRONMENT_NAME = "runner-default"
 _DEFAULT_SHM_SIZE = "2g"

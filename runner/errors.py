@@ -6,13 +6,28 @@
     ├── UserError                     exit_code = 2: input the user can fix
     │   ├── ConfigError(UserError, ValueError)      bad config, arguments, metric value
     │   ├── NotFoundError(UserError, LookupError)   unknown run, experiment, target, file
+    │   │   ├── WorkspaceNotFoundError(WorkspaceError, NotFoundError)   no such workspace
+    │   │   ├── TargetNotFoundError(ComputeTargetError, NotFoundError, KeyError)
+    │   │   └── ModelNotFoundError(ModelError, NotFoundError)            no such model
     │   └── ConflictError(UserError, ValueError)    changing an immutable property; duplicates
     ├── EnvironmentBuildError         .log_path plus the tail of the build log
-    ├── TargetUnavailableError        docker down, ssh refused, host key unknown
-    │   └── HostKeyError(TargetUnavailableError, UserError)   exit_code = 2: an SSH
+    ├── ComputeTargetError            a compute target is missing or cannot be used
+    │   ├── TargetNotFoundError       (above) no target of that name
+    │   └── TargetUnavailableError    docker down, ssh refused, host key unknown
+    │       └── HostKeyError(TargetUnavailableError, UserError)   exit_code = 2: an SSH
     │                                 host key not accepted yet, not the given one, or changed
-    ├── RunFailedError                wait_for_completion(raise_on_error=True)
-    └── StoreError                    workspace unreadable, locked, corrupt or full
+    ├── WorkspaceError                a workspace is missing or cannot be used
+    │   ├── WorkspaceNotFoundError    (above)
+    │   └── StoreError                workspace unreadable, locked, corrupt or full
+    ├── ModelError                    the model registry: ModelNotFoundError (above)
+    └── RunFailedError                wait_for_completion(raise_on_error=True)
+
+v1 code catches azureml's exception names; ``runner.exceptions`` gives them as aliases of
+these classes (``ComputeTargetException`` is ComputeTargetError, ``ActivityFailedException``
+RunFailedError, ``UserErrorException`` UserError, ``WorkspaceException`` WorkspaceError,
+``WebserviceException`` ModelError, ``ModelNotFoundException`` ModelNotFoundError,
+``AzureMLException`` RunnerError), so ``except ComputeTargetException:`` catches what
+runner raises where azureml raised that.
 
 A failing user script is data, not an exception: the run becomes Failed.
 
@@ -42,7 +57,7 @@ class RunnerError(Exception):
         self.hint = hint
 
     def __str__(self) -> str:
-        base = super().__str__()
+        base = Exception.__str__(self)  # not super(): KeyError's would repr() the message
         return f"{base}; {self.hint}" if self.hint else base
 
 
@@ -63,6 +78,30 @@ class NotFoundError(UserError, LookupError):
         return RunnerError.__str__(self)
 
 
+class WorkspaceError(RunnerError):
+    """A workspace is missing or cannot be used (v1: ``WorkspaceException``)."""
+
+
+class WorkspaceNotFoundError(WorkspaceError, NotFoundError):
+    """No workspace at that path or of that name."""
+
+
+class ComputeTargetError(RunnerError):
+    """A compute target is missing or cannot be used (v1: ``ComputeTargetException``)."""
+
+
+class TargetNotFoundError(ComputeTargetError, NotFoundError, KeyError):
+    """No compute target of that name; also a KeyError, as ``ws.compute_targets[name]`` is."""
+
+
+class ModelError(RunnerError):
+    """The model registry cannot do what was asked (v1 calls these ``WebserviceException``)."""
+
+
+class ModelNotFoundError(ModelError, NotFoundError):
+    """No registered model of that name or version (v1: ``ModelNotFoundException``)."""
+
+
 class ConflictError(UserError, ValueError):
     """A change to something immutable, or a name that is already taken."""
 
@@ -75,7 +114,7 @@ class EnvironmentBuildError(RunnerError):
         self.log_path = log_path
 
 
-class TargetUnavailableError(RunnerError):
+class TargetUnavailableError(ComputeTargetError):
     """A compute target cannot be reached or used right now."""
 
 
@@ -130,7 +169,7 @@ class RunFailedError(RunnerError):
         self.log_tail = log_tail
 
 
-class StoreError(RunnerError):
+class StoreError(WorkspaceError):
     """The workspace's store is unreadable, locked, corrupt or full.
 
     Attributes:

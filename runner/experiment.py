@@ -108,6 +108,38 @@ class Experiment:
             self, type=type, tags=tags, properties=properties, include_children=include_children
         )
 
+    @staticmethod
+    def list(
+        workspace: Workspace,
+        experiment_name: str | None = None,
+        view_type: str = "ActiveOnly",
+        tags: Any = None,
+    ) -> list[Experiment]:
+        """The workspace's experiments, oldest first (v1's ``Experiment.list``).
+
+        ``experiment_name`` keeps only that one. Experiments are never archived here, so
+        ``view_type`` ``"ActiveOnly"`` and ``"All"`` give them all and ``"ArchivedOnly"``
+        none. Experiments have no tags here: ``tags`` is refused.
+        """
+        from runner.errors import ConfigError
+
+        if view_type not in _VIEW_TYPES:
+            raise ConfigError(
+                f"view_type={view_type!r}; pass one of {', '.join(map(repr, _VIEW_TYPES))}"
+            )
+        if tags is not None:
+            raise ConfigError(
+                "Experiment.list(tags=...): runner's experiments have no tags; tag runs "
+                "instead and filter with exp.get_runs(tags=...)"
+            )
+        if view_type == "ArchivedOnly":
+            return []
+        return [
+            exp
+            for name, exp in workspace.experiments.items()
+            if experiment_name is None or name == experiment_name
+        ]
+
     def archive(self) -> None:
         """Accepted for v1 compatibility; experiments are never hidden."""
 
@@ -123,6 +155,10 @@ class Experiment:
 
     def __hash__(self) -> int:
         return hash((self._name, self._workspace.path))
+
+
+#: v1's ViewType values for Experiment.list.
+_VIEW_TYPES = ("ActiveOnly", "All", "ArchivedOnly")
 
 
 def _user() -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.artifacts import check_artifact_name
-from runner.errors import ConfigError, ConflictError, NotFoundError
+from runner.errors import ConfigError, ConflictError, ModelNotFoundError, NotFoundError
 
 if TYPE_CHECKING:
     from runner.run import Run
@@ -70,7 +70,7 @@ class Model:
                 workspace, name=name, version=version, run_id=run_id, latest=version is None
             )
             if not found:
-                raise NotFoundError(
+                raise ModelNotFoundError(
                     f"no model {name!r}"
                     + (f" version {version}" if version else "")
                     + f" in workspace {workspace.name}; register one with run.register_model()"
@@ -97,6 +97,15 @@ class Model:
     def id(self) -> str:
         """``name:version``."""
         return f"{self.name}:{self.version}"
+
+    @property
+    def url(self) -> str:
+        """An identifier of this model version: ``runner://WORKSPACE/models/NAME/versions/N``.
+
+        Not a place to read files from (v1's is an ``aml://`` URL too): use
+        :meth:`download` or :meth:`get_model_path` for the files.
+        """
+        return f"runner://{self.workspace.name}/models/{self.name}/versions/{self.version}"
 
     def __repr__(self) -> str:
         return f"Model(workspace={self.workspace.name!r}, name={self.name!r}, id={self.id!r}, version={self.version})"
@@ -147,6 +156,44 @@ class Model:
                 "UPDATE models SET properties = ? WHERE name = ? AND version = ?",
                 (json.dumps(self.properties), self.name, self.version),
             )
+
+    @staticmethod
+    def get_model_path(
+        model_name: str, version: int | None = None, _workspace: Workspace | None = None
+    ) -> str:
+        """The local path of a registered model's file or folder, as v1 finds it.
+
+        With ``_workspace``, the model (the latest version unless ``version`` is given) is
+        downloaded into v1's cache folder ``./azureml-models/NAME/VERSION/`` (kept if there
+        already) and the path of its file or folder there is returned. Without it, the
+        cache is looked in (``version``, else its highest version), then ``./NAME``.
+
+        Example:
+            >>> path = Model.get_model_path("mnist", _workspace=ws)
+            >>> model = joblib.load(path)
+
+        Raises:
+            ModelNotFoundError: (v1: ModelNotFoundException) no such model or version, or
+                without ``_workspace`` nothing found locally.
+        """
+        name = _check_model_name(model_name)
+        cache = Path(_MODEL_CACHE) / name
+        if _workspace is not None:
+            model = Model(_workspace, name, version=version)
+            return model.download(cache / str(model.version), exist_ok=True)
+        versions = [version] if version is not None else _cached_versions(cache)
+        for v in versions:
+            found = _single_entry(cache / str(v))
+            if found is not None:
+                return found
+        if version is None and Path(name).exists():
+            return name
+        where = f"{cache / str(version)}" if version is not None else f"{cache} or ./{name}"
+        raise ModelNotFoundError(
+            f"model {name!r}"
+            + (f" version {version}" if version is not None else "")
+            + f" is not in {where}; pass _workspace=ws to fetch it from the workspace's registry"
+        )
 
     @staticmethod
     def list(
@@ -218,6 +265,31 @@ class Model:
             framework_version=model_framework_version,
             description=description,
         )
+
+
+#: v1's local model cache, relative to the current folder.
+_MODEL_CACHE = "azureml-models"
+
+
+def _cached_versions(cache: Path) -> builtins.list[int]:
+    """The version folders of a model in the cache, highest first."""
+    try:
+        names = [p.name for p in cache.iterdir() if p.is_dir() and p.name.isdigit()]
+    except OSError:
+        return []
+    return sorted((int(n) for n in names), reverse=True)
+
+
+def _single_entry(folder: Path) -> str | None:
+    """The path of the one file or folder in ``folder`` (v1 returns that), the folder when
+    it holds several, or None when it is missing or empty."""
+    try:
+        entries = builtins.list(folder.iterdir())
+    except OSError:
+        return None
+    if not entries:
+        return None
+    return str(entries[0]) if len(entries) == 1 else str(folder)
 
 
 def register_from_run(

@@ -1,5 +1,14 @@
 """Workspace: a folder that holds the run history, artifacts and configuration.
 
+A workspace is opened by its folder path, or by a v1 workspace *name*: a name of letters,
+digits, '-' and '_' that is not a folder in the current directory. ``default`` is the
+default workspace (``$RUNNER_WORKSPACE``, else ``~/.runner/workspace``); any other name
+is the folder ``~/.runner/workspaces/NAME``. So v1's ``Workspace.get("myws",
+subscription_id=..., resource_group=...)``, ``Workspace(subscription_id, resource_group,
+workspace_name)`` and ``Workspace.create(name, ..., exist_ok=True)`` work unchanged; the
+Azure-only arguments are accepted and ignored (a RunnerWarning says so once per process),
+and ``ws.subscription_id``, ``ws.resource_group`` and ``ws.location`` are ``"local"``.
+
 Layout of a workspace folder::
 
     workspace.json     name and format version
@@ -17,12 +26,20 @@ import os
 import re
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 from runner import access
 from runner.artifacts import BlobStore
-from runner.errors import ConfigError, ConflictError, NotFoundError, StoreError
+from runner.errors import (
+    ConfigError,
+    ConflictError,
+    NotFoundError,
+    RunnerWarning,
+    StoreError,
+    WorkspaceNotFoundError,
+)
 from runner.keyvault import Keyvault
 from runner.store import Store
 
@@ -43,12 +60,124 @@ _CONFIG_FILE = "config.json"
 PathLike = Union[str, "os.PathLike[str]"]
 
 
+#: The name that means the default workspace.
+DEFAULT_WORKSPACE_NAME = "default"
+#: ``ws.subscription_id``, ``ws.resource_group`` and ``ws.location``: there is no cloud.
+LOCAL = "local"
+_WORKSPACE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$")
+
+#: Arguments of v1's Workspace(), get() and create() that only mean something in Azure,
+#: with the v1 default that is no news when passed (create_resource_group=True, ...).
+_CLOUD_ARGUMENTS: dict[str, object] = {
+    "auth": None,
+    "subscription_id": None,
+    "resource_group": None,
+    "location": None,
+    "cloud": "AzureCloud",
+    "id": None,
+    "create_resource_group": True,
+    "sku": "basic",
+    "tags": None,
+    "friendly_name": None,
+    "storage_account": None,
+    "key_vault": None,
+    "app_insights": None,
+    "container_registry": None,
+    "adb_workspace": None,
+    "primary_user_assigned_identity": None,
+    "cmk_keyvault": None,
+    "resource_cmk_uri": None,
+    "hbi_workspace": False,
+    "default_cpu_compute_target": None,
+    "default_gpu_compute_target": None,
+    "private_endpoint_config": None,
+    "private_endpoint_auto_approval": True,
+    "show_output": True,
+    "user_assigned_identity_for_cmk_encryption": None,
+    "system_datastores_auth_mode": "accessKey",
+    "v1_legacy_mode": None,
+    "_location": None,
+    "_disable_service_check": False,
+    "_workspace_id": None,
+    "_cloud": "AzureCloud",
+}
+#: The warning about ignored Azure-only arguments is given once per process.
+_cloud_arguments_said = False
+
+
 def default_workspace_path() -> Path:
     """``$RUNNER_WORKSPACE``, else ``~/.runner/workspace``."""
     env = os.environ.get(WORKSPACE_ENV)
     if env:
         return Path(env).expanduser()
     return Path.home() / ".runner" / "workspace"
+
+
+def named_workspaces_root() -> Path:
+    """The folder of named workspaces: ``~/.runner/workspaces``."""
+    return Path.home() / ".runner" / "workspaces"
+
+
+def is_workspace_name(value: object) -> bool:
+    """Whether ``value`` is a v1 workspace name rather than a folder path.
+
+    A name is a str of letters, digits, '-' and '_' (starting with a letter or digit)
+    that is not a folder in the current directory: an existing folder stays a path, so
+    ``Workspace("ws")`` still opens ``./ws`` where it exists.
+    """
+    return (
+        isinstance(value, str) and bool(_WORKSPACE_NAME.match(value)) and not Path(value).is_dir()
+    )
+
+
+def named_workspace_path(name: str) -> Path:
+    """The folder of the workspace called ``name`` (``default``: the default workspace)."""
+    if not isinstance(name, str) or not _WORKSPACE_NAME.match(name):
+        raise ConfigError(
+            f"workspace name {name!r} is not valid; use letters, digits, '-' and '_', "
+            "starting with a letter or digit (or pass a folder path)"
+        )
+    if name == DEFAULT_WORKSPACE_NAME:
+        return default_workspace_path()
+    return named_workspaces_root() / name
+
+
+def resolve_workspace(name_or_path: PathLike) -> tuple[Path, str | None]:
+    """(folder, name) of a workspace given by folder path or by v1 name (name None for a path)."""
+    if is_workspace_name(name_or_path):
+        name = str(name_or_path)
+        return named_workspace_path(name), name
+    return Path(name_or_path).expanduser(), None
+
+
+def _say_ignored(given: dict[str, Any]) -> None:
+    """Warn once per process that Azure-only arguments were given and are ignored."""
+    global _cloud_arguments_said
+    names = [k for k, v in given.items() if v is not None and v != _CLOUD_ARGUMENTS.get(k)]
+    if not names or _cloud_arguments_said:
+        return
+    _cloud_arguments_said = True
+    warnings.warn(
+        f"ignoring the Azure-only workspace arguments {', '.join(names)}: a runner workspace "
+        "is a folder on this machine (said once per process)",
+        RunnerWarning,
+        stacklevel=3,
+    )
+
+
+def _check_v1_arguments(where: str, given: dict[str, Any], allowed: frozenset[str]) -> None:
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"{where} got unexpected argument(s) {', '.join(unknown)}; it takes the arguments "
+            "of azureml's, of which runner uses the name (or path) and exist_ok"
+        )
+
+
+_INIT_V1 = frozenset(
+    {"_location", "_disable_service_check", "_workspace_id", "sku", "tags", "_cloud"}
+)
+_CREATE_V1 = frozenset(_CLOUD_ARGUMENTS) - {"cloud", "id"} - _INIT_V1 | {"sku", "tags"}
 
 
 class Workspace:
@@ -65,17 +194,69 @@ class Workspace:
 
     def __init__(
         self,
-        path: PathLike,
+        path: PathLike | None = None,
+        resource_group: str | None = None,
+        workspace_name: str | None = None,
+        auth: Any = None,
         *,
+        subscription_id: str | None = None,
         _create: bool = False,
         _name: str | None = None,
         _shared_group: str | int | None = None,
+        **v1_kwargs: Any,
     ):
-        root = Path(path).expanduser().resolve()
+        """Open the workspace at a folder path, or the one of a v1 name.
+
+        Args:
+            path: the workspace folder, or a v1 workspace name. In v1's spelling
+                ``Workspace(subscription_id, resource_group, workspace_name)`` it is the
+                subscription id, ignored like resource_group and auth.
+            workspace_name: v1's name of the workspace (then ``path`` is not a path).
+
+        Raises:
+            WorkspaceNotFoundError: no workspace there (``Workspace.create`` makes one).
+        """
+        _check_v1_arguments("Workspace()", v1_kwargs, _INIT_V1)
+        name: str | None
+        if workspace_name is not None or resource_group is not None or subscription_id is not None:
+            if workspace_name is None:
+                raise ConfigError(
+                    "Workspace(subscription_id, resource_group, workspace_name) needs "
+                    "workspace_name; or open a folder with Workspace(path)"
+                )
+            if subscription_id is not None and path is not None:
+                raise ConfigError(
+                    "Workspace() got subscription_id twice (first positional and keyword)"
+                )
+            _say_ignored(
+                {
+                    "subscription_id": subscription_id if path is None else path,
+                    "resource_group": resource_group,
+                    "auth": auth,
+                    **v1_kwargs,
+                }
+            )
+            name = workspace_name
+            root = named_workspace_path(workspace_name)
+        elif path is None:
+            raise ConfigError(
+                "Workspace() needs a workspace folder path or a workspace name; "
+                "Workspace.from_config() gives the project's (or the default) workspace"
+            )
+        else:
+            _say_ignored({"auth": auth, **v1_kwargs})
+            root, name = resolve_workspace(path)
+        root = root.expanduser().resolve()
         meta = root / "workspace.json"
         if not meta.exists():
             if not _create:
-                raise NotFoundError(
+                if name is not None:
+                    raise WorkspaceNotFoundError(
+                        f"no workspace named {name!r} (looked in {root}); create it with "
+                        f"Workspace.create({name!r}) or `runner folder attach -w {name}`, or open a "
+                        "folder with Workspace(path)"
+                    )
+                raise WorkspaceNotFoundError(
                     f"no runner workspace at {root}; create one with Workspace.create({str(root)!r})"
                     " or use Workspace.from_config() for the default workspace"
                 )
@@ -85,7 +266,7 @@ class Workspace:
                 )
             gid = access.resolve_group(_shared_group) if _shared_group is not None else None
             try:
-                _initialise(root, _name or root.name, access.Access(gid))
+                _initialise(root, _name or name or root.name, access.Access(gid))
             except OSError as exc:
                 raise StoreError(
                     f"cannot create a workspace at {root}: {exc}",
@@ -111,28 +292,98 @@ class Workspace:
     # -- finding and creating ----------------------------------------------------------
 
     @classmethod
-    def create(cls, name: PathLike, exist_ok: bool = False, **kwargs: Any) -> Workspace:
-        """Create a workspace folder at ``name`` (a path) and return it.
+    def create(
+        cls,
+        name: PathLike,
+        auth: Any = None,
+        subscription_id: str | None = None,
+        resource_group: str | None = None,
+        location: str | None = None,
+        create_resource_group: bool = True,
+        *,
+        exist_ok: bool = False,
+        shared_group: str | int | None = None,
+        workspace_name: str | None = None,
+        **v1_kwargs: Any,
+    ) -> Workspace:
+        """Create a workspace and return it: at ``name`` if it is a folder path, else the
+        workspace of that v1 name (``~/.runner/workspaces/NAME``; ``default``: the default one).
 
-        Azure-only arguments (subscription_id, resource_group, location, ...) are
-        accepted and ignored, so v1 code keeps working.
+        Azure-only arguments (auth, subscription_id, resource_group, location, sku, ...)
+        are accepted and ignored, said once per process in a RunnerWarning, so v1 code
+        keeps working.
 
         The workspace is private to its owner (folders 0700, files 0600). Pass
         ``shared_group="team"`` (a group name or gid) to share it with that group's
         members and nobody else (runner.access).
+
+        Example:
+            >>> ws = Workspace.create("myws", subscription_id="...", resource_group="rg",
+            ...                       location="eastus", exist_ok=True)
+
+        Raises:
+            ConflictError: the workspace exists and exist_ok is False.
         """
-        root = Path(name).expanduser().resolve()
+        _check_v1_arguments("Workspace.create()", v1_kwargs, _CREATE_V1)
+        _say_ignored(
+            {
+                "auth": auth,
+                "subscription_id": subscription_id,
+                "resource_group": resource_group,
+                "location": location,
+                "create_resource_group": create_resource_group,
+                **v1_kwargs,
+            }
+        )
+        folder, v1_name = resolve_workspace(name)
+        root = folder.resolve()
         if (root / "workspace.json").exists() and not exist_ok:
+            opener = f"Workspace.get({v1_name!r})" if v1_name else f"Workspace({str(root)!r})"
             raise ConflictError(
-                f"a workspace already exists at {root}; open it with Workspace({str(root)!r}) "
-                "or pass exist_ok=True"
+                f"a workspace already exists at {root}; open it with {opener} or pass exist_ok=True"
             )
         return cls(
             root,
             _create=True,
-            _name=kwargs.get("workspace_name") or root.name,
-            _shared_group=kwargs.get("shared_group"),
+            _name=workspace_name or v1_name or root.name,
+            _shared_group=shared_group,
         )
+
+    @classmethod
+    def get(
+        cls,
+        name: str,
+        auth: Any = None,
+        subscription_id: str | None = None,
+        resource_group: str | None = None,
+        location: str | None = None,
+        cloud: str = "AzureCloud",
+        id: str | None = None,
+    ) -> Workspace:
+        """Open the workspace of a v1 name (or a folder path), as v1's ``Workspace.get``.
+
+        ``default`` is the default workspace, made on first use; any other workspace must
+        exist. The Azure-only arguments are accepted and ignored (said once per process).
+
+        Example:
+            >>> ws = Workspace.get("myws", subscription_id="...", resource_group="rg")
+            >>> print(ws.name, ws.location, ws.resource_group, ws.subscription_id)
+            myws local local local
+
+        Raises:
+            WorkspaceNotFoundError: no such workspace; the message says how to create it.
+        """
+        _say_ignored(
+            {
+                "auth": auth,
+                "subscription_id": subscription_id,
+                "resource_group": resource_group,
+                "location": location,
+                "cloud": cloud,
+                "id": id,
+            }
+        )
+        return cls(name, _create=name == DEFAULT_WORKSPACE_NAME)
 
     @classmethod
     def from_config(
@@ -141,7 +392,8 @@ class Workspace:
         """Find ``.runner/config.json`` (or ``config.json``) in ``path`` or a folder above.
 
         With no config found this is the default workspace (``$RUNNER_WORKSPACE``, else
-        ``~/.runner/workspace``), created if needed.
+        ``~/.runner/workspace``), created if needed. A v1 config.json (subscription_id,
+        resource_group, workspace_name) opens the workspace of that name, created if needed.
         """
         start = Path(path).expanduser().resolve() if path is not None else Path.cwd()
         if start.is_file():
@@ -154,7 +406,7 @@ class Workspace:
         found_config = _find_config(start, _file_name)
         if found_config is not None:
             return cls._from_config_data(*found_config)
-        return cls(default_workspace_path(), _create=True, _name="default")
+        return cls(default_workspace_path(), _create=True, _name=DEFAULT_WORKSPACE_NAME)
 
     @classmethod
     def _from_config_data(cls, config_file: Path, data: dict[str, Any]) -> Workspace:
@@ -162,7 +414,7 @@ class Workspace:
         if raw:
             root = (config_file.parent / str(raw)).expanduser()
             return cls(root, _create=True, _name=data.get("workspace_name"))
-        return cls(default_workspace_path(), _create=True, _name="default")
+        return cls(_config_workspace_path(data), _create=True, _name=data.get("workspace_name"))
 
     def write_config(self, path: PathLike | None = None, file_name: str | None = None) -> Path:
         """Write ``.runner/config.json`` in ``path`` (default: the current folder)."""
@@ -212,9 +464,31 @@ class Workspace:
         """The workspace's secret store (a 0600 file inside the workspace, 0660 shared)."""
         return Keyvault(self.path / "keyvault.json", self._access.file_mode)
 
+    @property
+    def location(self) -> str:
+        """``"local"``: a runner workspace is a folder on this machine (v1: an Azure region)."""
+        return LOCAL
+
+    @property
+    def resource_group(self) -> str:
+        """``"local"`` (v1: the Azure resource group)."""
+        return LOCAL
+
+    @property
+    def subscription_id(self) -> str:
+        """``"local"`` (v1: the Azure subscription id)."""
+        return LOCAL
+
     def get_details(self) -> dict[str, Any]:
-        """A small description of the workspace."""
-        return {"name": self.name, "path": str(self.path), "id": str(self.path)}
+        """A small description of the workspace, with v1's keys where they mean something."""
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "id": str(self.path),
+            "location": self.location,
+            "resourceGroup": self.resource_group,
+            "subscriptionId": self.subscription_id,
+        }
 
     # -- environment registry (used by runner.environment.Environment) ---------------
 
@@ -402,6 +676,14 @@ def configured_workspace_path(start: Path | None = None) -> Path:
     found = _find_config((start or Path.cwd()).resolve())
     if found is not None and found[1].get("workspace_path"):
         return (found[0].parent / str(found[1]["workspace_path"])).expanduser().resolve()
+    return _config_workspace_path(found[1] if found is not None else {})
+
+
+def _config_workspace_path(data: dict[str, Any]) -> Path:
+    """The folder of a config without workspace_path: v1's workspace_name names a workspace."""
+    name = data.get("workspace_name")
+    if isinstance(name, str) and _WORKSPACE_NAME.match(name):
+        return named_workspace_path(name)
     return default_workspace_path()
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from runner import ComputeTarget, Environment, Experiment, Run, Workspace
-from runner.errors import ConfigError, ConflictError, NotFoundError, StoreError
+from runner.errors import ConfigError, ConflictError, NotFoundError, RunnerWarning, StoreError
 from tests.helpers import REPO, run_script, script_env
 
 
@@ -33,14 +33,18 @@ def test_create_twice_is_refused_unless_exist_ok(tmp_path):
     assert again == first
 
 
-def test_create_accepts_and_ignores_azure_arguments(tmp_path):
-    ws = Workspace.create(
-        tmp_path / "w",
-        subscription_id="sub",
-        resource_group="rg",
-        location="westeurope",
-        create_resource_group=True,
-    )
+def test_create_accepts_and_ignores_azure_arguments(tmp_path, monkeypatch):
+    import runner.workspace
+
+    monkeypatch.setattr(runner.workspace, "_cloud_arguments_said", False)  # said once a process
+    with pytest.warns(RunnerWarning, match=r"ignoring the Azure-only workspace arguments "):
+        ws = Workspace.create(
+            tmp_path / "w",
+            subscription_id="sub",
+            resource_group="rg",
+            location="westeurope",
+            create_resource_group=True,
+        )
     assert ws.path.is_dir()
 
 
