@@ -161,7 +161,7 @@ def _start_offline() -> Run:
     ws._store = Store.memory()
     ws._blobs = BlobStore(tmp / "blobs")
     exp = Experiment(ws, "offline")
-    run = exp.start_logging()
+    run = exp.start_logging(outputs=False)  # a plain `python train.py` gets no ./outputs made
     offline = OfflineRun(exp, run.id)
     print(f"[runner] no submitted run here: using offline run {run.id} (kept in memory)")
     return offline
