@@ -9,7 +9,6 @@ submits stops the workspace daemon it started.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -532,7 +531,8 @@ def test_a_failed_environment_build_is_one_message_the_log_path_and_the_tail_onc
     assert missing in streamed  # uv's own words, streamed as the build wrote them
     first, _, tail = error.partition("\n--- last lines of the log ---\n")
     assert "--- last lines of the log ---" not in tail  # the tail once
-    assert first.startswith("run v1_") and "failed: building environment venv-" in first
+    assert first.startswith("run v1_")
+    assert "failed: building environment venv-" in first
     assert missing in first
     assert first.count("full log: ") == 1
     log_path = first.split("full log: ")[1]
