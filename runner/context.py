@@ -56,7 +56,8 @@ def get_context(allow_offline: bool = True) -> Run:
                     f"{RUN_ID_ENV} is set but {WORKSPACE_ENV} is not; runner sets both when it "
                     "launches a run"
                 )
-            run: Run = Run.get(Workspace(ws_path), run_id)
+            # A plain Run, as azureml's submitted-run context is not a ScriptRun.
+            run: Run = Run.get(Workspace(ws_path), run_id, _rehydrate_runs=False)
             _install_sigterm_flush(run)
         elif allow_offline:
             run = _start_offline()

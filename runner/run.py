@@ -177,8 +177,9 @@ class Run:
     # -- lookup ------------------------------------------------------------------------
 
     @staticmethod
-    def get(workspace: Workspace, run_id: str) -> Run:
-        """The run with this id in the workspace."""
+    def get(workspace: Workspace, run_id: str, _rehydrate_runs: bool = True) -> Run:
+        """The run with this id in the workspace (a ScriptRun for a submitted script's run,
+        or what the run type's provider makes; see ``add_type_provider``)."""
         from runner.experiment import Experiment
 
         try:
@@ -191,7 +192,7 @@ class Run:
                 f"no run {run_id!r} in workspace {workspace.name}; list runs with "
                 "`runner run list -e EXPERIMENT`"
             )
-        return _typed(Experiment(workspace, row.experiment_name), row)
+        return _typed(Experiment(workspace, row.experiment_name), row, _rehydrate_runs)
 
     @staticmethod
     def get_context(
@@ -1288,7 +1289,14 @@ class Run:
         folder = (Path(os.fspath(path)) if path is not None else Path.cwd()).absolute()
         _check_folder(folder, "restore_snapshot: path")
         snap = load_snapshot(self._workspace._blobs, sid)
-        return str(to_zip(snap, self._workspace._blobs, folder / f"{sid}.zip"))
+        created = not folder.exists()
+        try:
+            return str(to_zip(snap, self._workspace._blobs, folder / f"{sid}.zip"))
+        except BaseException:
+            if created:  # leave nothing behind, not even the folder made for the zip
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            raise
 
     # -- models, environment, secrets, misc --------------------------------------------
 
