@@ -203,11 +203,11 @@ class EnvironmentCache:
             log_line(log, f"building environment {key} failed after {time.monotonic() - t0:.2f} s")
             if isinstance(exc, UserError) or not isinstance(exc, Exception):
                 raise  # the user's to fix, or an interrupt: as it is
-            tail = log_tail(log, since=start)
+            reason = exc.summary if isinstance(exc, EnvironmentBuildError) else str(exc)
             raise EnvironmentBuildError(
-                f"building environment {key} failed: {exc}; full log: {log}\n"
-                f"--- last lines of the log ---\n{tail}",
+                f"building environment {key} failed: {reason}; full log: {log}",
                 log_path=str(log),
+                log_tail=log_tail(log, since=start),
             ) from exc
         log_line(log, f"built environment {key} in {time.monotonic() - t0:.2f} s: {path}")
         return path

@@ -388,11 +388,11 @@ class DockerImageBuilder:
                 "build or pull it first, or set docker.base_image to an image listed by the engine"
             )
         if error is not None:
-            tail = log_tail(log, since=start)
             raise EnvironmentBuildError(
                 f"building image {tag} for environment {env.name!r} failed: {error}; "
-                f"full log: {log}\n--- last lines of the log ---\n{tail}",
+                f"full log: {log}",
                 log_path=str(log),
+                log_tail=log_tail(log, since=start),
             )
         log_line(log, f"built image {tag} in {time.monotonic() - t0:.2f} s")
 

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from runner.keyvault import Keyvault
     from runner.models import Model
     from runner.run import Run
+    from runner.script_run import ScriptRun
     from runner.status import RunStatus
     from runner.workspace import Workspace
 
@@ -48,6 +49,7 @@ _WHERE = {
     "Workspace": "runner.workspace",
     "Experiment": "runner.experiment",
     "Run": "runner.run",
+    "ScriptRun": "runner.script_run",
     "ScriptRunConfig": "runner.config",
     "RunConfiguration": "runner.config",
     "Environment": "runner.environment",
@@ -86,6 +88,7 @@ __all__ = [
     "RunFailedError",
     "RunStatus",
     "RunnerError",
+    "ScriptRun",
     "ScriptRunConfig",
     "StoreError",
     "TargetUnavailableError",

@@ -56,7 +56,8 @@ def get_context(allow_offline: bool = True) -> Run:
                     f"{RUN_ID_ENV} is set but {WORKSPACE_ENV} is not; runner sets both when it "
                     "launches a run"
                 )
-            run: Run = Run.get(Workspace(Path(ws_path)), run_id)  # a path, never a name
+            # A plain Run, as azureml's submitted-run context is not a ScriptRun.
+            run: Run = Run.get(Workspace(Path(ws_path)), run_id, _rehydrate_runs=False)  # a path
             _install_sigterm_flush(run)
         elif allow_offline:
             run = _start_offline()
@@ -161,7 +162,7 @@ def _start_offline() -> Run:
     ws._store = Store.memory()
     ws._blobs = BlobStore(tmp / "blobs")
     exp = Experiment(ws, "offline")
-    run = exp.start_logging()
+    run = exp.start_logging(outputs=False)  # a plain `python train.py` gets no ./outputs made
     offline = OfflineRun(exp, run.id)
     print(f"[runner] no submitted run here: using offline run {run.id} (kept in memory)")
     return offline

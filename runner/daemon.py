@@ -35,7 +35,13 @@ from pathlib import Path
 from typing import Any
 
 from runner import access, daemon_client, lifecycle
-from runner.errors import ConfigError, RunnerError, StoreError, store_fault
+from runner.errors import (
+    ConfigError,
+    EnvironmentBuildError,
+    RunnerError,
+    StoreError,
+    store_fault,
+)
 from runner.liveness import heartbeat_s
 from runner.run import RUN_TYPE_SCRIPT
 from runner.scheduler import Scheduler
@@ -1153,7 +1159,15 @@ class RunSupervisor:
                 self.handle.cancel(1.0)
         if isinstance(exc, OSError):  # a full disk while preparing the working folder
             exc = store_fault(exc, str(self.ws.path), "prepare the run's working folder") or exc
-        detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        if isinstance(exc, RunnerError):
+            # The user's to fix (a build that failed, no GPU free): what and why, once; the
+            # build's own lines are already in this log, and our traceback helps no one.
+            summary = exc.summary if isinstance(exc, EnvironmentBuildError) else str(exc)
+            detail = summary + "\n"
+        else:  # a bug of runner's: keep its traceback
+            summary = f"{type(exc).__name__}: {exc}"
+            detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        tail = _tail(self.logs / PREP_LOG)  # the build's lines, before ours: said once
         with contextlib.suppress(OSError):
             self._prep_log(f"\nrunner could not run this: {detail}")
         if isinstance(exc, UnschedulableError):
@@ -1162,14 +1176,13 @@ class RunSupervisor:
             kind = "environment_failed"
         else:
             kind = "could_not_start"
-        message = str(exc) if isinstance(exc, RunnerError) else f"{type(exc).__name__}: {exc}"
         error = {
             "error": {
                 "code": "UserError" if isinstance(exc, RunnerError) else "ServiceError",
-                "message": message,
+                "message": summary,
                 "kind": kind,
                 "exitCode": None,
-                "logTail": _tail(self.logs / PREP_LOG),
+                "logTail": tail,
             },
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
@@ -1183,7 +1196,7 @@ class RunSupervisor:
                     self.run_id,
                     RunStatus.FAILED.value,
                     allowed_from=_ACTIVE,
-                    details=message,
+                    details=summary,
                     error=error,
                     end=True,
                 )

@@ -107,11 +107,32 @@ class ConflictError(UserError, ValueError):
 
 
 class EnvironmentBuildError(RunnerError):
-    """Preparing an environment failed; ``log_path`` holds the whole build log."""
+    """Preparing an environment failed; ``log_path`` holds the whole build log.
 
-    def __init__(self, message: str, *, log_path: str | None = None, hint: str | None = None):
+    ``str()`` is the message and then the log's last lines (``log_tail``), once;
+    ``summary`` is the message alone, for places that show the tail themselves.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        log_path: str | None = None,
+        hint: str | None = None,
+        log_tail: str = "",
+    ):
         super().__init__(message, hint=hint)
         self.log_path = log_path
+        self.log_tail = log_tail
+
+    @property
+    def summary(self) -> str:
+        """What failed and what to do, without the log's last lines."""
+        return RunnerError.__str__(self)
+
+    def __str__(self) -> str:
+        tail = self.log_tail.rstrip("\n")
+        return f"{self.summary}\n--- last lines of the log ---\n{tail}" if tail else self.summary
 
 
 class TargetUnavailableError(ComputeTargetError):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 from runner.lifecycle import process_token
@@ -13,6 +15,9 @@ if TYPE_CHECKING:
     from runner.run import Run
 
 TagFilter = Union[str, list[str], dict[str, Optional[str]], None]
+
+#: The compute target azureml records for interactive runs (``get_details()['target']``).
+INTERACTIVE_TARGET = "sdk"
 
 
 class Experiment:
@@ -54,19 +59,29 @@ class Experiment:
     def start_logging(
         self,
         *args: Any,
-        outputs: str | None = None,
-        snapshot_directory: str | None = None,
+        outputs: str | os.PathLike[str] | bool | None = None,
+        snapshot_directory: str | os.PathLike[str] | None = None,
         display_name: str | None = None,
         **kwargs: Any,
     ) -> Run:
         """Start an interactive run (status Running) in this process.
 
-        The run is also a context manager: Completed on a normal exit, Failed with the
-        error on an exception. ``snapshot_directory`` snapshots that folder;
-        ``outputs`` names a folder stored with the run when it completes.
+        As in azureml, ``outputs`` defaults to ``./outputs``: the folder is created now
+        and its files are stored with the run when it completes (or fails), so
+        ``joblib.dump(model, 'outputs/model.pkl')`` then
+        ``run.register_model('m', model_path='outputs/model.pkl')`` works. Pass
+        ``outputs=False`` for none. ``snapshot_directory`` snapshots that folder; by
+        default (None) no snapshot is taken, as in azureml. The run's target is
+        ``'sdk'``. The run is also a context manager: Completed on a normal exit,
+        Failed with the error on an exception.
+
+        Example:
+            >>> with exp.start_logging() as run:
+            ...     run.log("accuracy", 0.97)
         """
         from runner.run import RUN_TYPE_INTERACTIVE, Run
 
+        folder = _outputs_folder(outputs)
         store = self._workspace._store
         (run_id,) = store.create_runs(
             self._id,
@@ -74,16 +89,16 @@ class Experiment:
                 NewRun(
                     type=RUN_TYPE_INTERACTIVE,
                     status="Running",
-                    target="local",
+                    target=INTERACTIVE_TARGET,
                     display_name=display_name,
-                    definition={"script": None, "target": "local", "interactive": True},
+                    definition={"script": None, "target": INTERACTIVE_TARGET, "interactive": True},
                     owner=process_token(),
                 )
             ],
             id_prefix=f"{self._name}_",
             submitted_by=_user(),
         )
-        run = Run(self, run_id, outputs=outputs)
+        run = Run(self, run_id, outputs=folder)
         if snapshot_directory is not None:
             run.take_snapshot(snapshot_directory)
         return run
@@ -159,6 +174,32 @@ class Experiment:
 
 #: v1's ViewType values for Experiment.list.
 _VIEW_TYPES = ("ActiveOnly", "All", "ArchivedOnly")
+
+
+def _outputs_folder(outputs: str | os.PathLike[str] | bool | None) -> str | None:
+    """The absolute ``outputs`` folder of an interactive run (created), or None for none."""
+    if outputs is False:
+        return None
+    if outputs is None or outputs is True:
+        outputs = "outputs"
+    if not isinstance(outputs, (str, os.PathLike)):  # v1 code may pass anything here
+        from runner.errors import ConfigError  # type: ignore[unreachable]
+
+        raise ConfigError(
+            f"start_logging(outputs={outputs!r}): pass a folder path (default './outputs'), "
+            "or False for no outputs folder"
+        )
+    folder = Path(os.fspath(outputs)).absolute()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file in the way, a read-only folder
+        from runner.errors import ConfigError
+
+        raise ConfigError(
+            f"start_logging: cannot create the outputs folder {str(folder)!r} "
+            f"({exc.strerror or exc}); pass outputs= a writable folder, or outputs=False"
+        ) from None
+    return str(folder)
 
 
 def _user() -> str:

@@ -244,7 +244,7 @@ def _as_list(name: str, value: object, where: str, place: str) -> tuple[list[obj
     if isinstance(value, tuple):
         return list(value), True
     rule = (
-        "log_list() takes a list, tuple or 1-D array"
+        "log_list() takes a list, tuple, 1-D array or other ordered iterable"
         if place == "list"
         else "log_table() takes a dict of column name -> list of values"
     )
@@ -274,6 +274,8 @@ def _as_list(name: str, value: object, where: str, place: str) -> tuple[list[obj
     if isinstance(value, Sequence):  # range, collections.UserList, ...
         return list(value), True
     if isinstance(value, Iterable):
+        if place == "list":  # generators, map(), iterators: v1 takes any iterable (read once)
+            return list(value), True
         raise ConfigError(what, hint="pass list(value)")
     if place == "list":
         raise ConfigError(what, hint="use log() for one value, or pass [value]")
@@ -299,8 +301,10 @@ def _scalars(name: str, items: list[object], fresh: bool, where: str, place: str
 def check_list(name: str, value: object) -> list[Scalar]:
     """Return the values of ``log_list()`` as a new list of plain scalars, or raise ConfigError.
 
-    Takes a list, tuple, other sequence or anything with ``tolist()`` (1-D numpy
-    arrays, tensors, pandas Series). An empty list is allowed; a string is refused.
+    Takes a list, tuple, other sequence, any other iterable such as a generator or
+    ``map`` (consumed once, as azureml does), or anything with ``tolist()`` (1-D numpy
+    arrays, tensors, pandas Series). An empty list is allowed; a string, a dict and a
+    set (no order) are refused.
 
     Example:
         >>> check_list("acc", (0.5, 0.75))
@@ -756,6 +760,23 @@ def check_residuals(name: str, value: object) -> JSONDict:
 
 
 # -- images ---------------------------------------------------------------------------
+
+
+def looks_like_plot(value: object) -> bool:
+    """Whether ``value`` is something ``render_plot_png`` renders rather than an image file.
+
+    Duck-typed (a ``savefig`` method, or a module with ``gcf``, as ``matplotlib.pyplot``):
+    matplotlib is never imported here.
+
+    Example:
+        >>> looks_like_plot("roc.png")
+        False
+    """
+    if isinstance(value, (str, bytes, os.PathLike)) or callable(getattr(value, "read", None)):
+        return False
+    if isinstance(value, types.ModuleType):
+        return callable(getattr(value, "gcf", None))
+    return callable(getattr(value, "savefig", None))
 
 
 def render_plot_png(name: str, plot: object) -> bytes:

@@ -17,7 +17,7 @@ import datetime as _dt
 import os
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import (
     IO,
@@ -47,6 +47,10 @@ if TYPE_CHECKING:
 RUN_TYPE_SCRIPT = "azureml.scriptrun"
 RUN_TYPE_INTERACTIVE = "azureml.interactive"
 RUN_TYPE_CHILD = "azureml.childrun"
+
+#: Run type -> the factory that makes Run objects of that type when runs are listed
+#: or looked up (``Run.add_type_provider``); script runs become ScriptRun without one.
+_TYPE_PROVIDERS: dict[str, Callable[[Experiment, RunRow], Run]] = {}
 
 _TERMINAL_VALUES = frozenset(s.value for s in TERMINAL)
 _ACTIVE_VALUES = frozenset(s.value for s in RunStatus) - _TERMINAL_VALUES
@@ -173,8 +177,9 @@ class Run:
     # -- lookup ------------------------------------------------------------------------
 
     @staticmethod
-    def get(workspace: Workspace, run_id: str) -> Run:
-        """The run with this id in the workspace."""
+    def get(workspace: Workspace, run_id: str, _rehydrate_runs: bool = True) -> Run:
+        """The run with this id in the workspace (a ScriptRun for a submitted script's run,
+        or what the run type's provider makes; see ``add_type_provider``)."""
         from runner.experiment import Experiment
 
         try:
@@ -187,7 +192,7 @@ class Run:
                 f"no run {run_id!r} in workspace {workspace.name}; list runs with "
                 "`runner run list -e EXPERIMENT`"
             )
-        return Run(Experiment(workspace, row.experiment_name), run_id, _row=row)
+        return _typed(Experiment(workspace, row.experiment_name), row, _rehydrate_runs)
 
     @staticmethod
     def get_context(
@@ -201,6 +206,46 @@ class Run:
         from runner.context import get_context
 
         return get_context(allow_offline=allow_offline)
+
+    @staticmethod
+    def get_submitted_run(**kwargs: Any) -> Run:
+        """Deprecated in azureml.core: the submitted run this script runs in.
+
+        Use ``Run.get_context()``, which this returns (an offline run outside a run).
+        """
+        warnings.warn(
+            "Run.get_submitted_run() is deprecated (as in azureml.core); use Run.get_context()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        from runner.context import get_context
+
+        return get_context(allow_offline=True)
+
+    @staticmethod
+    def add_type_provider(runtype: str, run_factory: Callable[[Experiment, Any], Run]) -> None:
+        """Make listed and looked-up runs of type ``runtype`` with ``run_factory``.
+
+        ``run_factory(experiment, run_dto)`` is called for every such run that
+        ``Run.list``, ``exp.get_runs()``, ``run.get_children()`` and ``Run.get`` return
+        (unless ``_rehydrate_runs=False``); ``run_dto.run_id`` is the run's id. Kept for
+        the life of the process, as in azureml.
+
+        Example:
+            >>> class TunedRun(Run): ...
+            >>> Run.add_type_provider("tuning", lambda exp, dto: TunedRun(exp, dto.run_id))
+        """
+        if not isinstance(runtype, str) or not runtype:
+            raise ConfigError(
+                f"add_type_provider: runtype {runtype!r} must be a run type (a non-empty str), "
+                "e.g. 'azureml.scriptrun'"
+            )
+        if not callable(run_factory):
+            raise ConfigError(
+                f"add_type_provider({runtype!r}): run_factory {run_factory!r} is not callable; "
+                "pass a function (experiment, run_dto) -> Run"
+            )
+        _TYPE_PROVIDERS[runtype] = run_factory
 
     @staticmethod
     def list(
@@ -222,7 +267,7 @@ class Run:
             tags=tags,
             properties=properties,
         )
-        return (Run(experiment, r.id, _row=r) for r in rows)
+        return (_typed(experiment, r, _rehydrate_runs) for r in rows)
 
     @staticmethod
     def list_by_compute(
@@ -244,7 +289,7 @@ class Run:
             exp = exps.get(r.experiment_name)
             if exp is None:
                 exp = exps[r.experiment_name] = Experiment(ws, r.experiment_name)
-            yield Run(exp, r.id, _row=r)
+            yield _typed(exp, r)
 
     def _refresh(self) -> RunRow:
         row = self._store.get_run(self._id)
@@ -328,9 +373,13 @@ class Run:
         return self.get_properties()
 
     def __repr__(self) -> str:
+        try:
+            status = self._refresh().status  # the status now, not when this object was made
+        except (StoreError, NotFoundError):  # a repr never raises: show the last one seen
+            status = self._row.status
         return (
             f"Run(Experiment: {self._experiment.name}, Id: {self._id}, Type: {self._row.type}, "
-            f"Status: {self._row.status})"
+            f"Status: {status})"
         )
 
     def __eq__(self, other: object) -> bool:
@@ -448,19 +497,31 @@ class Run:
             details=details,
             end=True,
         )
+        if old is not None:
+            self._row.status = status.value  # the cached row follows (repr falls back to it)
         return old is not None
 
     def start(self) -> None:
-        """Mark the run Running (for runs created by create_children or another actor)."""
+        """Mark the run started (Running), as azureml does for runs made by another actor.
+
+        A run that is already Running (children from ``create_children`` are born
+        Running) stays as it is; a finished run is not restarted (a RunnerWarning says so).
+        """
         old = self._store.set_status(
             self._id,
             RunStatus.RUNNING.value,
             allowed_from={"NotStarted", "Starting", "Provisioning", "Preparing", "Queued"},
             start=True,
         )
-        if old is None:
-            raise ConflictError(
-                f"run {self._id} is {self.get_status()}; only a run that has not started can start()"
+        if old is not None:
+            self._refresh()
+            return
+        status = self.get_status()
+        if status in _TERMINAL_VALUES:
+            warnings.warn(
+                f"run {self._id} is already {status}; start() changed nothing",
+                RunnerWarning,
+                stacklevel=2,
             )
 
     def complete(self, _set_status: bool = True) -> None:
@@ -485,8 +546,13 @@ class Run:
         error_code: str | None = None,
         _set_status: bool = True,
     ) -> None:
-        """Flush, store ``outputs``, and mark the run Failed with an optional error."""
-        self._flush_and_store_outputs(_set_status)
+        """Flush, store ``outputs``, and mark the run Failed with an optional error.
+
+        As in azureml, a run that has Completed can be marked Failed afterwards (it ran
+        the wrong script, its model is bad): its end time and stored files stay as they
+        are, and ``error`` is recorded as given. A Canceled or Failed run is left as it is
+        (a RunnerWarning says so).
+        """
         message = (
             f"{type(error_details).__name__}: {error_details}"
             if isinstance(error_details, BaseException)
@@ -496,12 +562,29 @@ class Run:
             "error": {"code": error_code or "UserError", "message": message},
             "time": _iso(time.time()),
         }
+        if _set_status and self._refresh().status == RunStatus.COMPLETED.value:
+            self.flush()  # what this process logged; the outputs stored at its end stay
+            if self._mark_completed_failed(error):
+                return
+        self._flush_and_store_outputs(_set_status)
         if _set_status and not self._set_terminal(RunStatus.FAILED, error=error):
             warnings.warn(
                 f"run {self._id} is already {self.get_status()}; fail() changed nothing",
                 RunnerWarning,
                 stacklevel=2,
             )
+
+    def _mark_completed_failed(self, error: dict[str, Any]) -> bool:
+        """Completed -> Failed, keeping the end time; False if the run was not Completed."""
+        old = self._store.set_status(
+            self._id,
+            RunStatus.FAILED.value,
+            allowed_from={RunStatus.COMPLETED.value},
+            error=error,
+            details="marked Failed with fail() after it had completed",
+        )
+        self._refresh()
+        return old is not None
 
     def cancel(self) -> None:
         """Cancel the run and its unfinished children.
@@ -543,9 +626,14 @@ class Run:
         details = self.get_details()
         if raise_on_error and details["status"] == RunStatus.FAILED.value:
             err = (details.get("error") or {}).get("error") or {}
-            tail = err.get("logTail") or self._log_tail()
+            tail = str(err.get("logTail") or self._log_tail()).rstrip("\n")
+            message = str(err.get("message", "no error recorded"))
+            log = self._failure_log(details["logFiles"], err.get("kind"))
+            if log and "full log: " not in message:
+                message += f"; full log: {log}"
+            # One message, the log's path, its last lines once (issue 14).
             raise RunFailedError(
-                f"run {self._id} failed: {err.get('message', 'no error recorded')}"
+                f"run {self._id} failed: {message}"
                 + (f"\n--- last lines of the log ---\n{tail}" if tail else ""),
                 run_id=self._id,
                 status=details["status"],
@@ -553,6 +641,20 @@ class Run:
                 log_tail=tail,
             )
         return details
+
+    def _failure_log(self, log_files: dict[str, str], kind: object) -> str | None:
+        """The log that tells why the run failed: the preparation log when its environment
+        could not be prepared, else the driver log; its live path while it is there."""
+        wanted = "environment_prep_log" if kind == "environment_failed" else "driver_log"
+        live = self._run_dir() / "logs"
+        if live.is_dir():
+            for p in sorted(live.iterdir()):
+                if wanted in p.name:
+                    return str(p)
+        for name, path in sorted(log_files.items()):
+            if wanted in name:
+                return path
+        return None
 
     def _wait_terminal(self) -> None:
         """Block until the run is Completed, Failed or Canceled."""
@@ -674,8 +776,11 @@ class Run:
             )
         return known, stored_step
 
-    def log_list(self, name: str, value: Sequence[Any], description: str = "") -> None:
-        """Log a list of scalars; repeated calls extend the metric's vector."""
+    def log_list(self, name: str, value: Iterable[Any], description: str = "") -> None:
+        """Log a list of scalars; repeated calls extend the metric's vector.
+
+        Any ordered iterable works, a generator or ``map`` too (read once, as in azureml).
+        """
         name = _m.check_metric_name(name)
         values = _m.check_list(name, value)
         self._register(name, _KIND_LIST, None, description)
@@ -727,8 +832,14 @@ class Run:
     def log_image(
         self, name: str, path: Any = None, plot: Any = None, description: str = ""
     ) -> None:
-        """Log an image file (path or binary stream) or a matplotlib figure/pyplot."""
+        """Log an image file (path or binary stream) or a matplotlib figure/pyplot.
+
+        A figure or ``pyplot`` passed in the ``path`` position is rendered as ``plot=``
+        would be: ``run.log_image("ROC", plt)`` is the azureml articles' own sample.
+        """
         name = _m.check_metric_name(name)
+        if plot is None and _m.looks_like_plot(path):
+            path, plot = None, path
         if (path is None) == (plot is None):
             raise ConfigError(
                 f"log_image({name!r}): pass exactly one of path= (an image file) or plot= "
@@ -855,7 +966,11 @@ class Run:
             parent_id=self._id,
             submitted_by=self._row.submitted_by,
         )
-        return type(self)(self._experiment, cid, outputs=outputs)
+        return self._child_type()(self._experiment, cid, outputs=outputs)
+
+    def _child_type(self) -> builtins.type[Run]:
+        """The class of this run's children: its own (an offline run's stay offline)."""
+        return type(self)
 
     def _child_owner(self) -> str | None:
         """The process that owns a new child: this one, outside a submitted run (inside
@@ -910,7 +1025,8 @@ class Run:
             self._experiment._id, specs, parent_id=self._id, submitted_by=self._row.submitted_by
         )
         rows = {r.id: r for r in self._store.find_runs(parent_id=self._id)}
-        return [type(self)(self._experiment, i, _row=rows.get(i)) for i in ids]
+        child_type = self._child_type()
+        return [child_type(self._experiment, i, _row=rows.get(i)) for i in ids]
 
     def get_children(
         self,
@@ -931,7 +1047,7 @@ class Run:
             tags=tags,
             properties=properties,
         )
-        return (Run(self._experiment, r.id, _row=r) for r in rows)
+        return (_typed(self._experiment, r, _rehydrate_runs) for r in rows)
 
     def submit_child(
         self, config: Any, tags: dict[str, str | None] | None = None, **kwargs: Any
@@ -1154,7 +1270,15 @@ class Run:
     def restore_snapshot(
         self, snapshot_id: str | None = None, path: str | os.PathLike[str] | None = None
     ) -> str:
-        """Write a snapshot (default: the latest) as a zip file; returns its path."""
+        """Write a snapshot (default: the latest) as ``<path>/<snapshot id>.zip``.
+
+        As in azureml, ``path`` is the folder to write into (default: the current
+        folder; created if missing), and the zip file's absolute path is returned.
+
+        Example:
+            >>> run.restore_snapshot(path="snapshots")  # doctest: +SKIP
+            '/home/u/proj/snapshots/3f2a....zip'
+        """
         from runner.snapshot import load_snapshot, to_zip
 
         sid = snapshot_id or self.get_snapshot_id()
@@ -1162,11 +1286,17 @@ class Run:
             raise NotFoundError(
                 f"run {self._id} has no snapshot; take one with run.take_snapshot(path)"
             )
+        folder = (Path(os.fspath(path)) if path is not None else Path.cwd()).absolute()
+        _check_folder(folder, "restore_snapshot: path")
         snap = load_snapshot(self._workspace._blobs, sid)
-        dest = Path(path) if path is not None else Path.cwd() / f"{sid}.zip"
-        if dest.is_dir():
-            dest = dest / f"{sid}.zip"
-        return str(to_zip(snap, self._workspace._blobs, dest))
+        created = not folder.exists()
+        try:
+            return str(to_zip(snap, self._workspace._blobs, folder / f"{sid}.zip"))
+        except BaseException:
+            if created:  # leave nothing behind, not even the folder made for the zip
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            raise
 
     # -- models, environment, secrets, misc --------------------------------------------
 
@@ -1218,15 +1348,56 @@ class Run:
         return self._run_dir().as_uri()
 
     def clean(self) -> builtins.list[str]:
-        """Remove the run's working files on this machine (not its stored files)."""
+        """Remove the run's working files on this machine, as azureml's ``clean()``.
+
+        azureml removes "the files corresponding to the current run on the target": here,
+        the run's working folder (its snapshot copy, ``./outputs``, ``./logs``). Nothing
+        stored with the run is removed, and nothing is lost: what is in ``./outputs`` and
+        ``./logs`` is stored with the run first. A finished run's working folder is already
+        gone (it was stored when the run ended), so ``[]`` is returned. During a run, a
+        RunnerWarning says what was removed; the script cannot write there afterwards.
+
+        Returns:
+            The paths of the files removed.
+        """
         import shutil
 
         work = self._run_dir() / "work"
-        removed = []
-        if work.is_dir():
-            removed = [str(p) for p in work.rglob("*")]
-            shutil.rmtree(work, ignore_errors=True)
+        if not work.is_dir():
+            return []
+        removed = sorted(str(p) for p in work.rglob("*") if not p.is_dir() or p.is_symlink())
+        from runner.outputs import store_folder
+
+        kept = 0
+        for folder in ("outputs", "logs"):  # as the run's end stores them; errors keep all
+            if (work / folder).is_dir():
+                kept += store_folder(self._workspace, self._id, work / folder, folder)
+        shutil.rmtree(work, ignore_errors=True)
+        if removed:
+            shown = ", ".join(os.path.relpath(p, work) for p in removed[:5])
+            more = f" and {len(removed) - 5} more" if len(removed) > 5 else ""
+            warnings.warn(
+                f"run {self._id} is {self.get_status()}: clean() removed its working folder "
+                f"{work} ({len(removed)} file(s): {shown}{more}); the {kept} file(s) of its "
+                "./outputs and ./logs were stored with the run first and are kept; the script "
+                "can no longer write there",
+                RunnerWarning,
+                stacklevel=2,
+            )
         return removed
+
+
+def _typed(experiment: Experiment, row: RunRow, rehydrate: bool = True) -> Run:
+    """The Run object for a stored run: made by its type's provider when there is one."""
+    if rehydrate:
+        factory = _TYPE_PROVIDERS.get(str(row.type))
+        if factory is not None:
+            return factory(experiment, row)
+        if row.type == RUN_TYPE_SCRIPT:
+            from runner.script_run import ScriptRun
+
+            return ScriptRun(experiment, row.id, _row=row)
+    return Run(experiment, row.id, _row=row)
 
 
 def _find(

@@ -227,6 +227,11 @@ class RunRow:
         ) = row
         self.experiment_name = experiment_name
 
+    @property
+    def run_id(self) -> str:
+        """The run's id (azureml's RunDto spelling, for ``Run.add_type_provider`` factories)."""
+        return str(self.id)
+
 
 class NewRun:
     """What ``Store.create_runs`` needs to create one run."""

@@ -27,10 +27,11 @@ def submit(
     parent: Run | None = None,
     **kwargs: Any,
 ) -> Run:
-    """Submit a ScriptRunConfig; returns the Run (status Starting) at once."""
+    """Submit a ScriptRunConfig; returns the ScriptRun (status Starting) at once."""
     from runner import daemon_client
     from runner.config import ScriptRunConfig
-    from runner.run import RUN_TYPE_SCRIPT, Run, _check_tag_key, _check_tag_value
+    from runner.run import RUN_TYPE_SCRIPT, _check_tag_key, _check_tag_value
+    from runner.script_run import ScriptRun
     from runner.snapshot import git_properties, take_snapshot
     from runner.store import NewRun
 
@@ -134,7 +135,7 @@ def submit(
         if failed is not None:
             raise
         # a daemon took the run after all: it is on its way
-    return Run(experiment, run_id)
+    return ScriptRun(experiment, run_id)
 
 
 def _check_remote(ws: Any, name: str, env: Any) -> None:

@@ -229,7 +229,7 @@ def test_a_flipped_snapshot_file_fails_materialize_and_restore_snapshot(made, tm
     proc = py(code, ws, run_id, snap, tmp_path / "work2", tmp_path / "snap2.zip")
     assert proc.stdout == "", proc.stdout
     assert (tmp_path / "work2" / "train.py").read_bytes() == BETA
-    assert (tmp_path / "snap2.zip").is_file()
+    assert (tmp_path / "snap2.zip" / f"{snap}.zip").is_file()  # v1: path is a folder
 
 
 def test_a_flipped_model_file_fails_the_model_download(made, tmp_path):
