@@ -36,6 +36,12 @@ if TYPE_CHECKING:
         UserError,
     )
     from runner.experiment import Experiment
+    from runner.jobconfig import (
+        DockerConfiguration,
+        MpiConfiguration,
+        PyTorchConfiguration,
+        TensorflowConfiguration,
+    )
     from runner.keyvault import Keyvault
     from runner.models import Model
     from runner.run import Run
@@ -64,6 +70,10 @@ _WHERE = {
     "TargetUnavailableError": "runner.errors",
     "RunFailedError": "runner.errors",
     "StoreError": "runner.errors",
+    "PyTorchConfiguration": "runner.jobconfig",
+    "MpiConfiguration": "runner.jobconfig",
+    "TensorflowConfiguration": "runner.jobconfig",
+    "DockerConfiguration": "runner.jobconfig",
 }
 
 __all__ = [
@@ -71,12 +81,15 @@ __all__ = [
     "CondaDependencies",
     "ConfigError",
     "ConflictError",
+    "DockerConfiguration",
     "Environment",
     "EnvironmentBuildError",
     "Experiment",
     "Keyvault",
     "Model",
+    "MpiConfiguration",
     "NotFoundError",
+    "PyTorchConfiguration",
     "RemoteCompute",
     "Run",
     "RunConfiguration",
@@ -86,6 +99,7 @@ __all__ = [
     "ScriptRunConfig",
     "StoreError",
     "TargetUnavailableError",
+    "TensorflowConfiguration",
     "UserError",
     "Workspace",
 ]
