@@ -132,6 +132,18 @@ class RunConfiguration:
         if isinstance(g, bool) or not isinstance(g, (int, float)) or g < 0:
             raise ConfigError(f"run_config.cancel_grace_seconds={g!r}; pass seconds >= 0")
         check_env_vars(self.environment_variables, "run_config.environment_variables")
+        if self.node_count != 1:  # never run one process quietly where several were asked for
+            raise ConfigError(
+                f"run_config.node_count={self.node_count!r}: runner runs on one machine; set "
+                "node_count = 1 and pass ScriptRunConfig(distributed_job_config="
+                "PyTorchConfiguration(process_count=N)) for N processes"
+            )
+        if self.communicator not in ("None", None):
+            raise ConfigError(
+                f"run_config.communicator={self.communicator!r} would start one process "
+                "here; leave it 'None' and pass ScriptRunConfig(distributed_job_config="
+                "PyTorchConfiguration(process_count=N)) or MpiConfiguration(...) instead"
+            )
         self.environment._check_types()  # in-place changes to its variables, too
         self.arguments = check_arguments(self.arguments)
 

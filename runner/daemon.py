@@ -1418,6 +1418,11 @@ def distributed_launch(
             raise RunnerError(
                 "MpiConfiguration needs mpirun on PATH; install openmpi or use PyTorchConfiguration"
             )
+        if os.geteuid() == 0:  # Open MPI refuses root unless told (as in containers)
+            env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        # more ranks than cores is the user's choice (Open MPI refuses it by default)
+        env.setdefault("OMPI_MCA_rmaps_base_oversubscribe", "1")
         return [mpirun, "-np", str(count), *argv], ()
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))  # a free port now, as torchrun's standalone mode picks it

@@ -13,6 +13,7 @@ holds no workspace open.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import textwrap
 import time
@@ -252,11 +253,13 @@ REFUSE = textwrap.dedent(
     """
     import json, sys
     from runner import (ConfigError, DockerConfiguration, Experiment, MpiConfiguration,
-                        PyTorchConfiguration, ScriptRunConfig, TensorflowConfiguration, Workspace)
+                        PyTorchConfiguration, RunConfiguration, ScriptRunConfig,
+                        TensorflowConfiguration, Workspace)
 
     ws = Workspace.create(sys.argv[1], exist_ok=True)
     exp = Experiment(ws, "dist")
     src = sys.argv[2]
+    rc2, rc3 = RunConfiguration(), RunConfiguration()
     cases = {
         "two nodes": lambda: ScriptRunConfig(
             src, "rank.py", distributed_job_config=PyTorchConfiguration(process_count=2, node_count=2)),
@@ -265,6 +268,9 @@ REFUSE = textwrap.dedent(
             src, "rank.py", distributed_job_config=MpiConfiguration(process_count_per_node=2))),
         "resume_from": lambda: exp.submit(ScriptRunConfig(src, "rank.py", resume_from="ckpt")),
         "tensorflow": lambda: TensorflowConfiguration(worker_count=2),
+        "rc nodes": lambda: setattr(rc2, "node_count", 2) or rc2.validate(),
+        "rc communicator": lambda: setattr(rc3, "communicator", "Nccl") or exp.submit(
+            ScriptRunConfig(src, "rank.py", run_config=rc3)),
         "not a config": lambda: ScriptRunConfig(src, "rank.py", distributed_job_config={"n": 2}),
         "docker": lambda: exp.submit(ScriptRunConfig(
             src, "rank.py", distributed_job_config=PyTorchConfiguration(process_count=2),
@@ -300,6 +306,8 @@ def test_what_runner_cannot_run_is_refused_with_nothing_recorded(tmp_path: Path)
         )
     assert "resume_from='ckpt' is not supported" in refused["resume_from"]
     assert "TensorflowConfiguration" in refused["tensorflow"]
+    assert "run_config.node_count=2" in refused["rc nodes"]
+    assert "run_config.communicator='Nccl'" in refused["rc communicator"]
     assert "PyTorchConfiguration(process_count=N)" in refused["not a config"]
     assert "docker environment" in refused["docker"]
     assert "local target only" in refused["remote"]
@@ -364,5 +372,71 @@ def test_every_rank_sees_the_runs_gpus_with_fake_gpus(
         assert len(visible) == 1
         (devices,) = visible
         assert len(devices.split(",")) == 2
+    finally:
+        runner_cli(ws, "daemon", "stop")
+
+
+#: A stand-in for mpirun (named fake): starts -np N copies of the command with the
+#: variables Open MPI's mpirun sets, and fails when one does.
+FAKE_MPIRUN = textwrap.dedent(
+    """\
+    #!/usr/bin/env python3
+    import os, subprocess, sys
+
+    assert sys.argv[1] == "-np", sys.argv
+    n, cmd = int(sys.argv[2]), sys.argv[3:]
+    procs = [
+        subprocess.Popen(cmd, env={**os.environ, "OMPI_COMM_WORLD_RANK": str(r),
+                                   "OMPI_COMM_WORLD_SIZE": str(n),
+                                   "OMPI_COMM_WORLD_LOCAL_RANK": str(r)})
+        for r in range(n)
+    ]
+    sys.exit(max(p.wait() for p in procs))
+    """
+)
+
+MPI_SCRIPT = textwrap.dedent(
+    """
+    import os
+    from runner import Run
+
+    rank = os.environ["OMPI_COMM_WORLD_RANK"]
+    Run.get_context().log("mpi_rank", int(rank))
+    print("mpi rank", rank, "of", os.environ["OMPI_COMM_WORLD_SIZE"], flush=True)
+    """
+)
+
+SUBMIT_MPI = textwrap.dedent(
+    """
+    import sys
+    from runner import Experiment, MpiConfiguration, ScriptRunConfig, Workspace
+
+    ws = Workspace.create(sys.argv[1], exist_ok=True)
+    src = ScriptRunConfig(sys.argv[2], "mpi.py",
+                          distributed_job_config=MpiConfiguration(process_count_per_node=2))
+    run = Experiment(ws, "dist").submit(src)
+    run.wait_for_completion(raise_on_error=False)
+    print(run.id)
+    """
+)
+
+
+@pytest.mark.slow
+def test_mpi_job_goes_through_mpirun_on_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws, src, _ = _setup(tmp_path)
+    (src / "mpi.py").write_text(MPI_SCRIPT)
+    fake_bin = tmp_path / "fake-mpirun-bin"
+    fake_bin.mkdir()
+    (fake_bin / "mpirun").write_text(FAKE_MPIRUN)
+    (fake_bin / "mpirun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}:{os.environ['PATH']}")
+    try:
+        proc = python(SUBMIT_MPI, str(ws), str(src), timeout_s=120)
+        assert proc.returncode == 0, proc.stderr
+        got = _read(ws, proc.stdout.strip().splitlines()[-1])
+        assert got["status"] == "Completed", got
+        assert sorted(got["metrics"]["mpi_rank"]) == [0, 1]
     finally:
         runner_cli(ws, "daemon", "stop")
