@@ -21,7 +21,10 @@ Given a spec it
    small run's overhead. Where clone3 is refused (an old kernel, a seccomp filter) the
    script moves itself in before it execs;
 4. starts the script (in the work folder, its output appended to the driver log) and
-   reaps every process that ends in its tree;
+   reaps every process that ends in its tree. A distributed run's spec lists ``ranks``:
+   the keeper starts the script once per rank (its variables added, its output in its
+   own log, copied line by line into the driver log marked ``[rank N]``); the first rank
+   to fail fails the run and the others get SIGTERM, then SIGKILL, as under torchrun;
 5. on SIGTERM (cancel) sends SIGTERM to every process of the run, waits the grace
    period, then kills what is left; when the script ends by itself, what it left running
    gets SIGTERM and ``leftover_grace_s``;
