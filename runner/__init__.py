@@ -38,6 +38,12 @@ if TYPE_CHECKING:
         UserError,
     )
     from runner.experiment import Experiment
+    from runner.jobconfig import (
+        DockerConfiguration,
+        MpiConfiguration,
+        PyTorchConfiguration,
+        TensorflowConfiguration,
+    )
     from runner.keyvault import Keyvault
     from runner.models import Model
     from runner.run import Run
@@ -68,6 +74,10 @@ _WHERE = {
     "TargetUnavailableError": "runner.errors",
     "RunFailedError": "runner.errors",
     "StoreError": "runner.errors",
+    "PyTorchConfiguration": "runner.jobconfig",
+    "MpiConfiguration": "runner.jobconfig",
+    "TensorflowConfiguration": "runner.jobconfig",
+    "DockerConfiguration": "runner.jobconfig",
 }
 
 __all__ = [
@@ -76,12 +86,15 @@ __all__ = [
     "CondaDependencies",
     "ConfigError",
     "ConflictError",
+    "DockerConfiguration",
     "Environment",
     "EnvironmentBuildError",
     "Experiment",
     "Keyvault",
     "Model",
+    "MpiConfiguration",
     "NotFoundError",
+    "PyTorchConfiguration",
     "RemoteCompute",
     "Run",
     "RunConfiguration",
@@ -92,6 +105,7 @@ __all__ = [
     "ScriptRunConfig",
     "StoreError",
     "TargetUnavailableError",
+    "TensorflowConfiguration",
     "UserError",
     "Workspace",
 ]

@@ -132,6 +132,18 @@ class RunConfiguration:
         if isinstance(g, bool) or not isinstance(g, (int, float)) or g < 0:
             raise ConfigError(f"run_config.cancel_grace_seconds={g!r}; pass seconds >= 0")
         check_env_vars(self.environment_variables, "run_config.environment_variables")
+        if self.node_count != 1:  # never run one process quietly where several were asked for
+            raise ConfigError(
+                f"run_config.node_count={self.node_count!r}: runner runs on one machine; set "
+                "node_count = 1 and pass ScriptRunConfig(distributed_job_config="
+                "PyTorchConfiguration(process_count=N)) for N processes"
+            )
+        if self.communicator not in ("None", None):
+            raise ConfigError(
+                f"run_config.communicator={self.communicator!r} would start one process "
+                "here; leave it 'None' and pass ScriptRunConfig(distributed_job_config="
+                "PyTorchConfiguration(process_count=N)) or MpiConfiguration(...) instead"
+            )
         self.environment._check_types()  # in-place changes to its variables, too
         self.arguments = check_arguments(self.arguments)
 
@@ -300,7 +312,25 @@ class ScriptRunConfig:
             rc.environment = environment
         if max_run_duration_seconds is not None:
             rc.max_run_duration_seconds = max_run_duration_seconds
+        #: PyTorchConfiguration or MpiConfiguration: N processes on this machine
+        self.distributed_job_config = distributed_job_config
+        #: DockerConfiguration: applied to (a copy of) the environment's docker section
+        self.docker_runtime_config = docker_runtime_config
+        #: refused (see validate): never silently ignored
+        self.resume_from = resume_from
         self.validate()
+
+    def effective_environment(self) -> Environment:
+        """The environment the run gets: ``run_config.environment`` with
+        ``docker_runtime_config`` applied to a copy of it (the caller's is not changed)."""
+        env = self.run_config.environment
+        if self.docker_runtime_config is None:
+            return env
+        from runner.environment import Environment
+
+        copy = Environment.from_dict(env.to_dict())
+        self.docker_runtime_config.apply(copy.docker)
+        return copy
 
     def validate(self) -> None:
         """Raise ConfigError/NotFoundError unless this config can be submitted as it is."""
@@ -353,6 +383,25 @@ class ScriptRunConfig:
                 )
         self.arguments = check_arguments(self.arguments)
         self.run_config.validate()
+        self._check_job_settings()
+
+    def _check_job_settings(self) -> None:
+        from runner.jobconfig import DockerConfiguration, check_distributed
+
+        if self.resume_from is not None:
+            raise ConfigError(
+                f"resume_from={self.resume_from!r} is not supported by runner (it resumes "
+                "from a cloud DataPath checkpoint); load your checkpoint in the script, e.g. "
+                "from a path passed in arguments=, and drop resume_from"
+            )
+        drc = self.docker_runtime_config
+        if drc is not None:
+            if not isinstance(drc, DockerConfiguration):
+                raise ConfigError(
+                    f"docker_runtime_config must be a DockerConfiguration, not {type(drc).__name__}"
+                )
+            self.effective_environment()  # the docker section's setters check the values
+        check_distributed(self.distributed_job_config)
 
     def __repr__(self) -> str:
         return (

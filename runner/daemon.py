@@ -818,6 +818,10 @@ class RunSupervisor:
             argv = ["{python}", self.definition["script"], *args]
         else:
             argv = [*prepared.argv_prefix, prepared.python, self.definition["script"], *args]
+        ranks: tuple[Any, ...] = ()
+        distributed = self.definition.get("distributed")
+        if distributed and not remote:
+            argv, ranks = distributed_launch(distributed, argv, env, self.logs, self.run_id)
         return LaunchSpec(
             run_id=self.run_id,
             argv=argv,
@@ -829,6 +833,7 @@ class RunSupervisor:
             gpu_ids=self.gpu_ids,
             grace_s=self._grace_s(),
             umask=self.daemon.run_umask,
+            ranks=ranks,
         )
 
     def _grace_s(self) -> float:
@@ -1401,6 +1406,70 @@ def prepare_environment(ws: Workspace, env: Any, definition: dict[str, Any], log
     from environments.selection import builder_for
 
     return builder_for(env, definition.get("python")).prepare(env, log)
+
+
+def distributed_launch(
+    distributed: dict[str, Any],
+    argv: list[str],
+    env: dict[str, str],
+    logs: Path,
+    run_id: str,
+) -> tuple[list[str], tuple[Any, ...]]:
+    """(argv, ranks) of a distributed run on this machine.
+
+    PyTorch: N processes of the same argv, kept together by the run's keeper, with the
+    variables torchrun sets (and the AZ_BATCH* names of azureml's PyTorch jobs); every
+    rank sees all of the run's GPUs, as under torchrun, and takes ``cuda:LOCAL_RANK``.
+    MPI: one process, ``mpirun -np N`` before the argv (mpirun sets OMPI_*/PMI_*).
+    """
+    from targets.base import RankSpec
+
+    count = int(distributed.get("processCount") or 1)
+    if distributed.get("kind") == "mpi":
+        mpirun = shutil.which("mpirun", path=env.get("PATH"))
+        if mpirun is None:
+            raise RunnerError(
+                "MpiConfiguration needs mpirun on PATH; install openmpi or use PyTorchConfiguration"
+            )
+        if os.geteuid() == 0:  # Open MPI refuses root unless told (as in containers)
+            env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        # more ranks than cores is the user's choice (Open MPI refuses it by default)
+        env.setdefault("OMPI_MCA_rmaps_base_oversubscribe", "1")
+        return [mpirun, "-np", str(count), *argv], ()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))  # a free port now, as torchrun's standalone mode picks it
+        port = str(s.getsockname()[1])
+    common = {
+        "WORLD_SIZE": str(count),
+        "LOCAL_WORLD_SIZE": str(count),
+        "NODE_RANK": "0",
+        "GROUP_RANK": "0",
+        "GROUP_WORLD_SIZE": "1",
+        "ROLE_NAME": "default",
+        "ROLE_WORLD_SIZE": str(count),
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": port,
+        "TORCHELASTIC_RUN_ID": run_id,
+        "TORCHELASTIC_RESTART_COUNT": "0",
+        "TORCHELASTIC_MAX_RESTARTS": "0",
+        # azureml v1's names for the same facts
+        "AZ_BATCH_MASTER_NODE": f"127.0.0.1:{port}",
+        "AZ_BATCHAI_MPI_MASTER_NODE": "127.0.0.1",
+        "AZ_BATCHAI_PYTORCH_INIT_METHOD": f"tcp://127.0.0.1:{port}",
+        "AZ_BATCHAI_TASK_INDEX": "0",
+    }
+    if count > 1 and "OMP_NUM_THREADS" not in env:
+        common["OMP_NUM_THREADS"] = "1"  # torchrun's default: N ranks do not oversubscribe
+    ranks = tuple(
+        RankSpec(
+            rank=rank,
+            env={**common, "RANK": str(rank), "LOCAL_RANK": str(rank), "ROLE_RANK": str(rank)},
+            log=logs / f"{Path(DRIVER_LOG).stem}_{rank}{Path(DRIVER_LOG).suffix}",
+        )
+        for rank in range(count)
+    )
+    return argv, ranks
 
 
 def make_target(ws: Workspace, definition: dict[str, Any], keepers: Any = None) -> Any:

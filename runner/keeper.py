@@ -21,7 +21,10 @@ Given a spec it
    small run's overhead. Where clone3 is refused (an old kernel, a seccomp filter) the
    script moves itself in before it execs;
 4. starts the script (in the work folder, its output appended to the driver log) and
-   reaps every process that ends in its tree;
+   reaps every process that ends in its tree. A distributed run's spec lists ``ranks``:
+   the keeper starts the script once per rank (its variables added, its output in its
+   own log, copied line by line into the driver log marked ``[rank N]``); the first rank
+   to fail fails the run and the others get SIGTERM, then SIGKILL, as under torchrun;
 5. on SIGTERM (cancel) sends SIGTERM to every process of the run, waits the grace
    period, then kills what is left; when the script ends by itself, what it left running
    gets SIGTERM and ``leftover_grace_s``;
@@ -360,6 +363,9 @@ class Keeper:
         self.kill_at: float | None = None
         #: set by main(): whether orphans of the run come back to this process
         self.subreaper: bool | None = None
+        #: a distributed run's processes: pid -> rank (empty: one process, self.child)
+        self.ranks: dict[int, int] = {}
+        self.pumps: list[_Pump] = []
 
     def _say(self, text: str) -> None:
         try:
@@ -436,16 +442,25 @@ class Keeper:
         os.close(devnull)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self.on_term)
+        ranks = list(spec.get("ranks") or ())  # type: ignore[call-overload]
+        if not ranks:
+            self.child = self._fork(None)
+        for rank in ranks:  # a distributed run: one process per rank (see wait_ranks)
+            self.ranks[self._fork(rank)] = int(rank["rank"])
+            self.pumps.append(_Pump(int(rank["rank"]), str(rank["log"])))
+        if self.canceling:  # a cancel came while the script was being started
+            self.signal_all(signal.SIGTERM)
+        return True
+
+    def _fork(self, rank: dict[str, object] | None) -> int:
+        """Start the script (one rank of it); the child's pid."""
         pid = fork_into_cgroup(self.cgroup) if self.cgroup is not None else None
         moving = pid is None and self.cgroup is not None
         if pid is None:
             pid = os.fork()
         if pid == 0:  # the script's process
-            self._exec(join=moving)
-        self.child = pid
-        if self.canceling:  # a cancel came while the script was being started
-            _signal(pid, signal.SIGTERM)
-        return True
+            self._exec(join=moving, rank=rank)
+        return pid
 
     def _record(self, started: str, exclusive: bool) -> None:
         """Write the ``started`` file (pid, create time, cgroup); ``exclusive``: only if
@@ -463,13 +478,19 @@ class Keeper:
             if os.path.lexists(tmp):  # (os.link leaves it, os.replace moved it)
                 os.unlink(tmp)
 
-    def _exec(self, join: bool) -> None:
+    def _exec(self, join: bool, rank: dict[str, object] | None = None) -> None:
         """In the forked child: (join the run's cgroup,) enter the work folder and exec the
-        argv; never returns."""
+        argv (a rank: with its variables, its output to its own log); never returns."""
         spec = self.spec
         argv = [str(a) for a in spec["argv"]]  # type: ignore[attr-defined]
         env = {str(k): str(v) for k, v in spec["env"].items()}  # type: ignore[attr-defined]
         try:
+            if rank is not None:
+                env.update({str(k): str(v) for k, v in rank["env"].items()})  # type: ignore[attr-defined]
+                log = os.open(str(rank["log"]), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o660)
+                os.dup2(log, 1)
+                os.dup2(log, 2)
+                os.close(log)
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGALRM):
                 signal.signal(sig, signal.SIG_DFL)
             # Python ignores these; a script started by a shell would not.
@@ -498,6 +519,8 @@ class Keeper:
 
     def wait(self) -> int:
         """Reap until the script ends, then until no process of the run is left."""
+        if self.ranks:
+            self.wait_ranks()
         while self.code is None:
             try:
                 pid, status = os.waitpid(-1, 0)
@@ -530,6 +553,52 @@ class Keeper:
 
     def _reap(self) -> None:
         _reap_all(0, None)
+        self.pump()
+
+    def pump(self) -> None:
+        """Copy what the ranks wrote to their logs into the driver log, line by line."""
+        for p in self.pumps:
+            p.copy(1)
+
+    def wait_ranks(self) -> None:
+        """A distributed run: reap its ranks as they end (copying their output to the
+        driver log). As torchrun does, the first rank to fail fails the run: the others
+        get SIGTERM, then SIGKILL after the grace period. ``self.code`` is 0 when every
+        rank ended with 0, else the code of the first rank that failed."""
+        left = dict(self.ranks)
+        delay = 0.005
+        while left:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                self.pump()
+                if self.kill_at is not None and time.monotonic() >= self.kill_at:
+                    self.signal_all(signal.SIGKILL)
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+                continue
+            delay = 0.005
+            rank = left.pop(pid, None)
+            if rank is None:
+                continue  # an orphan of the run, re-parented here
+            code = _exit_code(status)
+            if code != 0 and self.code is None:
+                self.code = code
+                if not self.canceling and left:
+                    grace = float(str(self.spec.get("grace_s") or 0))
+                    self._say(
+                        f"rank {rank} exited with code {code}; stopping the other "
+                        f"{len(left)} rank(s) (SIGTERM, then SIGKILL after {grace:g} s)"
+                    )
+                    self.kill_at = time.monotonic() + grace
+                    self.signal_all(signal.SIGTERM)
+        self.pump()
+        for p in self.pumps:
+            p.copy(1, final=True)
+        if self.code is None:
+            self.code = 0 if not left else 127
 
     def finish(self, code: int) -> None:
         """Write the exit code where the daemon reads it, and remove the cgroup."""
@@ -541,6 +610,38 @@ class Keeper:
         os.replace(tmp, exit_file)
         if self.cgroup is not None and not remove_cgroup(self.cgroup):
             self._say(f"could not remove cgroup {self.cgroup}")
+
+
+class _Pump:
+    """Copies what one rank appends to its log into the driver log, each line marked
+    ``[rank N]`` (its own log keeps it unmarked)."""
+
+    def __init__(self, rank: int, path: str) -> None:
+        self.prefix = f"[rank {rank}] ".encode()
+        self.path = path
+        self.offset = 0
+        self.partial = b""
+
+    def copy(self, out_fd: int, final: bool = False) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read(1 << 20)
+        except OSError:
+            return
+        self.offset += len(data)
+        data = self.partial + data
+        end = len(data) if final else data.rfind(b"\n") + 1
+        self.partial = data[end:]
+        if final and data and not data.endswith(b"\n"):
+            data += b"\n"
+            end += 1
+        lines = data[:end].splitlines(keepends=True)
+        if lines:
+            try:
+                os.write(out_fd, b"".join(self.prefix + ln for ln in lines))
+            except OSError:
+                return
 
 
 def _json_string(text: str) -> str:

@@ -43,9 +43,10 @@ def submit(
     config.validate()
     ws = experiment.workspace
     rc = config.run_config
-    env = rc.environment
+    env = config.effective_environment()  # with docker_runtime_config applied
     target = rc.target_name
     remote = target != "local"
+    distributed = _check_distributed(config, target, env)
     if remote:
         _check_remote(ws, target, env)
     python: str | None = None
@@ -92,6 +93,7 @@ def submit(
         "cancelGraceSeconds": rc.cancel_grace_seconds,
         "priority": rc.priority,
         "runConfiguration": rc.to_dict(),
+        "distributed": distributed,
     }
     store = ws._store
     from runner.experiment import _user
@@ -136,6 +138,28 @@ def submit(
             raise
         # a daemon took the run after all: it is on its way
     return ScriptRun(experiment, run_id)
+
+
+def _check_distributed(config: Any, target: str, env: Any) -> dict[str, Any] | None:
+    """The job's processes (None: one), refusing what runner cannot start: other
+    machines, containers, and MPI without mpirun (ConfigError, before anything is recorded)."""
+    from runner.jobconfig import distributed_definition
+
+    found = distributed_definition(config.distributed_job_config)
+    if found is None:
+        return None
+    what = type(config.distributed_job_config).__name__
+    if target != "local":
+        raise ConfigError(
+            f"{what} runs on the local target only in this version of runner (target "
+            f"{target!r}); submit it with compute_target='local'"
+        )
+    if env.docker.enabled:
+        raise ConfigError(
+            f"{what} cannot run in a docker environment in this version of runner; set "
+            "environment.docker.enabled = False (or DockerConfiguration(use_docker=False))"
+        )
+    return found
 
 
 def _check_remote(ws: Any, name: str, env: Any) -> None:

@@ -14,6 +14,15 @@ from typing import ClassVar, Protocol
 
 
 @dataclass(frozen=True, slots=True)
+class RankSpec:
+    """One process of a distributed run (the run's argv, with these additions)."""
+
+    rank: int  #: RANK of the process
+    env: Mapping[str, str]  #: added to LaunchSpec.env (RANK, LOCAL_RANK, MASTER_PORT...)
+    log: Path  #: its stdout and stderr (``70_driver_log_<rank>.txt``)
+
+
+@dataclass(frozen=True, slots=True)
 class LaunchSpec:
     """Everything a target needs to start one run."""
 
@@ -28,6 +37,9 @@ class LaunchSpec:
     grace_s: float = 10.0  #: on cancel, seconds between SIGTERM and SIGKILL
     #: the script's umask (the daemon's own is private); None: the launcher's
     umask: int | None = None
+    #: a distributed run's processes, all kept together (any failing fails the run);
+    #: empty: the usual single process
+    ranks: tuple[RankSpec, ...] = field(default=())
 
 
 class RunHandle(Protocol):

@@ -281,6 +281,11 @@ class DockerTarget:
         """Create and start the run's container; return at once."""
         import docker.errors
 
+        if spec.ranks:  # submit refuses these; a definition written by hand must not slip by
+            raise TargetUnavailableError(
+                "a distributed run cannot run in a docker environment in this version of runner"
+            )
+
         spec.driver_log.parent.mkdir(parents=True, exist_ok=True)
         config = container_config(spec, self.user)
         if self.shm_size:

@@ -322,6 +322,14 @@ class LocalTarget:
                 "leftover_grace_s": LEFTOVER_GRACE_S,
                 "cgroup": keeper_mod.cgroups_wanted(),
                 "umask": spec.umask,
+                "ranks": [
+                    {
+                        "rank": r.rank,
+                        "env": {str(k): str(v) for k, v in r.env.items()},
+                        "log": str(r.log),
+                    }
+                    for r in spec.ranks
+                ],
             }
         )
         if self.keepers is not None:
