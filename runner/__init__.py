@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from runner.compute import ComputeTarget, RemoteCompute
     from runner.conda_dependencies import CondaDependencies
     from runner.config import RunConfiguration, ScriptRunConfig
-    from runner.environment import Environment
+    from runner.environment import ContainerRegistry, Environment
     from runner.errors import (
         ConfigError,
         ConflictError,
@@ -56,6 +56,7 @@ _WHERE = {
     "Experiment": "runner.experiment",
     "Run": "runner.run",
     "ScriptRun": "runner.script_run",
+    "ContainerRegistry": "runner.environment",
     "ScriptRunConfig": "runner.config",
     "RunConfiguration": "runner.config",
     "Environment": "runner.environment",
@@ -86,6 +87,7 @@ __all__ = [
     "CondaDependencies",
     "ConfigError",
     "ConflictError",
+    "ContainerRegistry",
     "DockerConfiguration",
     "Environment",
     "EnvironmentBuildError",
