@@ -15,8 +15,6 @@ refused, and an unknown one is a NotFoundError that lists what there is.
 
 from __future__ import annotations
 
-import difflib
-
 from runner.errors import NotFoundError
 
 #: the prefix azureml reserves for curated environments
@@ -70,6 +68,8 @@ def packages(name: str, version: str | None = None) -> list[str]:
     """
     entry = CURATED.get(name)
     if entry is None or version not in (None, "1"):
+        import difflib  # only on this error path: ~1 ms that submit need not pay
+
         close = difflib.get_close_matches(name, list(CURATED), n=3, cutoff=0.5)
         raise NotFoundError(
             f"no curated environment {name!r}"

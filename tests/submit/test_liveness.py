@@ -95,6 +95,14 @@ def test_not_responding_while_the_daemon_is_stopped_running_again_after(
     assert history[at - 1 : at + 2] == ["Running", "NotResponding", "Running"], history
 
 
+def _ended(pid: int) -> bool:
+    """True once ``pid`` is gone or a zombie (it may go between the two looks)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 @pytest.mark.usefixtures("fast_heartbeats")
 @pytest.mark.parametrize(
     ("script_ends", "daemon_end"),
@@ -120,9 +128,7 @@ def test_a_killed_daemon_is_replaced_and_the_run_still_completes(
     assert psutil.pid_exists(script)  # the run goes on without its supervisor
     if script_ends == "while_no_daemon":
         go.touch()
-        wait_until(
-            lambda: not psutil.pid_exists(script) or psutil.Process(script).status() == "zombie"
-        )
+        wait_until(lambda: _ended(script))
     else:
         # The next status checks notice the silence and start a daemon, which re-adopts.
         wait_until(
