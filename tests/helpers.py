@@ -14,6 +14,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -99,6 +100,51 @@ def run_script(
             f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
         )
     return proc
+
+
+def run_code(
+    code: str,
+    *args: object,
+    cwd: Path | str | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout_s: float = 60.0,
+    python: str = sys.executable,
+) -> subprocess.CompletedProcess[str]:
+    """Run Python ``code`` (dedented; argv: ``args``) as its own process, as a notebook cell
+    or a short script would run; the test process keeps nothing open."""
+    return _run([python, "-c", textwrap.dedent(code), *map(str, args)], cwd, env, timeout_s)
+
+
+def run_cli(
+    *argv: str,
+    cwd: Path | str | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout_s: float = 60.0,
+) -> subprocess.CompletedProcess[str]:
+    """``python -m runner ARGV`` as its own process."""
+    return _run([sys.executable, "-m", "runner", *argv], cwd, env, timeout_s)
+
+
+def _run(
+    argv: list[str],
+    cwd: Path | str | None,
+    env: Mapping[str, str] | None,
+    timeout_s: float,
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv,
+        cwd=cwd,
+        env=script_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+def stop_daemon_of(ws: Path) -> None:
+    """``runner daemon stop`` for workspace folder ``ws`` (a test's clean-up)."""
+    run_cli("daemon", "stop", cwd=REPO, env={"RUNNER_WORKSPACE": str(ws)})
 
 
 def start_script(

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import script_env
+from tests.helpers import run_cli, run_code
 
 
 @pytest.fixture
@@ -32,27 +31,11 @@ def project(tmp_path: Path) -> Path:
 def az(
     home: Path, cwd: Path, *argv: str, timeout_s: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "runner", *argv],
-        cwd=cwd,
-        env=script_env({"HOME": str(home)}),
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
+    return run_cli(*argv, cwd=cwd, env={"HOME": str(home)}, timeout_s=timeout_s)
 
 
 def python(home: Path, cwd: Path, code: str) -> str:
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=cwd,
-        env=script_env({"HOME": str(home)}),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = run_code(code, cwd=cwd, env={"HOME": str(home)})
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip()
 

@@ -14,31 +14,14 @@ from pathlib import Path
 import pytest
 
 from runner.curated import CURATED
-from tests.helpers import script_env
+from tests.helpers import run_code, stop_daemon_of
 
 PY = sys.executable
 
 
 def cell(code: str, *args: object, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
     """Run CODE as its own Python process (argv: ARGS); the test keeps nothing open."""
-    return subprocess.run(
-        [PY, "-c", code, *map(str, args)],
-        env=script_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
-
-
-def stop_daemon(ws: Path) -> None:
-    subprocess.run(
-        [PY, "-m", "runner", "daemon", "stop"],
-        env=script_env({"RUNNER_WORKSPACE": str(ws)}),
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
+    return run_code(code, *args, timeout_s=timeout_s)
 
 
 TRAIN = """\
@@ -87,7 +70,7 @@ def test_a_script_runs_in_azureml_minimal_as_the_notebook_writes_it(tmp_path: Pa
         assert seen["env"] == "AzureML-Minimal"
         assert seen["metrics"]["in_venv"] == 1.0, "AzureML-Minimal runs in a venv of its own"
     finally:
-        stop_daemon(ws)
+        stop_daemon_of(ws)
 
 
 def test_the_using_environments_notebook_prints_a_curated_definition(tmp_path: Path) -> None:

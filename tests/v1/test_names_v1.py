@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 import runner
-from tests.helpers import REPO, script_env
+from tests.helpers import REPO, run_code, script_env
 
 PY39 = Path("/root/.pyenv/versions/3.9.18/bin/python")
 #: The v1 alias modules are part of the in-run client: standard library only.
@@ -20,15 +19,7 @@ ALIAS_MODULES = ("exceptions", "compute_target", "runconfig", "model", "script_r
 
 
 def v1(code: str, cwd: Path, python: str = sys.executable) -> list[str]:
-    proc = subprocess.run(
-        [python, "-c", textwrap.dedent(code)],
-        cwd=cwd,
-        env=script_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = run_code(code, cwd=cwd, python=python)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.splitlines()
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import REPO, script_env
+from tests.helpers import run_code, script_env, stop_daemon_of
 
 PY = sys.executable
 
@@ -53,15 +53,8 @@ def step(
     timeout_s: float = 120.0,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``HEAD + code`` as its own process (argv[1] is the workspace folder)."""
-    proc = subprocess.run(
-        [PY, "-c", HEAD + textwrap.dedent(code), str(ws), *args],
-        cwd=cwd or ws.parent,
-        env=script_env(env),
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
+    proc = run_code(HEAD + textwrap.dedent(code), ws, *args, cwd=cwd or ws.parent, env=env,
+                    timeout_s=timeout_s)  # fmt: skip
     if check:
         assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return proc
@@ -99,17 +92,6 @@ def wsp(tmp_path: Path) -> Path:
         timeout=60,
     )
     return path
-
-
-def stop_daemon(ws: Path) -> None:
-    subprocess.run(
-        [PY, "-m", "runner", "daemon", "stop"],
-        cwd=REPO,
-        env=script_env({"RUNNER_WORKSPACE": str(ws)}),
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
 
 
 # -- item 3: start_logging's ./outputs, target 'sdk' ---------------------------------------
@@ -462,7 +444,7 @@ def test_a_submitted_run_is_a_script_run_and_clean_keeps_its_outputs(
             str(src),
         )
     finally:
-        stop_daemon(wsp)
+        stop_daemon_of(wsp)
     run_id, cls, status = answer(proc)
     assert cls == "ScriptRun"
     assert status == "Completed"
@@ -522,7 +504,7 @@ def test_a_failed_environment_build_is_one_message_the_log_path_and_the_tail_onc
             env=env,
         )
     finally:
-        stop_daemon(wsp)
+        stop_daemon_of(wsp)
     streamed, _, error_json = proc.stdout.partition("=====ERROR=====\n")
     error: str = json.loads(error_json)
     assert "Traceback" not in proc.stdout

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import script_env
+from tests.helpers import run_code
 
 WARNING = (
     "RunnerWarning: ignoring the Azure-only workspace arguments {}: a runner workspace is a "
@@ -34,15 +32,7 @@ def home(tmp_path: Path) -> Path:
 
 def v1(code: str, home: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     """Run a v1 notebook's cells (import line changed) as a fresh process."""
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        cwd=cwd,
-        env=script_env({"HOME": str(home)}),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_code(code, cwd=cwd, env={"HOME": str(home)})
 
 
 def ok(proc: subprocess.CompletedProcess[str]) -> list[str]:
