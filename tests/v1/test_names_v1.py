@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import runner
-from tests.helpers import REPO, run_code, script_env
+from tests.helpers import REPO, run_cli, run_code, script_env
 
 PY39 = Path("/root/.pyenv/versions/3.9.18/bin/python")
 #: The v1 alias modules are part of the in-run client: standard library only.
@@ -35,15 +35,7 @@ def test_version_as_the_first_notebook_cell_prints_it(tmp_path):
         tmp_path,
     )
     assert out == [f"SDK version: {runner.__version__}", "True"]
-    cli = subprocess.run(
-        [sys.executable, "-m", "runner", "--version"],
-        cwd=tmp_path,
-        env=script_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    cli = run_cli("--version", cwd=tmp_path)
     assert cli.stdout.strip() == f"runner {runner.__version__}"
 
 
