@@ -140,7 +140,9 @@ def request(ws_path: Path, message: dict[str, Any], timeout_s: float = 10.0) -> 
         with socket_address(socket_path(ws_path)) as address:
             sock.connect(address)
         _verify_daemon(ws_path, sock)
-        sock.sendall(json.dumps(message).encode() + b"\n")
+        # a daemon that refuses answers before reading: its answer is still here
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(json.dumps(message).encode() + b"\n")
         data = recv_line(sock)
     if not data:
         raise ConnectionError("the daemon closed the connection without answering")

@@ -41,7 +41,9 @@ def request(ws, message):
                 return "unreachable"
             except (FileNotFoundError, ConnectionRefusedError):
                 return "no daemon"
-            sock.sendall(json.dumps(message).encode() + b"\n")
+            # refused before the daemon read the request: its answer is still here
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                sock.sendall(json.dumps(message).encode() + b"\n")
             data = b""
             while not data.endswith(b"\n"):
                 chunk = sock.recv(65536)
