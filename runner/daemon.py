@@ -42,6 +42,7 @@ from runner.errors import (
     StoreError,
     store_fault,
 )
+from runner.jobconfig import MPIRUN_MISSING
 from runner.liveness import heartbeat_s
 from runner.run import RUN_TYPE_SCRIPT
 from runner.scheduler import Scheduler
@@ -1428,9 +1429,7 @@ def distributed_launch(
     if distributed.get("kind") == "mpi":
         mpirun = shutil.which("mpirun", path=env.get("PATH"))
         if mpirun is None:
-            raise RunnerError(
-                "MpiConfiguration needs mpirun on PATH; install openmpi or use PyTorchConfiguration"
-            )
+            raise RunnerError(MPIRUN_MISSING)
         if os.geteuid() == 0:  # Open MPI refuses root unless told (as in containers)
             env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
             env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union
 
+from runner.errors import ConfigError
 from runner.lifecycle import process_token
 from runner.store import NewRun
 from runner.workspace import Workspace, check_experiment_name
@@ -183,8 +184,6 @@ def _outputs_folder(outputs: str | os.PathLike[str] | bool | None) -> str | None
     if outputs is None or outputs is True:
         outputs = "outputs"
     if not isinstance(outputs, (str, os.PathLike)):  # v1 code may pass anything here
-        from runner.errors import ConfigError  # type: ignore[unreachable]
-
         raise ConfigError(
             f"start_logging(outputs={outputs!r}): pass a folder path (default './outputs'), "
             "or False for no outputs folder"
@@ -193,8 +192,6 @@ def _outputs_folder(outputs: str | os.PathLike[str] | bool | None) -> str | None
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # a file in the way, a read-only folder
-        from runner.errors import ConfigError
-
         raise ConfigError(
             f"start_logging: cannot create the outputs folder {str(folder)!r} "
             f"({exc.strerror or exc}); pass outputs= a writable folder, or outputs=False"

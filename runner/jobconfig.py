@@ -137,6 +137,13 @@ def _check_one_node(node_count: Any, what: str) -> None:
         )
 
 
+#: said at submit, and at launch if the daemon's PATH has no mpirun either
+MPIRUN_MISSING = (
+    "MpiConfiguration needs mpirun on PATH; install openmpi (apt-get install openmpi-bin) "
+    "or use PyTorchConfiguration"
+)
+
+
 def check_distributed(config: Any) -> int:
     """The number of processes a ``distributed_job_config`` asks for (ConfigError when it
     cannot run here; 1 for None)."""
@@ -145,10 +152,7 @@ def check_distributed(config: Any) -> int:
     if isinstance(config, (PyTorchConfiguration, MpiConfiguration)):
         config.check()
         if isinstance(config, MpiConfiguration) and shutil.which("mpirun") is None:
-            raise ConfigError(
-                "MpiConfiguration needs mpirun on PATH; install openmpi (apt-get install "
-                "openmpi-bin) or use PyTorchConfiguration"
-            )
+            raise ConfigError(MPIRUN_MISSING)
         return config.processes
     raise ConfigError(
         f"distributed_job_config={config!r}; pass PyTorchConfiguration(process_count=N) or "
