@@ -1496,9 +1496,9 @@ def _shown_definition(definition: dict[str, Any]) -> dict[str, Any]:
     from runner.environment import redacted
 
     shown = dict(definition)
-    for holder in (shown, shown.get("runConfiguration")):
-        if isinstance(holder, dict) and isinstance(holder.get("environment"), dict):
-            if holder is not shown:
-                holder = shown["runConfiguration"] = dict(holder)
-            holder["environment"] = redacted(holder["environment"])
+    if isinstance(shown.get("environment"), dict):
+        shown["environment"] = redacted(shown["environment"])
+    config = shown.get("runConfiguration")
+    if isinstance(config, dict) and isinstance(config.get("environment"), dict):
+        shown["runConfiguration"] = {**config, "environment": redacted(config["environment"])}
     return shown
