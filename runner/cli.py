@@ -1566,9 +1566,13 @@ def _workspace_access(ctx: _Context) -> int:
         group = ctx.args.group
     else:
         group = ws._access.group  # as it is: only the modes are fixed
-    result = access.set_access(ws.path, group)
-    # The daemon checks requests against the access it started with.
+    # The daemon checks requests against the access it started with: it is stopped
+    # before the change, and again after it in case a run's request started one in
+    # between. (Stopping only after the change raced the daemon itself, which exits on
+    # its own once it sees workspace.json replaced.)
     stopped = daemon_client.stop_daemon(ws.path)
+    result = access.set_access(ws.path, group)
+    stopped = daemon_client.stop_daemon(ws.path) or stopped
     ctx.emit({**result, "daemonStopped": stopped})
     return 0
 

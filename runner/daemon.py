@@ -1496,16 +1496,28 @@ def make_target(ws: Workspace, definition: dict[str, Any], keepers: Any = None) 
 # -- process entry -------------------------------------------------------------------
 
 
+#: How long a new daemon keeps trying for the workspace lock before it concludes that
+#: another daemon holds it. Clients probe the lock by taking it for an instant
+#: (daemon_client._lock_held); a daemon that met such a probe and gave up at once would
+#: exit silently while its starter waited for it.
+LOCK_PATIENCE_S = 1.0
+
+
 def _take_lock(ws: Workspace) -> int | None:
     fd = access.create_file(
         daemon_client.daemon_dir(ws.path) / "daemon.lock", ws._access, os.O_RDWR
     )
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return None
-    return fd
+    deadline = time.monotonic() + LOCK_PATIENCE_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            if time.monotonic() < deadline:
+                time.sleep(0.01)
+                continue
+            os.close(fd)
+            return None
+        return fd
 
 
 def run_daemon(ws_path: str, *, detach: bool, idle_exit_s: float | None) -> int:
@@ -1538,6 +1550,11 @@ def run_daemon(ws_path: str, *, detach: bool, idle_exit_s: float | None) -> int:
     ws = Workspace(root)
     lock = _take_lock(ws)
     if lock is None:
+        if detach:
+            sys.stderr.write(
+                f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid {os.getpid()}: another daemon "
+                "holds the workspace lock: exiting\n"
+            )
         return 0  # another daemon serves this workspace
     # Written whole before the socket is bound: clients check the socket's peer against it.
     access.write_private(

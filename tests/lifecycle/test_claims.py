@@ -9,6 +9,9 @@ may be launched by exactly one of them.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 
 from tests.lifecycle.conftest import Lifecycle
 
@@ -25,3 +28,34 @@ def test_two_claimants_never_launch_the_same_run(lc: Lifecycle) -> None:
         won.append(set(json.loads(out.splitlines()[-1])))
     assert not won[0] & won[1], f"launched by both: {sorted(won[0] & won[1])[:5]}"
     assert won[0] | won[1] == set(ids)
+
+
+def test_a_daemon_starting_while_a_client_probes_its_lock_still_serves(lc: Lifecycle) -> None:
+    """A client asks whether a daemon holds the workspace lock by taking it for an instant
+    (daemon_client._lock_held). A daemon starting at that instant used to give up without
+    a word, and its starter waited 30 s for nothing (seen once in CI)."""
+    lc.py("lc_create.py", lc.ws)
+    lock = lc.ws / "daemon" / "daemon.lock"
+    lock.parent.mkdir(exist_ok=True)
+    probe = (
+        "import fcntl, os, sys, time\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "print('held', flush=True)\n"
+        "time.sleep(0.3)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", probe, str(lock)], stdout=subprocess.PIPE, text=True
+    )
+    lc.background.append(holder)
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == "held"
+    lc.run([sys.executable, "-m", "runner.daemon", "run", str(lc.ws), "--detach"])
+    assert holder.wait(timeout=10) == 0
+    status: dict[str, object] = {}
+    for _ in range(100):
+        status = lc.cli_json("daemon", "status")
+        if status["running"]:
+            break
+        time.sleep(0.05)
+    assert status["running"] is True, (status, lc.daemon_log())
