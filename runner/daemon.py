@@ -43,6 +43,7 @@ from runner.errors import (
     store_fault,
 )
 from runner.jobconfig import MPIRUN_MISSING
+from runner.keeper import failed_rank_file
 from runner.liveness import heartbeat_s
 from runner.run import RUN_TYPE_SCRIPT
 from runner.scheduler import Scheduler
@@ -1116,18 +1117,32 @@ class RunSupervisor:
         elif code == 0 and failure is None:
             self._status(RunStatus.COMPLETED, allowed, end=True)
         else:
-            message = failure or f"the script exited with code {code}"
+            rank = self._failed_rank() if failure is None else None
+            if failure is not None:
+                message = failure
+            elif rank is not None:
+                message = f"rank {rank} of the distributed run exited with code {code}"
+            else:
+                message = f"the script exited with code {code}"
             error = {
                 "error": {
                     "code": "UserError" if failure is None else "ServiceError",
                     "message": message,
                     "kind": kind or ("script_failed" if failure is None else "lost"),
                     "exitCode": code,
+                    **({"failedRank": rank} if rank is not None else {}),
                     "logTail": _tail(self.logs / DRIVER_LOG),
                 },
                 "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
             self._status(RunStatus.FAILED, allowed, details=message, error=error, end=True)
+
+    def _failed_rank(self) -> int | None:
+        """The rank that failed a distributed run, as its keeper wrote it down."""
+        try:
+            return int(Path(failed_rank_file(str(self.exit_file))).read_text(encoding="ascii"))
+        except (OSError, ValueError):
+            return None
 
     def _end_canceled_before_start(self) -> None:
         self._status(

@@ -358,6 +358,8 @@ class Keeper:
         self.me = os.getpid()
         self.child = 0
         self.code: int | None = None
+        #: a distributed run: the rank whose failure failed the run
+        self.failed_rank: int | None = None
         self.cgroup: str | None = None  #: the run's cgroup
         self.canceling = False
         self.kill_at: float | None = None
@@ -586,6 +588,7 @@ class Keeper:
             code = _exit_code(status)
             if code != 0 and self.code is None:
                 self.code = code
+                self.failed_rank = rank
                 if not self.canceling and left:
                     grace = float(str(self.spec.get("grace_s") or 0))
                     self._say(
@@ -604,12 +607,21 @@ class Keeper:
         """Write the exit code where the daemon reads it, and remove the cgroup."""
         signal.setitimer(signal.ITIMER_REAL, 0)
         exit_file = str(self.spec["exit_file"])
+        if self.failed_rank is not None:  # before the exit code: it is there when read
+            with open(failed_rank_file(exit_file), "w", encoding="ascii") as f:
+                f.write(f"{self.failed_rank}\n")
         tmp = f"{exit_file}.{self.me}"
         with open(tmp, "w", encoding="ascii") as f:
             f.write(f"{code}\n")
         os.replace(tmp, exit_file)
         if self.cgroup is not None and not remove_cgroup(self.cgroup):
             self._say(f"could not remove cgroup {self.cgroup}")
+
+
+def failed_rank_file(exit_file: str) -> str:
+    """Where the keeper of a distributed run names the rank that failed it (beside the
+    exit-code file)."""
+    return os.path.join(os.path.dirname(exit_file), "failed_rank")
 
 
 class _Pump:

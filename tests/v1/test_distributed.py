@@ -221,6 +221,10 @@ def test_a_failing_rank_fails_the_run_and_stops_the_others(tmp_path: Path) -> No
         got = _read(ws, run_id)
         assert got["status"] == "Failed", got
         assert got["error"]["error"]["exitCode"] == 1
+        assert got["error"]["error"]["failedRank"] == 1
+        assert got["error"]["error"]["message"] == (
+            "rank 1 of the distributed run exited with code 1"
+        )
         tail = got["error"]["error"]["logTail"]
         assert "rank 1 exited with code 1; stopping the other 2 rank(s)" in tail
         assert _gone(_pids(markers, 3))
