@@ -5,6 +5,7 @@
 #   - the base test image $RUNNER_TEST_IMAGE (default runner-test/python:3.11-bookworm) built
 #     with debootstrap (python3, venv, pip, ca-certificates) when missing: no image registry
 #     is needed, so `FROM python:...` is never pulled. First time about 90 s.
+#   - openmpi-bin (a real mpirun) when mpirun is missing;
 #   - the SSH test hosts of tests/ssh, by scripts/ssh_services.sh (last, so that its failure
 #     still lets the docker line above print; the exit status then says it failed).
 # The host CA bundle is copied into the image: package indexes here may be reached through a
@@ -45,5 +46,7 @@ if ! "$DOCKER" image inspect "$IMAGE" >/dev/null 2>&1; then
   tar -C "$ST/rootfs" -c . | "$DOCKER" import -c 'CMD ["python3"]' - "$IMAGE" >/dev/null
   rm -rf "$ST/rootfs"
 fi
+# A real mpirun for MpiConfiguration jobs (tests/v1/test_distributed.py); about 8 s once.
+command -v mpirun >/dev/null || apt_install openmpi-bin
 echo "ci_services.sh: docker engine and $IMAGE ready in $(awk "BEGIN{printf \"%.2f\", $(date +%s.%N) - $t0}") s"
 bash "$(dirname "${BASH_SOURCE[0]}")/ssh_services.sh"

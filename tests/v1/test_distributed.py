@@ -25,7 +25,7 @@ import pytest
 
 from runner import daemon_client
 from tests.daemon.conftest import FakeGpus, fake_gpus, fake_nvml_lib  # noqa: F401
-from tests.helpers import wait_until
+from tests.helpers import run_code, wait_until
 from tests.runner.test_bad_input import python, runner_cli
 
 #: A rank: records its variables and pid, logs a metric, meets the others on
@@ -297,17 +297,19 @@ REFUSE = textwrap.dedent(
 
 def test_what_runner_cannot_run_is_refused_with_nothing_recorded(tmp_path: Path) -> None:
     ws, src, _ = _setup(tmp_path)
-    proc = python(REFUSE, str(ws), str(src))
+    # A PATH without mpirun (CI installs a real one for test_mpi_job_with_the_real_mpirun).
+    no_mpirun = tmp_path / "bin-without-mpirun"
+    no_mpirun.mkdir()
+    proc = run_code(REFUSE, ws, src, cwd=tmp_path, env={"PATH": str(no_mpirun)})
     assert proc.returncode == 0, proc.stderr
     refused = json.loads(proc.stdout)
     assert "node_count=2" in refused["two nodes"]
     assert "node_count=1" in refused["two nodes"]
     assert "node_count=3" in refused["mpi nodes"]
-    if shutil.which("mpirun") is None:
-        assert refused["mpi"] == (
-            "MpiConfiguration needs mpirun on PATH; install openmpi (apt-get install "
-            "openmpi-bin) or use PyTorchConfiguration"
-        )
+    assert refused["mpi"] == (
+        "MpiConfiguration needs mpirun on PATH; install openmpi (apt-get install "
+        "openmpi-bin) or use PyTorchConfiguration"
+    )
     assert "resume_from='ckpt' is not supported" in refused["resume_from"]
     assert "TensorflowConfiguration" in refused["tensorflow"]
     assert "run_config.node_count=2" in refused["rc nodes"]
@@ -442,5 +444,63 @@ def test_mpi_job_goes_through_mpirun_on_path(
         got = _read(ws, proc.stdout.strip().splitlines()[-1])
         assert got["status"] == "Completed", got
         assert sorted(got["metrics"]["mpi_rank"]) == [0, 1]
+    finally:
+        runner_cli(ws, "daemon", "stop")
+
+
+MPI_FAIL_SCRIPT = textwrap.dedent(
+    """
+    import os, sys
+    from runner import Run
+
+    rank = int(os.environ["OMPI_COMM_WORLD_RANK"])
+    Run.get_context().log("mpi_rank", rank)
+    print("mpi rank", rank, "of", os.environ["OMPI_COMM_WORLD_SIZE"], flush=True)
+    if sys.argv[1:] == ["--fail-rank", str(rank)]:
+        sys.exit(5)
+    """
+)
+
+SUBMIT_MPI_ARGS = textwrap.dedent(
+    """
+    import sys
+    from runner import Experiment, MpiConfiguration, ScriptRunConfig, Workspace
+
+    ws = Workspace.create(sys.argv[1], exist_ok=True)
+    src = ScriptRunConfig(sys.argv[2], "mpi.py", arguments=sys.argv[3:],
+                          distributed_job_config=MpiConfiguration(process_count_per_node=2))
+    run = Experiment(ws, "dist").submit(src)
+    run.wait_for_completion(raise_on_error=False)
+    print(run.id)
+    """
+)
+
+
+def _require_mpirun() -> None:
+    if shutil.which("mpirun") is not None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail("CI=true but mpirun is missing: scripts/ci_services.sh installs openmpi-bin")
+    pytest.skip("needs a real mpirun: apt-get install openmpi-bin (as root, scripts/ci_services.sh)")
+
+
+@pytest.mark.slow
+def test_mpi_job_with_the_real_mpirun(tmp_path: Path) -> None:
+    """Open MPI's own mpirun (as root here, as in containers): every rank logs into the
+    one run; a rank exiting 5 fails the run with mpirun's code."""
+    _require_mpirun()
+    ws, src, _ = _setup(tmp_path)
+    (src / "mpi.py").write_text(MPI_FAIL_SCRIPT)
+    try:
+        proc = run_code(SUBMIT_MPI_ARGS, ws, src, cwd=tmp_path, timeout_s=120)
+        assert proc.returncode == 0, proc.stderr
+        got = _read(ws, proc.stdout.strip().splitlines()[-1])
+        assert got["status"] == "Completed", got
+        assert sorted(got["metrics"]["mpi_rank"]) == [0, 1]
+        proc = run_code(SUBMIT_MPI_ARGS, ws, src, "--fail-rank", 1, cwd=tmp_path, timeout_s=120)
+        assert proc.returncode == 0, proc.stderr
+        got = _read(ws, proc.stdout.strip().splitlines()[-1])
+        assert got["status"] == "Failed", got
+        assert got["error"]["error"]["exitCode"] == 5, got["error"]
     finally:
         runner_cli(ws, "daemon", "stop")
