@@ -481,7 +481,9 @@ def _require_mpirun() -> None:
         return
     if os.environ.get("CI") == "true":
         pytest.fail("CI=true but mpirun is missing: scripts/ci_services.sh installs openmpi-bin")
-    pytest.skip("needs a real mpirun: apt-get install openmpi-bin (as root, scripts/ci_services.sh)")
+    pytest.skip(
+        "needs a real mpirun: apt-get install openmpi-bin (as root, scripts/ci_services.sh)"
+    )
 
 
 @pytest.mark.slow
