@@ -12,12 +12,12 @@ import json
 from typing import TYPE_CHECKING
 
 from runner import access
-from runner.status import TERMINAL, RunStatus
+from runner.status import ACTIVE_VALUES, RunStatus
 
 if TYPE_CHECKING:
     from runner.workspace import Workspace
 
-_ACTIVE = frozenset(s.value for s in RunStatus) - frozenset(s.value for s in TERMINAL)
+_ACTIVE = frozenset(ACTIVE_VALUES)
 
 
 def request_cancel(ws: Workspace, run_id: str, reason: str = "canceled by user") -> None:

@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,24 +42,20 @@ from runner.errors import (
     StoreError,
     store_fault,
 )
+from runner.failure import error_details
 from runner.jobconfig import MPIRUN_MISSING
 from runner.keeper import failed_rank_file
 from runner.liveness import heartbeat_s
 from runner.run import RUN_TYPE_SCRIPT
 from runner.scheduler import Scheduler
 from runner.shim import LEFTOVER_GRACE_S
-from runner.status import RunStatus
+from runner.status import BEFORE_LAUNCH_VALUES, LIVE_VALUES, SUPERVISED_VALUES, RunStatus
 from runner.store import RunRow, Store
 from runner.workspace import Workspace
 
-_ACTIVE = list(lifecycle.SUPERVISED)
-_BEFORE_LAUNCH = {
-    RunStatus.STARTING.value,
-    RunStatus.PREPARING.value,
-    RunStatus.QUEUED.value,
-    RunStatus.PROVISIONING.value,
-}
-_LIVE = {RunStatus.RUNNING.value, RunStatus.NOT_RESPONDING.value}
+_ACTIVE = SUPERVISED_VALUES
+_BEFORE_LAUNCH = BEFORE_LAUNCH_VALUES
+_LIVE = LIVE_VALUES
 #: ``runs.handle`` of a run whose launch was decided but not yet confirmed by a handle.
 LAUNCHING = "launching"
 #: How long a new daemon waits for the keeper of a run an earlier daemon was launching.
@@ -587,7 +583,11 @@ class RunSupervisor:
         return False
 
     def _status(
-        self, status: RunStatus, allowed: set[str], details: str | None = None, **kw: Any
+        self,
+        status: RunStatus,
+        allowed: Iterable[str],
+        details: str | None = None,
+        **kw: Any,
     ) -> bool:
         return (
             self.store.set_status(
@@ -1124,17 +1124,14 @@ class RunSupervisor:
                 message = f"rank {rank} of the distributed run exited with code {code}"
             else:
                 message = f"the script exited with code {code}"
-            error = {
-                "error": {
-                    "code": "UserError" if failure is None else "ServiceError",
-                    "message": message,
-                    "kind": kind or ("script_failed" if failure is None else "lost"),
-                    "exitCode": code,
-                    **({"failedRank": rank} if rank is not None else {}),
-                    "logTail": _tail(self.logs / DRIVER_LOG),
-                },
-                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            }
+            error = error_details(
+                "UserError" if failure is None else "ServiceError",
+                message,
+                kind=kind or ("script_failed" if failure is None else "lost"),
+                exit_code=code,
+                failed_rank=rank,
+                log_tail=_tail(self.logs / DRIVER_LOG),
+            )
             self._status(RunStatus.FAILED, allowed, details=message, error=error, end=True)
 
     def _failed_rank(self) -> int | None:
@@ -1197,16 +1194,12 @@ class RunSupervisor:
             kind = "environment_failed"
         else:
             kind = "could_not_start"
-        error = {
-            "error": {
-                "code": "UserError" if isinstance(exc, RunnerError) else "ServiceError",
-                "message": summary,
-                "kind": kind,
-                "exitCode": None,
-                "logTail": tail,
-            },
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
+        error = error_details(
+            "UserError" if isinstance(exc, RunnerError) else "ServiceError",
+            summary,
+            kind=kind,
+            log_tail=tail,
+        )
         try:
             self._store_outputs()
         except Exception as store_exc:  # recording the failure matters more than its logs

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from runner.errors import ConfigError, NotFoundError
+from runner.status import NOT_YET_RUNNING_VALUES
 
 if TYPE_CHECKING:
     from environments.base import PreparedEnvironment
@@ -67,7 +68,6 @@ _PYTHON_HEADER = re.compile(r"^#\s*python:\s*(\S+)\s*$", re.MULTILINE)
 _VERSION = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?$")
 #: How many logs of ``runner env build`` a workspace keeps.
 BUILD_LOGS_KEPT = 50
-_ACTIVE = ("NotStarted", "Starting", "Preparing", "Queued", "Provisioning")
 
 
 def default_log(ws: Workspace) -> Path:
@@ -183,7 +183,7 @@ def _no_lock_reason(run: Any, env: Environment) -> str:
             prefix + f"its environment {env.name!r} is a docker image (docker.enabled = True), "
             "which runner does not build, so no lock was stored"
         )
-    if status in _ACTIVE:
+    if status in NOT_YET_RUNNING_VALUES:
         return (
             prefix + f"it is {status} and its environment {env.name!r} is not built yet, so no "
             "lock is stored; wait until it is Running and try again"

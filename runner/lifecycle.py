@@ -31,8 +31,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import RunnerError
+from runner.failure import error_details
 from runner.keeper import start_ticks
-from runner.status import ACTIVE as _ACTIVE_STATUSES
+from runner.status import ACTIVE_VALUES as ACTIVE
+from runner.status import SUPERVISED_VALUES as SUPERVISED
 
 if TYPE_CHECKING:
     from runner.store import RunRow, Store
@@ -40,10 +42,6 @@ if TYPE_CHECKING:
 
 #: Set in the daemon's own process: it never starts a daemon for itself.
 IN_DAEMON = False
-#: Statuses of a run that has not ended.
-ACTIVE = tuple(sorted(s.value for s in _ACTIVE_STATUSES))
-#: Statuses in which a submitted run needs a daemon (all but the two no daemon sets).
-SUPERVISED = tuple(s for s in ACTIVE if s not in ("NotStarted", "Provisioning"))
 #: A workspace-wide look happens at most this often per process (a single run's status
 #: is always checked).
 SWEEP_INTERVAL_S = 2.0
@@ -107,16 +105,7 @@ def token_alive(token: str | None) -> bool | None:
 
 def service_error(message: str, kind: str = "lost") -> dict[str, Any]:
     """A run's error details for a failure of runner's, not of the script."""
-    return {
-        "error": {
-            "code": "ServiceError",
-            "message": message,
-            "kind": kind,
-            "exitCode": None,
-            "logTail": "",
-        },
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    return error_details("ServiceError", message, kind=kind)
 
 
 def end_if_owner_gone(store: Store, run_id: str, owner: str | None) -> bool:

@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from runner.status import TERMINAL
+from runner.status import TERMINAL_VALUES
 
 if TYPE_CHECKING:
     from runner.run import Run
 
 POLL_S = 0.004
-_TERMINAL = frozenset(s.value for s in TERMINAL)
+_TERMINAL = frozenset(TERMINAL_VALUES)
 #: The logs streamed, in order, relative to the run's folder.
 STREAMED = ("logs/55_environment_prep_log.txt", "logs/70_driver_log.txt")
 

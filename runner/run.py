@@ -25,6 +25,7 @@ from typing import (
     Any,
 )
 
+from runner import failure as _failure
 from runner import metrics as _m
 from runner.artifacts import check_artifact_name, name_clash
 from runner.errors import (
@@ -35,7 +36,7 @@ from runner.errors import (
     RunnerWarning,
     StoreError,
 )
-from runner.status import TERMINAL, RunStatus
+from runner.status import ACTIVE_VALUES, TERMINAL_VALUES, RunStatus
 from runner.store import MetricSeries, NewRun, RunRow, loads_or_none
 
 if TYPE_CHECKING:
@@ -52,10 +53,9 @@ RUN_TYPE_CHILD = "azureml.childrun"
 #: or looked up (``Run.add_type_provider``); script runs become ScriptRun without one.
 _TYPE_PROVIDERS: dict[str, Callable[[Experiment, RunRow], Run]] = {}
 
-_TERMINAL_VALUES = frozenset(s.value for s in TERMINAL)
-_ACTIVE_VALUES = frozenset(s.value for s in RunStatus) - _TERMINAL_VALUES
+_TERMINAL_VALUES = frozenset(TERMINAL_VALUES)
+_ACTIVE_VALUES = frozenset(ACTIVE_VALUES)
 _SCALARS = _m.SCALAR_TYPES
-#: Statuses in which a submitted run needs its workspace daemon to make progress.
 
 # Metric kinds as stored in metric_meta.kind.
 _KIND_SCALAR = "scalar"
@@ -558,10 +558,7 @@ class Run:
             if isinstance(error_details, BaseException)
             else (error_details or "the run was marked failed")
         )
-        error = {
-            "error": {"code": error_code or "UserError", "message": message},
-            "time": _iso(time.time()),
-        }
+        error = _failure.error_details(error_code or "UserError", message, when=_iso(time.time()))
         if _set_status and self._refresh().status == RunStatus.COMPLETED.value:
             self.flush()  # what this process logged; the outputs stored at its end stay
             if self._mark_completed_failed(error):

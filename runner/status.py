@@ -34,6 +34,23 @@ TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED}
 ACTIVE = frozenset(s for s in RunStatus if s not in TERMINAL)
 ALL_STATUS_VALUES = frozenset(s.value for s in RunStatus)
 
+# The one source of the sets of status strings the store holds (tuples: they are SQL
+# parameters as well as ``allowed_from`` sets). Sorted, so that every process builds
+# the same SQL text.
+#: Completed, Failed, Canceled: nothing changes a run after these.
+TERMINAL_VALUES = tuple(sorted(s.value for s in TERMINAL))
+#: Every status of a run that has not ended.
+ACTIVE_VALUES = tuple(sorted(s.value for s in ACTIVE))
+#: Statuses in which a submitted run needs its workspace daemon (all active ones but the
+#: two no daemon sets: NotStarted, an interactive run's; Provisioning, unused locally).
+SUPERVISED_VALUES = tuple(s for s in ACTIVE_VALUES if s not in ("NotStarted", "Provisioning"))
+#: A submitted run that has not been launched yet.
+BEFORE_LAUNCH_VALUES = frozenset({"Starting", "Preparing", "Queued", "Provisioning"})
+#: Not started yet: before launch, or an interactive run not started.
+NOT_YET_RUNNING_VALUES = BEFORE_LAUNCH_VALUES | {"NotStarted"}
+#: A launched run whose process lives (as far as anyone knows).
+LIVE_VALUES = frozenset({"Running", "NotResponding"})
+
 #: The order of the life of a run; a run may skip ahead but never go back, except
 #: Running <-> NotResponding.
 _ORDER = {

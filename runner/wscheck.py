@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import NotFoundError, RunnerError
+from runner.status import ACTIVE_VALUES, SUPERVISED_VALUES
 
 JSONDict = dict[str, Any]
 
@@ -239,12 +240,10 @@ def _read_database(
             ):
                 refs.setdefault(digest, []).append(f"file {rel!r} of model {name}:{version}")
             runs = {r[0] for r in conn.execute("SELECT id FROM runs")}
-            from runner.lifecycle import ACTIVE
-
-            marks = ",".join("?" * len(ACTIVE))
+            marks = ",".join("?" * len(ACTIVE_VALUES))
             active = conn.execute(
                 f"SELECT id, type, status, owner, supervisor FROM runs WHERE status IN ({marks})",  # noqa: S608
-                ACTIVE,
+                ACTIVE_VALUES,
             ).fetchall()
         except sqlite3.DatabaseError as exc:
             report.database.append(f"cannot read what the database names: {exc}")
@@ -331,7 +330,7 @@ def _stuck(root: Path, active: list[tuple[Any, ...]]) -> list[StuckRun]:
     daemon_up: bool | None = None
     for run_id, run_type, status, owner, supervisor in active:
         if run_type == "azureml.scriptrun":
-            if status not in lifecycle.SUPERVISED:
+            if status not in SUPERVISED_VALUES:
                 continue
             if daemon_up is None:
                 daemon_up = daemon_client._lock_held(root)
