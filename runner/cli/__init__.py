@@ -15,9 +15,10 @@ module per command group, each adding its commands to the tree with their handle
 
 from __future__ import annotations
 
+from runner.cli.commands import build_parser
 from runner.cli.context import Context
 from runner.cli.entry import main
-from runner.cli.parser import build_parser, split_script_args
+from runner.cli.parser import split_script_args
 from runner.cli.render import dumps_json, render_table, render_tsv, strict_json
 
 # The names these had when the CLI was one module (tests use them).

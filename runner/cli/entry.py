@@ -14,8 +14,9 @@ from runner.errors import RunnerError, RunnerWarning, UserError
 if TYPE_CHECKING:
     pass
 
+from runner.cli.commands import build_parser
 from runner.cli.context import Context
-from runner.cli.parser import build_parser, split_script_args
+from runner.cli.parser import split_script_args
 from runner.cli.render import PROG, compile_query, note, one_line
 
 

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from runner.cli.render import OUTPUT_FORMATS, PROG
+from runner.cli.render import OUTPUT_FORMATS
 from runner.errors import UserError
 from runner.status import RunStatus
 
@@ -20,7 +20,7 @@ class CommandLineError(UserError):
     """A command line argparse cannot parse."""
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line and a pointer to --help, no usage dump."""
 
     def error(self, message: str) -> NoReturn:
@@ -55,13 +55,13 @@ def status_value(text: str) -> str:
     return text
 
 
-def _global_options() -> _Parser:
+def global_options() -> Parser:
     """-w, -o and --query, accepted before or after the command words.
 
     Defaults are SUPPRESS so that a subcommand's parser never overwrites a value given
     before the command words; ``Context`` supplies the real defaults.
     """
-    common = _Parser(add_help=False, allow_abbrev=False)
+    common = Parser(add_help=False, allow_abbrev=False)
     g = common.add_argument_group("global options")
     g.add_argument(
         "-w",
@@ -165,37 +165,6 @@ class Tree:
             allow_abbrev=False,
         )
         return parser
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The whole ``runner`` command tree."""
-    from runner import __version__
-    from runner.cli.commands import COMMAND_MODULES
-
-    common = _global_options()
-    parser = _Parser(
-        prog=PROG,
-        description="Run, track and inspect experiments offline (the Azure ML v1 run model).",
-        epilog=dedent(
-            """
-            examples:
-              runner folder attach -e mnist
-              runner run submit-script -e mnist train.py --lr 0.01
-              runner run list -e mnist --status Failed -o table
-              runner run show -r mnist_1700000000_1a2b3c4d --query metrics
-
-            Run 'runner COMMAND --help' for the options of each command.
-            """
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[common],
-        allow_abbrev=False,
-    )
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    tree = Tree(common, parser.add_subparsers(dest="group", metavar="COMMAND", required=True))
-    for module in COMMAND_MODULES:
-        module.add_commands(tree)
-    return parser
 
 
 def add_run_option(p: argparse.ArgumentParser) -> None:
