@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,6 +10,13 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 
 if TYPE_CHECKING:
     from runner.environment import Environment
+
+_PIP_ONLY = re.compile(r"^(?:[^:\s]+::)?pip(?:\s*[=<>!~].*|\s+\S.*)?$")
+
+
+def is_pip_spec(spec: str) -> bool:
+    """True for a conda spec of pip itself (``pip``, ``pip=24.0``, ``conda-forge::pip``)."""
+    return bool(_PIP_ONLY.match(spec))
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,7 +40,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from environments.base import PreparedEnvironment
+from environments.base import PreparedEnvironment, is_pip_spec
 from environments.cache import cache_root, log_line, log_size, log_tail
 from runner.errors import ConfigError, EnvironmentBuildError, TargetUnavailableError
 
@@ -166,8 +166,6 @@ def pip_requirements(env: Environment) -> list[str]:
 
 def conda_packages(env: Environment) -> list[str]:
     """The conda packages (other than pip) of ``env``: these make a conda layer."""
-    from environments.selection import is_pip_spec
-
     conda = env.python.conda_dependencies
     if env.python.user_managed_dependencies or conda is None:
         return []

@@ -9,19 +9,13 @@
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
+
+from environments.base import is_pip_spec
 
 if TYPE_CHECKING:
     from environments.base import EnvironmentBuilder
     from runner.environment import Environment
-
-_PIP_ONLY = re.compile(r"^(?:[^:\s]+::)?pip(?:\s*[=<>!~].*|\s+\S.*)?$")
-
-
-def is_pip_spec(spec: str) -> bool:
-    """True for a conda spec of pip itself (``pip``, ``pip=24.0``, ``conda-forge::pip``)."""
-    return bool(_PIP_ONLY.match(spec))
 
 
 def kind_of(env: Environment) -> str:
@@ -31,7 +25,7 @@ def kind_of(env: Environment) -> str:
     if env.python.user_managed_dependencies:
         return "user_managed"
     conda = env.python.conda_dependencies
-    if conda is not None and any(not _PIP_ONLY.match(s) for s in conda.conda_packages):
+    if conda is not None and any(not is_pip_spec(s) for s in conda.conda_packages):
         return "conda"
     return "venv"
 
