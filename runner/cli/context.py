@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runner.cli.render import dumps_json, jmespath_message, note, render_table, render_tsv
 from runner.errors import RunnerError, UserError
 
 if TYPE_CHECKING:
@@ -18,7 +19,6 @@ if TYPE_CHECKING:
     from runner.run import Run
     from runner.workspace import Workspace
 
-from runner.cli.render import dumps_json, jmespath_message, note, render_table, render_tsv
 
 #: Key of the default experiment that ``runner folder attach -e`` records in config.json.
 EXPERIMENT_KEY = "experiment_name"

@@ -7,17 +7,13 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, TextIO
-
-from runner.errors import RunnerError, RunnerWarning, UserError
-
-if TYPE_CHECKING:
-    pass
+from typing import TextIO
 
 from runner.cli.commands import build_parser
 from runner.cli.context import Context
 from runner.cli.parser import split_script_args
 from runner.cli.render import PROG, compile_query, note, one_line
+from runner.errors import RunnerError, RunnerWarning, UserError
 
 
 def _show_warning(

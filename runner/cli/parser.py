@@ -13,6 +13,7 @@ from runner.status import RunStatus
 if TYPE_CHECKING:
     from runner.cli.context import Context
 
+
 STATUS_VALUES = [s.value for s in RunStatus]
 
 

@@ -13,6 +13,7 @@ from runner.errors import UserError
 if TYPE_CHECKING:
     from jmespath.parser import ParsedResult
 
+
 PROG = "runner"
 OUTPUT_FORMATS = ("json", "table", "tsv")
 

@@ -7,22 +7,16 @@ import json
 import warnings
 from typing import TYPE_CHECKING
 
+from runner.cli.context import Context
+from runner.cli.parser import Tree
 from runner.errors import RunnerWarning, UserError
 
 if TYPE_CHECKING:
     from runner.workspace import Workspace
 
-from runner.cli.context import (
-    Context,
-)
-from runner.cli.parser import (
-    Tree,
-)
-
 
 def add_commands(tree: Tree) -> None:
     """Add the ``daemon`` commands to the command tree."""
-    # daemon
     daemon = tree.group(
         "daemon",
         "the workspace daemon that supervises submitted runs",

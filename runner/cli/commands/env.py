@@ -4,25 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from runner.cli.context import Context
+from runner.cli.parser import Tree, positive_int
 from runner.errors import UserError
-
-if TYPE_CHECKING:
-    pass
-
-from runner.cli.context import (
-    Context,
-)
-from runner.cli.parser import (
-    Tree,
-    positive_int,
-)
 
 
 def add_commands(tree: Tree) -> None:
     """Add the ``env`` commands to the command tree."""
-    # env
     env = tree.group(
         "env",
         "registered environments",

@@ -6,26 +6,15 @@ import contextlib
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from runner.cli.context import EXPERIMENT_KEY, Context
+from runner.cli.parser import Tree, add_experiment_option
 from runner.errors import NotFoundError
-
-if TYPE_CHECKING:
-    pass
-
-from runner.cli.context import (
-    EXPERIMENT_KEY,
-    Context,
-)
-from runner.cli.parser import (
-    Tree,
-    add_experiment_option,
-)
 
 
 def add_commands(tree: Tree) -> None:
     """Add the ``folder`` commands to the command tree."""
-    # folder
     folder = tree.group(
         "folder",
         "attach a project folder to a workspace",

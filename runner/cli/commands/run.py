@@ -9,12 +9,6 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from runner.errors import NotFoundError, RunnerWarning, UserError
-from runner.status import RunStatus
-
-if TYPE_CHECKING:
-    from runner.run import Run
-
 from runner.cli.context import (
     Context,
     default_experiment,
@@ -34,11 +28,15 @@ from runner.cli.parser import (
     status_value,
 )
 from runner.cli.render import PROG, note, one_line
+from runner.errors import NotFoundError, RunnerWarning, UserError
+from runner.status import RunStatus
+
+if TYPE_CHECKING:
+    from runner.run import Run
 
 
 def add_commands(tree: Tree) -> None:
     """Add the ``run`` commands to the command tree."""
-    # run
     run = tree.group(
         "run",
         "submit, list, inspect and control runs",

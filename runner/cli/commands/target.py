@@ -4,26 +4,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from runner.errors import NotFoundError, UserError
-
-if TYPE_CHECKING:
-    pass
-
-from runner.cli.context import (
-    Context,
-)
-from runner.cli.parser import (
-    Tree,
-    port_number,
-)
+from runner.cli.context import Context
+from runner.cli.parser import Tree, port_number
 from runner.cli.render import note
+from runner.errors import NotFoundError, UserError
 
 
 def add_commands(tree: Tree) -> None:
     """Add the ``target`` commands to the command tree."""
-    # target
     target = tree.group(
         "target",
         "compute targets: where runs execute",

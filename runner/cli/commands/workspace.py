@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    pass
-
-from runner.cli.context import (
-    Context,
-)
-from runner.cli.parser import (
-    Tree,
-)
+from runner.cli.context import Context
+from runner.cli.parser import Tree
 
 
 def add_commands(tree: Tree) -> None:
     """Add the ``workspace`` commands to the command tree."""
-    # workspace
     wsg = tree.group(
         "workspace",
         "the workspace folder itself",
