@@ -80,7 +80,9 @@ def step_read(ws: Workspace, run_id: str) -> dict[str, Any]:
     run = Run.get(ws, run_id)
     details = run.get_details()
     return {
-        "status": run.get_status(),
+        # status and error from one read: a status read after the details could already
+        # be Failed while the details still had no error (a flake seen once)
+        "status": details["status"],
         "error": details.get("error"),
         "files": run.get_file_names(),
         "metrics": {k: len(v) if isinstance(v, list) else 1 for k, v in run.get_metrics().items()},
