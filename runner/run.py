@@ -1239,14 +1239,16 @@ class Run:
 
     def take_snapshot(self, file_or_folder_path: str | os.PathLike[str]) -> str:
         """Snapshot a file or folder (honouring .amlignore/.gitignore); returns its id."""
-        from runner.snapshot import take_snapshot
+        from runner import access
+        from runner.snapshot import cache_file, take_snapshot
 
         src = Path(os.fspath(file_or_folder_path))
         if not src.exists():
             raise NotFoundError(f"take_snapshot: {src} does not exist")
-        snap = take_snapshot(
-            src, self._workspace._blobs, cache_path=self._workspace.path / "snapshot-cache.json"
-        )
+        ws = self._workspace
+        cache = cache_file(ws.path, src)
+        access.make_dirs(cache.parent, ws._access)
+        snap = take_snapshot(src, ws._blobs, cache_path=cache)
         with self._store.write() as conn:
             conn.execute(
                 "INSERT OR IGNORE INTO run_snapshots(run_id, snapshot_id, created_utc) VALUES (?,?,?)",

@@ -659,6 +659,13 @@ def _manifest_bytes(entries: tuple[SnapshotEntry, ...]) -> bytes:
 # --------------------------------------------------------------------------- public API
 
 
+def cache_file(ws_root: Path, source: Path | str) -> Path:
+    """The stat cache a workspace keeps for one source folder (every snapshot of that
+    folder uses it: submits, child runs, ``run.take_snapshot``)."""
+    real = os.path.realpath(os.fspath(source))
+    return ws_root / "snapshot-cache" / f"{hashlib.sha256(real.encode()).hexdigest()[:16]}.json"
+
+
 def take_snapshot(
     source: Path | str, blobs: BlobStore, *, cache_path: Path | None = None
 ) -> Snapshot:
@@ -667,8 +674,10 @@ def take_snapshot(
     Args:
         source: the folder to snapshot, or a single file (stored under its base name).
         blobs: where the contents and the manifest are stored.
-        cache_path: a stat cache file; with it, files whose size, mtime and inode are
-            unchanged since the last snapshot are neither re-read nor re-hashed.
+        cache_path: a stat cache file; with it, files whose size, mtime, inode and ctime
+            are unchanged since the last snapshot are neither re-read nor re-hashed (no
+            process can set a ctime back: a file written in place and given its old mtime
+            again is still seen).
 
     Returns:
         The Snapshot; equal folders give equal ids.
@@ -724,10 +733,11 @@ def take_snapshot(
         digest = None
         if (
             type(hit) is list
-            and len(hit) == 4
+            and len(hit) == 5
             and hit[0] == fst.st_size
             and hit[1] == fst.st_mtime_ns
             and hit[2] == fst.st_ino
+            and hit[4] == fst.st_ctime_ns
             and isinstance(hit[3], str)
             and hex64(hit[3])
             and (trust or blobs.has(hit[3]))
@@ -737,7 +747,7 @@ def take_snapshot(
         sizes.append(fst.st_size)
         if digest is None:
             # Same size, new stat (touched, checked out again): probably stored already.
-            probe = type(hit) is list and len(hit) == 4 and hit[0] == fst.st_size
+            probe = type(hit) is list and len(hit) == 5 and hit[0] == fst.st_size
             todo.append((path, fst.st_size, probe))
             todo_at.append(i)
     stored = _ingest_all(blobs, todo, src) if todo else []
@@ -765,7 +775,7 @@ def take_snapshot(
     if cache_path is not None and not unchanged:
         racy_after = walk_start_ns - _RACY_NS
         files: _CacheFiles = {
-            rel: [fst.st_size, fst.st_mtime_ns, fst.st_ino, digest]
+            rel: [fst.st_size, fst.st_mtime_ns, fst.st_ino, digest, fst.st_ctime_ns]
             for (rel, _, fst), digest, ok in zip(found, digests, exact)
             if digest is not None and ok and fst.st_mtime_ns < racy_after
         }

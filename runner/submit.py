@@ -6,7 +6,6 @@ Everything the user can get wrong is checked here, before anything is recorded.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import sys
 from pathlib import Path
@@ -32,7 +31,7 @@ def submit(
     from runner.config import ScriptRunConfig
     from runner.run import RUN_TYPE_SCRIPT, _check_tag_key, _check_tag_value
     from runner.script_run import ScriptRun
-    from runner.snapshot import git_properties, take_snapshot
+    from runner.snapshot import cache_file, git_properties, take_snapshot
     from runner.store import NewRun
 
     if not isinstance(config, ScriptRunConfig):
@@ -65,11 +64,9 @@ def submit(
     tag_pairs = {_check_tag_key(k): _check_tag_value(k, v) for k, v in (tags or {}).items()}
 
     source = Path(config.source_directory).expanduser().resolve()
-    cache_key = hashlib.sha256(str(source).encode()).hexdigest()[:16]
-    access.make_dirs(ws.path / "snapshot-cache", ws._access)
-    snap = take_snapshot(
-        source, ws._blobs, cache_path=ws.path / "snapshot-cache" / f"{cache_key}.json"
-    )
+    cache = cache_file(ws.path, source)
+    access.make_dirs(cache.parent, ws._access)
+    snap = take_snapshot(source, ws._blobs, cache_path=cache)
     props: dict[str, str | None] = {
         "ContentSnapshotId": snap.id,
         "azureml.runsource": "experiment",
