@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner import access, daemon_client, lifecycle
+from runner import access, daemon_client, lifecycle, workcopy
 from runner.errors import (
     ConfigError,
     EnvironmentBuildError,
@@ -49,6 +49,7 @@ from runner.liveness import heartbeat_s
 from runner.run import RUN_TYPE_SCRIPT
 from runner.scheduler import Scheduler
 from runner.shim import LEFTOVER_GRACE_S
+from runner.snapshot import Snapshot, load_snapshot
 from runner.status import BEFORE_LAUNCH_VALUES, LIVE_VALUES, SUPERVISED_VALUES, RunStatus
 from runner.store import RunRow, Store
 from runner.workspace import Workspace
@@ -649,7 +650,6 @@ class RunSupervisor:
 
     def _start(self) -> None:
         from runner.environment import Environment
-        from runner.snapshot import load_snapshot, materialize
 
         if self._remote():
             return self._start_remote()
@@ -687,12 +687,14 @@ class RunSupervisor:
         if gpus is None:
             return self._end_canceled_before_start()
         self.gpu_ids = gpus
-        # A fresh copy of the snapshot as the working folder.
-        shutil.rmtree(self.workdir, ignore_errors=True)
-        self.workdir.mkdir(parents=True)
-        snap_id = self.definition.get("snapshotId")
-        if snap_id:
-            materialize(load_snapshot(self.ws._blobs, snap_id), self.ws._blobs, self.workdir)
+        # The snapshot as the working folder: a kept one when there is (runner.workcopy).
+        workcopy.forget(self.workdir)
+        snapshot = self._snapshot()
+        if snapshot is not None:
+            how = workcopy.make(self.ws.path, self.ws._blobs, snapshot, self.workdir)
+            self._prep_log(f"working folder: {how} ({snapshot.file_count} files)\n")
+        else:
+            self.workdir.mkdir(parents=True)
         (self.workdir / "outputs").mkdir(exist_ok=True)
         (self.workdir / "logs").mkdir(exist_ok=True)
         self.exit_file.unlink(missing_ok=True)
@@ -845,7 +847,6 @@ class RunSupervisor:
     def _start_remote(self) -> None:
         """Prepare and start the run on an SSH host, then follow it from here."""
         from runner.environment import Environment
-        from runner.snapshot import load_snapshot
         from targets.ssh import environment_request, sync_snapshot
 
         self.phase = "preparing"
@@ -1046,8 +1047,23 @@ class RunSupervisor:
             if kind is None:
                 failure, kind = self._could_not_store(exc), "store_failed"
         self._until_recorded(lambda: self._end(code, canceled, failure, kind))
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        self._leave_workdir(kept=kind is None)
         (self.dir / STORE_FAILURE).unlink(missing_ok=True)
+
+    def _snapshot(self) -> Snapshot | None:
+        snap_id = self.definition.get("snapshotId")
+        return load_snapshot(self.ws._blobs, snap_id) if snap_id else None
+
+    def _leave_workdir(self, kept: bool) -> None:
+        """The run is over: keep its working folder for the next run, or delete it."""
+        snapshot = None
+        if kept:
+            with contextlib.suppress(Exception):  # (a broken snapshot: nothing to keep)
+                snapshot = self._snapshot()
+        if snapshot is None or not workcopy.keep(
+            self.ws.path, self.ws._blobs, snapshot, self.workdir
+        ):
+            workcopy.forget(self.workdir)
 
     def _could_not_store(self, exc: Exception) -> str:
         """Keep why the outputs could not be stored, free their space; returns the reason."""
@@ -1065,7 +1081,7 @@ class RunSupervisor:
             marker.unlink(missing_ok=True)
             self.daemon._log(f"run {self.run_id}: could not write {marker}: {marker_exc}")
         else:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+            workcopy.forget(self.workdir)
         return message
 
     def _read_store_failure(self) -> str | None:
@@ -1218,7 +1234,7 @@ class RunSupervisor:
         except _Abandoned:
             self.daemon._log(f"run {self.run_id}: its failure is left to the next daemon")
         finally:  # recorded, or left to the next daemon: either way nothing runs here
-            shutil.rmtree(self.workdir, ignore_errors=True)
+            workcopy.forget(self.workdir)
 
 
 #: Seconds between samples of a run's ``sys/...`` metrics when nothing is configured.
