@@ -13,23 +13,38 @@ was meant to be; nothing half-written is left at the destination. Storing the sa
 content again repairs a damaged blob: ``put_bytes`` compares the stored bytes before it
 skips a write, and ``put_stream`` (which has already copied and hashed the content)
 always puts its copy in place.
+
+Packs: many small blobs stored at once (a cold snapshot of thousands of source files)
+go into one pack file, ``packs/NAME.pack``, with its index ``packs/NAME.idx`` (digest,
+offset, size of each), instead of one file each: creating thousands of files is most of
+the time of such a snapshot. The index is written after the pack, so a pack is only ever
+read whole-and-indexed. Readers look for a loose blob first, then in the packs; storing
+a packed content again loose repairs a damaged packed copy.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import itertools
+import json
 import os
 import stat
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, NoReturn
 
 from runner.errors import ConfigError, StoreError, store_fault
 
 _CHUNK = 1 << 20
+_PACKS = "packs"
+_PACK_FORMAT = "runner-pack/1"
+#: Fewer new contents than this in a batch are stored loose (a pack is not worth it).
+_MIN_PACK = 16
+#: A pack holds at most about this many bytes (a batch beyond it makes several).
+_PACK_BYTES = 64 << 20
 #: The longest artifact name (characters, after normalising), as in azureml.
 MAX_NAME_CHARS = 1024
 
@@ -118,14 +133,166 @@ class BlobStore:
         self._root = str(root)
         self._shards: set[str] = set()
         self._seq = itertools.count()
+        #: digest -> (pack file, offset, size) of every packed blob seen so far
+        self._packed: dict[str, tuple[str, int, int]] = {}
+        self._pack_names: set[str] = set()
+        self._pack_lock = threading.Lock()
 
     def path_of(self, digest: str) -> Path:
         """Where the blob with this digest lives (it may not exist)."""
         return self.root / digest[:2] / digest[2:]
 
     def has(self, digest: str) -> bool:
-        """Whether the blob is stored."""
-        return os.path.exists(f"{self._root}/{digest[:2]}/{digest[2:]}")
+        """Whether the blob is stored (loose or packed)."""
+        return os.path.exists(f"{self._root}/{digest[:2]}/{digest[2:]}") or self._in_pack(digest)
+
+    # -- packs -----------------------------------------------------------------------------
+
+    def _in_pack(self, digest: str) -> bool:
+        return digest in self._packed or (self._load_packs() and digest in self._packed)
+
+    def _load_packs(self) -> bool:
+        """Read the indexes of packs not seen yet; True if there were any."""
+        try:
+            names = [n[:-4] for n in os.listdir(f"{self._root}/{_PACKS}") if n.endswith(".idx")]
+        except OSError:
+            return False
+        new = [n for n in names if n not in self._pack_names]
+        if not new:
+            return False
+        with self._pack_lock:
+            for name in new:
+                try:
+                    with open(f"{self._root}/{_PACKS}/{name}.idx", "rb") as f:
+                        index = json.loads(f.read())
+                    entries = index["entries"] if index.get("format") == _PACK_FORMAT else []
+                except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                    continue  # unreadable: its blobs are missing (workspace check says so)
+                pack = f"{self._root}/{_PACKS}/{name}.pack"
+                for digest, offset, size in entries:
+                    self._packed.setdefault(str(digest), (pack, int(offset), int(size)))
+                self._pack_names.add(name)
+        return True
+
+    def _read_packed(self, digest: str) -> bytes | None:
+        """A packed blob's bytes as stored (unchecked), or None if no pack holds it."""
+        if not self._in_pack(digest):
+            return None
+        pack, offset, size = self._packed[digest]
+        try:
+            fd = os.open(pack, os.O_RDONLY)
+        except FileNotFoundError:
+            return None  # the pack was rewritten (workspace check --repair): look again
+        try:
+            return os.pread(fd, size, offset)
+        finally:
+            os.close(fd)
+
+    def put_many(self, contents: Sequence[bytes]) -> list[str]:
+        """Store many small contents at once; their digests, in order.
+
+        Those not stored yet go into new pack files rather than a file each.
+        """
+        try:
+            return self._put_many(contents)
+        except OSError as exc:
+            self._fault(exc, sum(len(c) for c in contents))
+
+    def _put_many(self, contents: Sequence[bytes]) -> list[str]:
+        digests = [hashlib.sha256(c).hexdigest() for c in contents]
+        self._load_packs()
+        new: dict[str, bytes] = {}
+        for digest, data in zip(digests, contents):
+            if digest in new:
+                continue
+            if os.path.exists(f"{self._root}/{digest[:2]}/{digest[2:]}"):
+                self._put_bytes(data)  # compares, and repairs a damaged copy (as put_bytes)
+            elif digest in self._packed:  # (loaded above: no listdir per file)
+                if self._read_packed(digest) != data:
+                    self._put_bytes(data)  # a loose copy wins over the damaged packed one
+            else:
+                new[digest] = data
+        if len(new) < _MIN_PACK:
+            for data in new.values():
+                self._put_bytes(data)
+            return digests
+        batch: list[tuple[str, bytes]] = []
+        size = 0
+        for item in new.items():
+            batch.append(item)
+            size += len(item[1])
+            if size >= _PACK_BYTES:
+                self._write_pack(batch)
+                batch, size = [], 0
+        if batch:
+            self._write_pack(batch)
+        return digests
+
+    def _write_pack(self, batch: list[tuple[str, bytes]]) -> None:
+        folder = f"{self._root}/{_PACKS}"
+        if folder not in self._shards:
+            os.makedirs(folder, 0o770 if self._shared else 0o700, exist_ok=True)
+            if self._shared:
+                with contextlib.suppress(OSError):
+                    os.chmod(folder, 0o2770)  # noqa: S103 - the shared group's, on purpose
+            self._shards.add(folder)
+        entries = []
+        offset = 0
+        for digest, data in batch:
+            entries.append([digest, offset, len(data)])
+            offset += len(data)
+        index = json.dumps({"format": _PACK_FORMAT, "entries": entries}).encode("ascii")
+        name = hashlib.sha256(index).hexdigest()
+        self._write_file(folder, f"{name}.pack", [data for _, data in batch])
+        self._write_file(folder, f"{name}.idx", [index])  # after the pack: see the docstring
+        self._load_packs()
+
+    def _write_file(self, folder: str, name: str, parts: list[bytes]) -> None:
+        tmp = self._tmp_name(folder)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.mode)
+        try:
+            if self._shared:
+                os.fchmod(fd, self.mode)
+            for part in parts:
+                view = memoryview(part)
+                while view:
+                    view = view[os.write(fd, view) :]
+        except BaseException:
+            os.close(fd)
+            _unlink_quiet(tmp)
+            raise
+        os.close(fd)
+        os.replace(tmp, f"{folder}/{name}")
+
+    def packed(self) -> dict[str, tuple[str, int, int]]:
+        """Every packed blob: digest -> (pack file, offset, size)."""
+        self._load_packs()
+        return dict(self._packed)
+
+    def remove(self, digests: Iterable[str]) -> None:
+        """Delete blobs, loose or packed (a pack holding any is written again without
+        them). For ``runner workspace check --repair``."""
+        gone = set(digests)
+        for digest in gone:
+            _unlink_quiet(str(self.path_of(digest)))
+        packs = {self._packed[d][0] for d in gone if self._in_pack(d)}
+        for pack in sorted(packs):
+            keep = []
+            for digest, (where, _, _) in list(self._packed.items()):
+                if where == pack and digest not in gone:
+                    data = self._read_packed(digest)
+                    if data is not None:
+                        keep.append((digest, data))
+            if keep:
+                self._write_pack(keep)
+            _unlink_quiet(pack[: -len(".pack")] + ".idx")
+            _unlink_quiet(pack)
+            with self._pack_lock:
+                for digest, (where, _, _) in list(self._packed.items()):
+                    if where == pack:
+                        del self._packed[digest]
+                self._pack_names.discard(Path(pack).stem)
+            self._load_packs()
 
     def _shard(self, digest: str) -> str:
         shard = f"{self._root}/{digest[:2]}"
@@ -159,7 +326,9 @@ class BlobStore:
         digest = hashlib.sha256(data).hexdigest()
         shard = self._shard(digest)
         dest = f"{shard}/{digest[2:]}"
-        if _holds(dest, data):
+        if _holds(dest, data) or (
+            not os.path.exists(dest) and self._packed and self._read_packed(digest) == data
+        ):
             return digest  # stored already, intact (a damaged copy is written over below)
         tmp = self._tmp_name(shard)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.mode)
@@ -230,7 +399,10 @@ class BlobStore:
         try:
             return open(self.path_of(digest), "rb")
         except FileNotFoundError:
-            raise self.missing(digest, what) from None
+            data = self._read_packed(digest)
+            if data is None:
+                raise self.missing(digest, what) from None
+            return io.BytesIO(data)
 
     def copy_to(self, digest: str, dest: Path | str, what: str | None = None) -> None:
         """Write a blob to ``dest`` (a new, writable file), creating parent folders.
@@ -272,7 +444,10 @@ class BlobStore:
             with src:
                 fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
                 try:
-                    size = os.fstat(src.fileno()).st_size
+                    if isinstance(src, io.BytesIO):  # a packed blob
+                        size = len(src.getbuffer())
+                    else:
+                        size = os.fstat(src.fileno()).st_size
                     want = size + 1 if size < _CHUNK else _CHUNK
                     while chunk := src.read(want):
                         h.update(chunk)
@@ -297,7 +472,8 @@ class BlobStore:
                 while chunk := f.read(_CHUNK):
                     h.update(chunk)
         except FileNotFoundError:
-            return None
+            data = self._read_packed(digest)
+            return None if data is None else hashlib.sha256(data).hexdigest()
         return h.hexdigest()
 
     def missing(self, digest: str, what: str | None) -> StoreError:

@@ -69,6 +69,8 @@ _MANIFEST_FORMAT = "runner-snapshot/1"
 _CACHE_MAGIC = b"runner-snapshot-cache/1 "
 _SMALL_BYTES = 1 << 20  # read whole and store with put_bytes below this; stream above
 _CHUNK = 1 << 20
+#: Small files are read and stored in batches of about this many bytes.
+_BATCH_BYTES = 64 << 20
 # A file whose mtime is this close to (or after) the start of the walk may change again
 # within the same timestamp tick without its stat changing ("racy git"): never cache it.
 _RACY_NS = 2_000_000_000
@@ -567,16 +569,11 @@ def _ingest(blobs: BlobStore, path: str, size: int, probe: bool = False) -> tupl
 
     ``probe``: hash a big file before copying it, as its content may be stored already.
     """
+    if size < _SMALL_BYTES:
+        data = _read_small(path, size)
+        return blobs.put_bytes(data), len(data)
     fd = os.open(path, _OPEN_FLAGS)
     try:
-        if size < _SMALL_BYTES:
-            data = os.read(fd, size + 1)
-            if len(data) > size:  # it grew since the walk: take all of it
-                parts = [data]
-                while chunk := os.read(fd, _CHUNK):
-                    parts.append(chunk)
-                data = b"".join(parts)
-            return blobs.put_bytes(data), len(data)
         # Big content is stored with put_stream, which hashes what it copies in one
         # pass, not with a hash pass then a copy pass: a file rewritten between two passes
         # would be stored under the digest of its old content. When it may be stored
@@ -588,6 +585,21 @@ def _ingest(blobs: BlobStore, path: str, size: int, probe: bool = False) -> tupl
                     return digest, total
                 stream.seek(0)
             return blobs.put_stream(stream)
+    finally:
+        os.close(fd)
+
+
+def _read_small(path: str, size: int) -> bytes:
+    """The whole content of a small file (all of it, if it grew since the walk)."""
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        data = os.read(fd, size + 1)
+        if len(data) > size:
+            parts = [data]
+            while chunk := os.read(fd, _CHUNK):
+                parts.append(chunk)
+            data = b"".join(parts)
+        return data
     finally:
         os.close(fd)
 
@@ -614,31 +626,57 @@ def _ingest_all(
     store's folder (measured: two threads on the small files were 1.3-4x slower).
     """
 
+    def readable(path: str, exc: OSError) -> ConfigError:
+        return ConfigError(
+            f"cannot read {path!r} in source folder {source!r}: {exc.strerror}; make it "
+            "readable or list it in .amlignore"
+        )
+
     def one(item: tuple[str, int, bool]) -> tuple[str, int] | None:
         try:
             return _ingest(blobs, *item)
         except FileNotFoundError:
             return None
         except (PermissionError, IsADirectoryError) as exc:
-            raise ConfigError(
-                f"cannot read {item[0]!r} in source folder {source!r}: {exc.strerror}; make it "
-                "readable or list it in .amlignore"
-            ) from exc
+            raise readable(item[0], exc) from exc
+
+    def small_ones(at: list[int]) -> None:
+        """Read the small files, then store them together (packed: see BlobStore)."""
+        contents: list[bytes] = []
+        read: list[int] = []
+        size = 0
+        for i in at:
+            try:
+                data = _read_small(todo[i][0], todo[i][1])
+            except FileNotFoundError:
+                continue
+            except (PermissionError, IsADirectoryError) as exc:
+                raise readable(todo[i][0], exc) from exc
+            contents.append(data)
+            read.append(i)
+            size += len(data)
+            if size >= _BATCH_BYTES:
+                store(read, contents)
+                contents, read, size = [], [], 0
+        store(read, contents)
+
+    def store(read: list[int], contents: list[bytes]) -> None:
+        for i, digest, data in zip(read, blobs.put_many(contents), contents):
+            results[i] = (digest, len(data))
 
     results: list[tuple[str, int] | None] = [None] * len(todo)
     big = [i for i, item in enumerate(todo) if item[1] >= _SMALL_BYTES]
-    if not big or len(todo) == 1:
-        return [one(item) for item in todo]
+    small = [i for i, item in enumerate(todo) if item[1] < _SMALL_BYTES]
+    if not big:
+        small_ones(small)
+        return results
     # Keep a CPU for this thread when it has small files to store (measured: more big-file
     # threads than CPUs - 1 slowed the whole down on 2 CPUs).
     cpus = os.cpu_count() or 1
-    small = len(todo) - len(big)
     pool = ThreadPoolExecutor(max_workers=max(1, min(len(big), cpus - (1 if small else 0), 8)))
     try:
         futures = [(i, pool.submit(one, todo[i])) for i in big]
-        for i, item in enumerate(todo):
-            if item[1] < _SMALL_BYTES:
-                results[i] = one(item)
+        small_ones(small)
         for i, future in futures:
             results[i] = future.result()
     finally:

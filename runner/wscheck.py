@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runner.artifacts import BlobStore
 from runner.errors import NotFoundError, RunnerError
 from runner.status import ACTIVE_VALUES, SUPERVISED_VALUES
 
@@ -260,7 +261,12 @@ def _read_database(
 
 
 def _blob_path(blobs: Path, digest: str) -> Path:
-    return blobs / digest[:2] / digest[2:]
+    """The file holding a blob: its own, or its pack."""
+    loose = blobs / digest[:2] / digest[2:]
+    if loose.exists():
+        return loose
+    pack = BlobStore(blobs).packed().get(digest)
+    return Path(pack[0]) if pack else loose
 
 
 def _hash_blobs(blobs: Path, report: CheckReport) -> dict[str, str | None]:
@@ -286,6 +292,24 @@ def _hash_blobs(blobs: Path, report: CheckReport) -> dict[str, str | None]:
                 continue
             found[digest] = h.hexdigest()
             report.blobs_checked += 1
+    packs: dict[str, list[tuple[str, int, int]]] = {}
+    for digest, (pack, offset, size) in BlobStore(blobs).packed().items():
+        packs.setdefault(pack, []).append((digest, offset, size))
+    for pack, items in sorted(packs.items()):
+        try:
+            fd = os.open(pack, os.O_RDONLY)
+        except OSError as exc:
+            for digest, _, _ in items:
+                found.setdefault(digest, f"unreadable: {exc.strerror}")
+            continue
+        try:
+            for digest, offset, size in items:
+                data = os.pread(fd, size, offset)
+                report.blob_bytes += len(data)
+                report.blobs_checked += digest not in found
+                found.setdefault(digest, hashlib.sha256(data).hexdigest())  # loose ones first
+        finally:
+            os.close(fd)
     return found
 
 
@@ -304,7 +328,8 @@ def _read_manifests(
             report.references_complete = False  # missing or damaged: its files are unknown
             continue
         try:
-            data = json.loads(_blob_path(blobs, snap).read_bytes())
+            with BlobStore(blobs).open_blob(snap) as f:
+                data = json.loads(f.read())
             files = data["files"]
             for path, digest, _size, _exe in files:
                 refs.setdefault(str(digest), []).append(f"file {path!r} of snapshot {snap}")
@@ -352,17 +377,15 @@ def _repair(root: Path, report: CheckReport) -> None:
     left: list[str] = []
     blobs = root / "blobs"
     removed_blobs = 0
+    store = BlobStore(blobs)
+    store.remove(problem.digest for problem in report.damaged_blobs)
     for problem in report.damaged_blobs:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(_blob_path(blobs, problem.digest))
         removed_blobs += 1
         done.append(
             f"removed damaged blob {problem.digest}; store the same file again to bring it back"
         )
-    for digest in report.orphan_blobs:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(_blob_path(blobs, digest))
-        removed_blobs += 1
+    store.remove(report.orphan_blobs)
+    removed_blobs += len(report.orphan_blobs)
     if report.orphan_blobs:
         done.append(f"removed {len(report.orphan_blobs)} orphan blob(s)")
     if removed_blobs or report.missing_blobs:

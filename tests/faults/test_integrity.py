@@ -432,6 +432,9 @@ def test_a_submitted_run_of_a_damaged_snapshot_fails_saying_so_and_repair_then_s
     try:
         first = py(SUBMIT, ws, src, timeout_s=120)
         assert first.stdout.split()[0] == "Completed", first.stdout + first.stderr
+        # The first run's working folder is kept for the next run (runner.workcopy), which
+        # then needs no blob at all: without it, the damaged blob has to be read.
+        shutil.rmtree(ws / "work")
         flip(blob(ws, sha(BETA)))
         second = py(SUBMIT, ws, src, timeout_s=120)
         assert second.stdout.startswith("Failed file 'hello.py' of snapshot"), (
@@ -444,3 +447,46 @@ def test_a_submitted_run_of_a_damaged_snapshot_fails_saying_so_and_repair_then_s
         assert check(ws)[0] == 0
     finally:
         cli("-w", ws, "daemon", "stop")
+
+
+PACKED = """
+import json, sys
+from runner import Experiment, Workspace
+from runner.artifacts import BlobStore
+ws = Workspace.create(sys.argv[1], exist_ok=True)
+run = Experiment(ws, "packed").start_logging()
+snap = run.take_snapshot(sys.argv[2])
+run.complete()
+print(json.dumps({"run": run.id, "snapshot": snap, "packed": {
+    d: [p, o] for d, (p, o, _) in BlobStore(ws.path / "blobs").packed().items()}}))
+"""
+
+
+def test_a_damaged_packed_file_is_found_repaired_and_stored_again(tmp_path):
+    """Small snapshot files are packed (runner.artifacts): the check reads every packed
+    blob, --repair writes the pack again without the damaged one, the next snapshot stores
+    it again, and the workspace is whole."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(40):
+        (src / f"f{i}.py").write_text(f"# file {i}\n" * 4)
+    ws = tmp_path / "ws"
+    made = json.loads(py(PACKED, ws, src).stdout)
+    digest = sha((src / "f7.py").read_bytes())
+    pack, offset = made["packed"][digest]
+    os.chmod(pack, 0o600)
+    with open(pack, "r+b") as f:
+        f.seek(offset + 1)
+        f.write(b"#")
+    rc, report = check(ws)
+    assert rc == 1, report
+    assert [b["digest"] for b in report["damagedBlobs"]] == [digest]
+    assert report["damagedBlobs"][0]["usedBy"] == [f"file 'f7.py' of snapshot {made['snapshot']}"]
+    assert report["blobs"]["checked"] >= 41
+    rc, report = check(ws, "--repair")
+    assert rc == 0, report
+    rc, report = check(ws)
+    assert [b["digest"] for b in report["missingBlobs"]] == [digest], report
+    py(PACKED, ws, src)  # the same folder again: the file is stored again
+    rc, report = check(ws)
+    assert (rc, report["damagedBlobs"], report["missingBlobs"]) == (0, [], []), report

@@ -1212,3 +1212,56 @@ def test_git_properties_with_a_weird_path(weird_path: Path) -> None:
 @needs_git
 def test_snapshot_of_a_repo_leaves_git_out(repo: Path, blobs: BlobStore) -> None:
     assert names(take_snapshot(repo, blobs)) == {"proj/train.py"}
+
+
+# --------------------------------------------------------------------------- packs
+
+
+def test_a_cold_snapshot_of_many_small_files_is_one_pack(
+    tmp_path: Path, src: Path, blobs: BlobStore
+) -> None:
+    contents = {f"pkg{i % 7}/mod{i}.py": os.urandom(100 + i) for i in range(300)}
+    for rel, data in contents.items():
+        put(src, rel, data)
+    put(src, "big.bin", os.urandom(2 << 20))  # big files stay loose (streamed)
+    snap = take_snapshot(src, blobs)
+    packs = sorted(p.name for p in (blobs.root / "packs").iterdir())
+    assert [Path(p).suffix for p in packs] == [".idx", ".pack"]
+    loose = {p for p in blob_files(blobs) if p.parent.name != "packs"}
+    assert len(loose) == 2  # the big file and the manifest
+    # A store opened afresh (as another process would) reads the packed files back.
+    again = BlobStore(blobs.root)
+    out = tmp_path / "out"
+    materialize(load_snapshot(again, snap.id), again, out)
+    for rel, data in contents.items():
+        assert (out / rel).read_bytes() == data
+    with zipfile.ZipFile(to_zip(snap, again, tmp_path / "s.zip")) as zf:
+        assert zf.read("pkg3/mod3.py") == contents["pkg3/mod3.py"]
+    # Stored once: a second cold snapshot of the same files (another folder) adds nothing.
+    copy = tmp_path / "copy"
+    shutil.copytree(src, copy)
+    assert take_snapshot(copy, again).id == snap.id
+    assert sorted(p.name for p in (blobs.root / "packs").iterdir()) == packs
+
+
+def test_a_damaged_packed_blob_is_said_and_storing_it_again_repairs_it(
+    tmp_path: Path, src: Path, blobs: BlobStore
+) -> None:
+    for i in range(40):
+        put(src, f"f{i}.py", f"# file {i}\n" * 3)
+    snap = take_snapshot(src, blobs)
+    entry = next(e for e in snap.entries if e.path == "f7.py")
+    pack, offset, _ = blobs.packed()[entry.digest]
+    os.chmod(pack, 0o600)
+    with open(pack, "r+b") as f:
+        f.seek(offset + 2)
+        f.write(b"X")
+    fresh = BlobStore(blobs.root)
+    with pytest.raises(StoreError, match=r"file 'f7\.py' of snapshot .* is damaged"):
+        materialize(load_snapshot(fresh, snap.id), fresh, tmp_path / "out")
+    assert fresh.digest_of_stored(entry.digest) != entry.digest
+    copy = tmp_path / "copy"
+    shutil.copytree(src, copy)
+    take_snapshot(copy, fresh)  # the same content stored again: loose, and read first
+    materialize(load_snapshot(fresh, snap.id), fresh, tmp_path / "out2")
+    assert (tmp_path / "out2" / "f7.py").read_text() == "# file 7\n" * 3
