@@ -390,6 +390,7 @@ class Daemon:
             self.idle_exit_s = None
             return {"ok": True}
         if op == "stop":
+            self._log("asked to stop")
             self.stopping.set()
             self.wake.set()
             return {"ok": True}
@@ -1604,10 +1605,12 @@ def run_daemon(ws_path: str, *, detach: bool, idle_exit_s: float | None) -> int:
     try:
         daemon.serve()
     finally:
+        began = time.monotonic()
         daemon.keepers.close()
         with contextlib.suppress(Exception):
             daemon.release_claims()
         ws._store.close()
+        daemon._log(f"daemon {os.getpid()} exits ({time.monotonic() - began:.2f} s to let go)")
     return 0
 
 

@@ -232,7 +232,10 @@ def test_sharing_an_existing_workspace_and_taking_it_back(box: Lifecycle, peer: 
     assert before == {"ping": "unreachable"}, before
 
     shared = box.cli_json("workspace", "access", "--group", TEAM)
-    assert (shared["shared"], shared["group"], shared["daemonStopped"]) == (True, TEAM, True)
+    assert (shared["shared"], shared["group"], shared["daemonStopped"]) == (True, TEAM, True), (
+        shared,
+        box.daemon_log(),
+    )
     assert shared["changed"] > 0
     box.cli("daemon", "start")  # a new daemon, with the new access
     member = peer.run(intruder, "requests", box.ws, run_id, "ping", "status", groups=TEAM)
@@ -241,7 +244,10 @@ def test_sharing_an_existing_workspace_and_taking_it_back(box: Lifecycle, peer: 
     assert {os.stat(p).st_gid for p in _every_path(box.ws)} == {peer.team}
 
     private = box.cli_json("workspace", "access", "--private")
-    assert (private["shared"], private["daemonStopped"]) == (False, True), private
+    assert (private["shared"], private["daemonStopped"]) == (False, True), (
+        private,
+        box.daemon_log(),
+    )
     box.cli("daemon", "start")
     after = peer.run(intruder, "requests", box.ws, run_id, "ping", groups=TEAM)["requests"]
     assert after == {"ping": "unreachable"}, after
