@@ -15,6 +15,7 @@ ipywidgets (and IPython) are optional and imported only when a notebook is detec
 from __future__ import annotations
 
 import html
+import importlib
 import sys
 import threading
 from typing import TYPE_CHECKING, Any
@@ -106,8 +107,8 @@ class RunDetails:
             except ConfigError:
                 pass  # no ipywidgets: the text below, as v1 falls back to a link
             else:
-                from IPython.display import display
-
+                # Through import_module: IPython is untyped where it is installed.
+                display: Any = importlib.import_module("IPython.display").display
                 display(widget)
                 return
         print(self.text())  # noqa: T201 - the text mode of show()
