@@ -128,7 +128,7 @@ class RunDetails:
             import ipywidgets
         except ImportError as exc:
             raise ConfigError(
-                f"the RunDetails widget needs ipywidgets ({exc}); pip install ipywidgets",
+                f"the RunDetails widget needs the ipywidgets package ({exc})",
                 hint="pip install ipywidgets",
             ) from exc
         self._widget = ipywidgets.VBox(

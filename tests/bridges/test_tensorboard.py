@@ -18,7 +18,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.helpers import REPO, run_code, script_env, stop_daemon_of, wait_until
+from tests.bridges.isolated import run_without_site_packages
+from tests.helpers import run_code, script_env, stop_daemon_of, wait_until
 
 if os.environ.get("CI") != "true":
     pytest.importorskip("tensorboard", reason="pip install tensorboard (or the [test] extra)")
@@ -132,7 +133,7 @@ def test_export_writes_every_scalar_of_the_run_and_its_children(finished_run, tm
             """
             import sys
             from runner import Run, Workspace
-            from runner.tensorboard import export_to_tensorboard
+            from runner.tensorboard.export import export_to_tensorboard  # v1's module path
             export_to_tensorboard([Run.get(Workspace(sys.argv[1]), sys.argv[2])], sys.argv[3],
                                   recursive=False)
             """,
@@ -218,10 +219,8 @@ def test_tensorboard_serves_the_run_and_stops(finished_run, tmp_path):
 
 def test_without_tensorboard_the_error_names_the_package(tmp_path):
     """The real interpreter with only the repository on its path (no site-packages)."""
-    code = textwrap.dedent(
-        f"""
-        import sys
-        sys.path.insert(0, {str(REPO)!r})
+    proc = run_without_site_packages(
+        """
         from runner import Run
         from runner.errors import ConfigError
         from runner.tensorboard import export_to_tensorboard, Tensorboard
@@ -231,14 +230,9 @@ def test_without_tensorboard_the_error_names_the_package(tmp_path):
                 call()
             except ConfigError as exc:
                 print("ERROR", exc)
-        """
+        """,
+        tmp_path,
     )
-    import subprocess
-
-    proc = subprocess.run(
-        [sys.executable, "-S", "-I", "-c", code], capture_output=True, text=True, cwd=tmp_path,
-        timeout=60, check=False,
-    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     errors = [x for x in proc.stdout.splitlines() if x.startswith("ERROR")]
     assert len(errors) == 2, proc.stdout

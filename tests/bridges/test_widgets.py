@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import textwrap
 
 import pytest
 
-from tests.helpers import REPO, run_code, stop_daemon_of
+from tests.bridges.isolated import run_without_site_packages
+from tests.helpers import run_code, stop_daemon_of
 
 TRAIN = """
 import os, sys, time
@@ -162,10 +161,8 @@ def test_widget_refreshes_as_the_run_progresses_and_its_thread_stops(ws_and_sour
 
 def test_show_outside_a_notebook_never_needs_ipywidgets(tmp_path):
     """Without site-packages (no ipywidgets, no IPython): text mode; widget() names the fix."""
-    code = textwrap.dedent(
-        f"""
-        import sys
-        sys.path.insert(0, {str(REPO)!r})
+    proc = run_without_site_packages(
+        """
         from runner import Run
         from runner.errors import ConfigError
         from runner.widgets import RunDetails
@@ -180,14 +177,9 @@ def test_show_outside_a_notebook_never_needs_ipywidgets(tmp_path):
             RunDetails("run-id")
         except ConfigError as exc:
             print("ERROR", exc)
-        """
+        """,
+        tmp_path,
     )
-    import subprocess
-
-    proc = subprocess.run(
-        [sys.executable, "-S", "-I", "-c", code], capture_output=True, text=True, cwd=tmp_path,
-        timeout=60, check=False,
-    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "Metrics:\n  m  3" in proc.stdout
     errors = [x for x in proc.stdout.splitlines() if x.startswith("ERROR")]
