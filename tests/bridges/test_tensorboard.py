@@ -18,8 +18,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.bridges.isolated import run_without_site_packages
-from tests.helpers import run_code, script_env, stop_daemon_of, wait_until
+from tests.bridges.support import run_without_site_packages, workspace_and_source
+from tests.helpers import run_code, script_env, wait_until
 
 if os.environ.get("CI") != "true":
     pytest.importorskip("tensorboard", reason="pip install tensorboard (or the [test] extra)")
@@ -77,14 +77,9 @@ def _ok(proc):
 @pytest.fixture
 def finished_run(tmp_path):
     """A real submitted run of TRAIN (in its own process); yields (ws folder, ids)."""
-    ws, src = tmp_path / "ws", tmp_path / "src"
-    src.mkdir()
-    (src / "train.py").write_text(TRAIN)
-    try:
+    with workspace_and_source(tmp_path, TRAIN) as (ws, src):
         out = _ok(run_code(SUBMIT, ws, src, cwd=tmp_path, timeout_s=180))
         yield ws, json.loads(out.strip().splitlines()[-1])
-    finally:
-        stop_daemon_of(ws)
 
 
 def _scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:

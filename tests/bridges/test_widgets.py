@@ -14,8 +14,8 @@ import os
 
 import pytest
 
-from tests.bridges.isolated import run_without_site_packages
-from tests.helpers import run_code, stop_daemon_of
+from tests.bridges.support import run_without_site_packages, workspace_and_source
+from tests.helpers import run_code
 
 TRAIN = """
 import os, sys, time
@@ -70,13 +70,8 @@ print("DATA " + json.dumps(data))
 
 @pytest.fixture
 def ws_and_source(tmp_path):
-    ws, src = tmp_path / "ws", tmp_path / "src"
-    src.mkdir()
-    (src / "train.py").write_text(TRAIN)
-    try:
-        yield ws, src
-    finally:
-        stop_daemon_of(ws)
+    with workspace_and_source(tmp_path, TRAIN) as paths:
+        yield paths
 
 
 @pytest.mark.slow
