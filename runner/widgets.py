@@ -32,7 +32,6 @@ __all__ = ["RunDetails"]
 REFRESH_S = 1.0
 #: How many lines of the driver log the summary shows.
 LOG_LINES = 20
-_TERMINAL_VALUES = frozenset(s.value for s in RunStatus if s.is_terminal)
 
 
 def _in_notebook() -> bool:
@@ -136,7 +135,7 @@ class RunDetails:
             layout=ipywidgets.Layout(border="1px solid #ccc", padding="4px"),
         )
         data = self._refresh()
-        if data["status"] not in _TERMINAL_VALUES:
+        if not RunStatus(data["status"]).is_terminal:
             self._thread = threading.Thread(
                 target=self._keep_fresh, name=f"RunDetails {self.run.id}", daemon=True
             )
@@ -174,7 +173,7 @@ class RunDetails:
     def _keep_fresh(self) -> None:
         # Ends with one refresh after the run is terminal, so the final state shows.
         while not self._stop.wait(REFRESH_S):
-            if self._refresh()["status"] in _TERMINAL_VALUES:
+            if RunStatus(self._refresh()["status"]).is_terminal:
                 return
 
 

@@ -19,6 +19,7 @@ these raise a ``ConfigError`` naming ``pip install tensorboard``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import queue
 import re
@@ -31,9 +32,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import ConfigError, RunnerError
+from runner.status import RunStatus
 from runner.tensorboard.export import (
+    RunExporter,
     as_runs,
-    export_run,
     export_to_tensorboard,
     require_tensorboard,
 )
@@ -42,6 +44,10 @@ if TYPE_CHECKING:
     from runner.run import Run
 
 __all__ = ["Tensorboard", "export_to_tensorboard"]
+
+#: How often the runs being served are read again while any of them is active.
+FOLLOW_S = 2.0
+_log = logging.getLogger(__name__)
 
 #: How long start() waits for tensorboard to say where it listens.
 _START_TIMEOUT_S = 60.0
@@ -56,7 +62,9 @@ class Tensorboard:
     ``start()`` writes each run's scalars (see ``export_to_tensorboard``; children are not
     included, as in v1) and the TensorBoard event files it stored under ``logs/`` into
     ``local_root/RUN_ID``, then starts ``python -m tensorboard.main`` on ``local_root``.
-    Call ``stop()`` when done (or use it as a context manager).
+    While any of the runs is active, a background thread appends what they log every
+    ``FOLLOW_S`` seconds (v1 follows its runs in real time too). Call ``stop()`` when
+    done (or use it as a context manager).
 
     Args:
         runs: A Run or a list of Runs (an empty list serves what ``local_root`` holds).
@@ -82,6 +90,9 @@ class Tensorboard:
         self._port = port
         self._proc: subprocess.Popen[str] | None = None
         self._url: str | None = None
+        self._exporters: list[RunExporter] = []
+        self._follower: threading.Thread | None = None
+        self._stop_following = threading.Event()
 
     @property
     def local_root(self) -> Path | None:
@@ -99,12 +110,13 @@ class Tensorboard:
         require_tensorboard()
         if self._local_root is None:
             self._local_root = Path(tempfile.mkdtemp(prefix="runner-tensorboard-"))
-        for run in self._runs:
-            folder = self._local_root / run.id
-            export_run(run, folder)
-            for name in run.get_file_names():
-                if name.startswith("logs/") and "tfevents" in name.rsplit("/", 1)[-1]:
-                    run.download_file(name, folder / name[len("logs/") :])
+        self._exporters = [RunExporter(run, self._local_root / run.id) for run in self._runs]
+        self._stop_following.clear()
+        if not self._export_round():
+            self._follower = threading.Thread(
+                target=self._follow, name="runner-tensorboard-export", daemon=True
+            )
+            self._follower.start()
         self._proc = subprocess.Popen(
             [
                 sys.executable,
@@ -134,6 +146,32 @@ class Tensorboard:
 
             webbrowser.open(self._url)
         return self._url
+
+    def _export_round(self) -> bool:
+        """Export what the runs logged since the last round; True when all have ended."""
+        ended = True
+        for exporter in self._exporters:
+            run = exporter.run
+            # The status first: what a run logged before it ended is then all in this round.
+            ended = RunStatus(run.get_status()).is_terminal and ended
+            exporter.export()
+            for name in run.get_file_names():
+                if name.startswith("logs/") and "tfevents" in name.rsplit("/", 1)[-1]:
+                    dest = exporter.folder / name[len("logs/") :]
+                    if not dest.exists():
+                        run.download_file(name, dest)
+        return ended
+
+    def _follow(self) -> None:
+        # v1 follows its runs "in real time" while TensorBoard serves them: so does this,
+        # until every run has ended (one last round then) or stop() is called.
+        while not self._stop_following.wait(FOLLOW_S):
+            try:
+                if self._export_round():
+                    return
+            except RunnerError as exc:  # the workspace went away: stop following, keep serving
+                _log.warning("stopped following runs for TensorBoard: %s", exc)
+                return
 
     @staticmethod
     def _wait_for_url(proc: subprocess.Popen[str]) -> str:
@@ -169,6 +207,13 @@ class Tensorboard:
 
     def stop(self) -> None:
         """Stop TensorBoard and anything it started (TERM, then KILL after 10 s); idempotent."""
+        self._stop_following.set()
+        if self._follower is not None:
+            self._follower.join()
+            self._follower = None
+        for exporter in self._exporters:
+            exporter.close()
+        self._exporters = []
         proc, self._proc, self._url = self._proc, None, None
         if proc is None:
             return

@@ -22,6 +22,9 @@ __all__ = ["export_to_tensorboard"]
 
 _log = logging.getLogger(__name__)
 
+#: The end of the event files runner writes, so that a later export can replace them.
+_SUFFIX = ".runner-history"
+
 _INSTALL = "pip install tensorboard"
 
 
@@ -113,22 +116,55 @@ def as_runs(run_data: Any, what: str) -> list[Run]:
     return runs
 
 
-def export_run(run: Run, folder: Path) -> int:
-    """Write one run's scalars as an event file in ``folder``; return how many."""
-    writer_cls, event_pb2, summary_pb2 = require_tensorboard()
-    folder.mkdir(parents=True, exist_ok=True)
-    writer = writer_cls(str(folder))
-    count = 0
-    try:
-        for tag, value, step, when in _points(run):
+class RunExporter:
+    """Writes a run's scalars into one event file in ``folder``, and on later calls only
+    what the run logged since: metrics only grow, and TensorBoard reads event files as
+    append-only logs, so nothing written is ever rewritten."""
+
+    def __init__(self, run: Run, folder: Path) -> None:
+        self.run = run
+        self.folder = folder
+        self._writer: Any = None
+        self._written: dict[str, int] = {}  # tag -> how many of its points are in the file
+
+    def export(self) -> int:
+        """Append the scalars not yet written; return how many."""
+        writer_cls, event_pb2, summary_pb2 = require_tensorboard()
+        if self._writer is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            # A new export replaces an earlier one (TensorBoard would show both).
+            for old in self.folder.glob(f"*tfevents*{_SUFFIX}"):
+                old.unlink()
+            self._writer = writer_cls(str(self.folder), filename_suffix=_SUFFIX)
+        seen: dict[str, int] = {}
+        count = 0
+        for tag, value, step, when in _points(self.run):
+            seen[tag] = seen.get(tag, 0) + 1
+            if seen[tag] <= self._written.get(tag, 0):
+                continue
             summary = summary_pb2.Summary(
                 value=[summary_pb2.Summary.Value(tag=tag, simple_value=value)]
             )
-            writer.add_event(event_pb2.Event(wall_time=when, step=step, summary=summary))
+            self._writer.add_event(event_pb2.Event(wall_time=when, step=step, summary=summary))
             count += 1
+        self._written = seen
+        self._writer.flush()
+        return count
+
+    def close(self) -> None:
+        """Close the event file; idempotent."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
+
+
+def export_run(run: Run, folder: Path) -> int:
+    """Write one run's scalars as an event file in ``folder``; return how many."""
+    exporter = RunExporter(run, folder)
+    try:
+        return exporter.export()
     finally:
-        writer.close()
-    return count
+        exporter.close()
 
 
 def export_to_tensorboard(

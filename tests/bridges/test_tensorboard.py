@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
-import textwrap
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -107,6 +109,7 @@ def test_export_writes_every_scalar_of_the_run_and_its_children(finished_run, tm
             from runner.tensorboard import export_to_tensorboard
             run = Run.get(Workspace(sys.argv[1]), sys.argv[2])
             export_to_tensorboard(run, sys.argv[3])
+            export_to_tensorboard(run, sys.argv[3])  # again: replaces, does not add
             """,
             ws, ids["id"], out, cwd=tmp_path,
         )
@@ -141,16 +144,35 @@ def test_export_writes_every_scalar_of_the_run_and_its_children(finished_run, tm
 SERVE = """
 import sys, time
 from pathlib import Path
+import runner.tensorboard
 from runner import Run, Workspace
 from runner.tensorboard import Tensorboard
+runner.tensorboard.FOLLOW_S = 0.2
 tb = Tensorboard([Run.get(Workspace(sys.argv[1]), sys.argv[2])], local_root=sys.argv[3],
                  port=int(sys.argv[4]))
 url = tb.start()
 Path(sys.argv[5]).write_text(url)
 while not Path(sys.argv[6]).exists():
     time.sleep(0.05)
+if tb._follower is not None:  # it ends by itself once the runs have ended
+    tb._follower.join(timeout=30)
+following = tb._follower is not None and tb._follower.is_alive()
 tb.stop()
-print("stopped")
+print("stopped; following until stop():", following)
+"""
+
+#: What TensorBoard's HTTP API serves: {run: {tag: [[step, value], ...]}}.
+FETCH = """
+import json, sys, urllib.parse, urllib.request
+base = sys.argv[1].rstrip("/")
+tags = json.load(urllib.request.urlopen(base + "/data/plugin/scalars/tags"))
+out = {}
+for run, run_tags in tags.items():
+    for tag in run_tags:
+        query = urllib.parse.urlencode({"run": run, "tag": tag})
+        points = json.load(urllib.request.urlopen(base + "/data/plugin/scalars/scalars?" + query))
+        out.setdefault(run, {})[tag] = [[step, value] for _, step, value in points]
+print(json.dumps(out))
 """
 
 
@@ -171,45 +193,93 @@ def _tensorboards() -> list[psutil.Process]:
     return found
 
 
-@pytest.mark.slow
-def test_tensorboard_serves_the_run_and_stops(finished_run, tmp_path):
-    import subprocess
+def _served(url: str, tmp_path: Path) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    got = json.loads(_ok(run_code(FETCH, url, cwd=tmp_path)))
+    return {
+        run: {t: [tuple(p) for p in pts] for t, pts in tags.items()} for run, tags in got.items()
+    }
 
-    ws, ids = finished_run
+
+@contextmanager
+def _serving(ws: Path, run_id: str, tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
+    """A process serving the run with Tensorboard; yields (its URL, what it printed when
+    stopped, filled in on exit) and checks that stop() left no tensorboard process."""
     root, url_file, stop_file = tmp_path / "tb", tmp_path / "url", tmp_path / "stop"
     before = {p.pid for p in _tensorboards()}
     server = subprocess.Popen(
-        [sys.executable, "-c", SERVE, ws, ids["id"], root, str(_free_port()), url_file, stop_file],
+        [sys.executable, "-c", SERVE, ws, run_id, root, str(_free_port()), url_file, stop_file],
         env=script_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    printed: list[str] = []
     try:
         url = wait_until(lambda: url_file.exists() and url_file.read_text(), timeout_s=120)
-        fetch = textwrap.dedent(
-            """
-            import json, sys, urllib.request
-            base = sys.argv[1].rstrip("/")
-            tags = json.load(urllib.request.urlopen(base + "/data/plugin/scalars/tags"))
-            run, = tags
-            pts = json.load(urllib.request.urlopen(
-                base + "/data/plugin/scalars/scalars?run=" + run + "&tag=acc"))
-            print(json.dumps({"run": run, "tags": sorted(tags[run]), "acc": pts}))
-            """
-        )
-        got = json.loads(_ok(run_code(fetch, url, cwd=tmp_path)))
-        assert got["run"] == ids["id"]
-        assert got["tags"] == sorted(EXPECTED_PARENT)
-        _same({"acc": [(step, v) for _, step, v in got["acc"]]}, {"acc": EXPECTED_PARENT["acc"]})
-        tb = [p for p in _tensorboards() if p.pid not in before]
-        assert len(tb) == 1
+        assert len([p for p in _tensorboards() if p.pid not in before]) == 1
+        yield url, printed
     finally:
         stop_file.write_text("")
         out, err = server.communicate(timeout=60)
+        printed.append(out)
     assert server.returncode == 0, err
-    assert "stopped" in out
     assert url in out  # start() prints the URL, as v1 does
     assert {p.pid for p in _tensorboards()} == before
     with pytest.raises(OSError, match=r"Connection refused|urlopen error"):
         urllib.request.urlopen(url, timeout=5)  # noqa: S310 - the http URL start() returned
+
+
+@pytest.mark.slow
+def test_tensorboard_serves_the_run_and_stops(finished_run, tmp_path):
+    ws, ids = finished_run
+    with _serving(ws, ids["id"], tmp_path) as (url, printed):
+        served = _served(url, tmp_path)
+        assert list(served) == [ids["id"]]  # children are not served, as in v1
+        _same(served[ids["id"]], EXPECTED_PARENT)
+    assert "following until stop(): False" in printed[0]  # the run had ended
+
+
+FOLLOWED = """
+import os, sys, time
+from runner import Run
+run = Run.get_context()
+run.log("loss", 1.0)
+run.flush()
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.05)
+run.log("loss", 0.5)
+run.log("late", 3.0)
+"""
+
+SUBMIT_AND_LEAVE = """
+import sys, time
+from runner import Experiment, ScriptRunConfig, Workspace
+ws = Workspace.create(sys.argv[1], exist_ok=True)
+run = Experiment(ws, "tb").submit(ScriptRunConfig(sys.argv[2], "train.py", arguments=[sys.argv[3]]))
+while run.get_metrics().get("loss") != 1.0:
+    time.sleep(0.05)
+print(run.id)
+"""
+
+
+@pytest.mark.slow
+def test_tensorboard_follows_a_running_run_until_it_ends(tmp_path):
+    go = tmp_path / "go"
+    with workspace_and_source(tmp_path, FOLLOWED) as (ws, src):
+        run_id = _ok(run_code(SUBMIT_AND_LEAVE, ws, src, go, cwd=tmp_path, timeout_s=180)).strip()
+        with _serving(ws, run_id, tmp_path) as (url, printed):
+            assert wait_until(lambda: _served(url, tmp_path), timeout_s=60) == {
+                run_id: {"loss": [(0, 1.0)]}
+            }
+            go.write_text("")
+            wait_until(
+                lambda: (
+                    _served(url, tmp_path)
+                    == {run_id: {"loss": [(0, 1.0), (1, 0.5)], "late": [(0, 3.0)]}}
+                ),
+                timeout_s=60,
+                message="TensorBoard serving what the run logged after start()",
+            )
+            wait = "import sys; from runner import Run, Workspace; Run.get(Workspace(sys.argv[1]), sys.argv[2]).wait_for_completion(raise_on_error=True)"
+            _ok(run_code(wait, ws, run_id, cwd=tmp_path, timeout_s=120))
+        assert "following until stop(): False" in printed[0]  # it stopped when the run ended
 
 
 def test_without_tensorboard_the_error_names_the_package(tmp_path):
