@@ -1110,6 +1110,21 @@ class Store:
                 s.steps.extend(a.tolist())
         return {k: v for k, v in series.items() if v.values or v.kind != "scalar"}
 
+    def metric_times(self, run_id: str) -> dict[str, list[float]]:
+        """When each value of each metric of a run was stored: name -> one UTC time per value.
+
+        Values are stored in chunks (one per flush), so values of one chunk share a time.
+        """
+        with self._lock:
+            rows = self.query(
+                "SELECT name, count, time_utc FROM metrics WHERE run_id = ? ORDER BY name, id",
+                (run_id,),
+            )
+        times: dict[str, list[float]] = {}
+        for name, count, time_utc in rows:
+            times.setdefault(name, []).extend([time_utc] * count)
+        return times
+
     # -- files -----------------------------------------------------------------------
 
     def add_files(self, run_id: str, entries: Sequence[tuple[str, str, int]]) -> None:

@@ -14,7 +14,10 @@ import runner
 from tests.helpers import REPO
 
 #: Never imported by the in-run client (user environments lack them).
-THIRD_PARTY = ("docker", "psutil", "filelock", "watchdog", "yaml", "jmespath")
+THIRD_PARTY = (
+    "docker", "psutil", "filelock", "watchdog", "yaml", "jmespath",
+    "tensorboard", "ipywidgets", "IPython",  # the optional bridges (issue 15)
+)  # fmt: skip
 
 #: SPEC.md: from runner import Workspace, Experiment, Run, ScriptRunConfig,
 #: RunConfiguration, Environment, Model, ComputeTarget, RemoteCompute (+ CondaDependencies)

@@ -1,0 +1,1 @@
+"""Bridges to the tools v1 users reach for: TensorBoard and the RunDetails widget (issue 15)."""
