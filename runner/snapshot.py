@@ -574,17 +574,17 @@ def _ingest(blobs: BlobStore, path: str, size: int, probe: bool = False) -> tupl
         return blobs.put_bytes(data), len(data)
     fd = os.open(path, _OPEN_FLAGS)
     try:
-        # Big content is stored with put_stream, which hashes what it copies in one
-        # pass, not with a hash pass then a copy pass: a file rewritten between two passes
-        # would be stored under the digest of its old content. When it may be stored
-        # already (a touched file), one read-only pass first avoids copying it again.
+        # Big content is stored with put_fd, which hashes the copy it made, not the
+        # source: a file rewritten while it is read is never stored under the digest of
+        # other content. When it may be stored already (a touched file), one read-only
+        # pass first avoids copying it again.
         with os.fdopen(fd, "rb", buffering=0, closefd=False) as stream:
             if probe:
                 digest, total = _hash_stream(stream)
                 if blobs.has(digest):
                     return digest, total
                 stream.seek(0)
-            return blobs.put_stream(stream)
+        return blobs.put_fd(fd)
     finally:
         os.close(fd)
 

@@ -18,7 +18,6 @@ import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -907,13 +906,13 @@ def test_touched_big_file_is_hashed_again_but_not_copied_again(
     age(src)
     first = take_snapshot(src, blobs, cache_path=cache)
     copies: list[object] = []
-    real_put_stream = blobs.put_stream
+    real_put_fd = blobs.put_fd  # (big files are copied by put_fd)
 
-    def counting_put_stream(stream: Any) -> tuple[str, int]:
-        copies.append(stream)
-        return real_put_stream(stream)
+    def counting_put_fd(fd: int) -> tuple[str, int]:
+        copies.append(fd)
+        return real_put_fd(fd)
 
-    monkeypatch.setattr(blobs, "put_stream", counting_put_stream)
+    monkeypatch.setattr(blobs, "put_fd", counting_put_fd)
     os.utime(big, ns=(OLD_NS, OLD_NS + 10**9))  # touched: new mtime, same content
     assert take_snapshot(src, blobs, cache_path=cache) == first
     assert copies == []
@@ -1265,3 +1264,23 @@ def test_a_damaged_packed_blob_is_said_and_storing_it_again_repairs_it(
     take_snapshot(copy, fresh)  # the same content stored again: loose, and read first
     materialize(load_snapshot(fresh, snap.id), fresh, tmp_path / "out2")
     assert (tmp_path / "out2" / "f7.py").read_text() == "# file 7\n" * 3
+
+
+def test_put_fd_copies_in_the_kernel_or_streams_what_it_cannot(
+    tmp_path: Path, blobs: BlobStore
+) -> None:
+    data = os.urandom(3 << 20)
+    path = put(tmp_path, "big.bin", data)
+    with open(path, "rb") as f:
+        f.seek(1000)  # from the file's offset on
+        digest, size = blobs.put_fd(f.fileno())
+    assert (digest, size) == (hashlib.sha256(data[1000:]).hexdigest(), len(data) - 1000)
+    assert blobs.read_bytes(digest) == data[1000:]
+    read_end, write_end = os.pipe()  # copy_file_range refuses a pipe: streamed instead
+    os.write(write_end, b"through a pipe")
+    os.close(write_end)
+    try:
+        assert blobs.put_fd(read_end) == (hashlib.sha256(b"through a pipe").hexdigest(), 14)
+    finally:
+        os.close(read_end)
+    assert [p for p in blobs.root.rglob("*") if ".tmp-" in p.name] == []
