@@ -808,6 +808,9 @@ class RunSupervisor:
         env["RUNNER_WORKSPACE"] = str(self.ws.path)
         env["RUNNER_EXPERIMENT"] = self.row.experiment_name
         env["AZUREML_RUN_ID"] = self.run_id
+        if "MLFLOW_TRACKING_URI" not in asked and not remote:
+            # As Azure ML did: mlflow in the script records into this run's workspace.
+            env["MLFLOW_TRACKING_URI"] = self.ws.get_mlflow_tracking_uri()
         command = self.definition.get("command")
         args = [str(a) for a in self.definition.get("arguments") or []]
         if command:
