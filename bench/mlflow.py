@@ -10,7 +10,7 @@ to mlflow-skinny). Both cases do the same thing in one process: ``mlflow.start_r
 and completes it; the sqlite store commits each call). Goal: runner >= 10x MLflow's own
 store in calls/s. runner's side reaches the store through MLflow's plugin entry point
 (``mlflow.tracking_store``), declared by pyproject.toml; when the installed runner lacks
-it (another tree installed), this script declares it itself, as the tests do.
+it (another tree installed), this script declares it itself, as a run's runner copy does.
 """
 
 from __future__ import annotations
@@ -28,24 +28,6 @@ import common
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
 
 GOAL = 10.0  # runner's calls/s >= GOAL x the sqlite store's
-
-
-def declare_entry_points(folder: Path) -> None:
-    """A dist-info with pyproject.toml's MLflow entry points, on sys.path."""
-    import tomllib
-
-    groups = tomllib.loads((common.ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"][
-        "entry-points"
-    ]
-    info = folder / "runner_mlflow_entry_points-0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: runner-mlflow-ep\nVersion: 0\n")
-    text = "".join(
-        f"[{g}]\n" + "".join(f"{k} = {v}\n" for k, v in groups[g].items())
-        for g in ("mlflow.tracking_store", "mlflow.artifact_repository")
-    )
-    (info / "entry_points.txt").write_text(text)
-    sys.path.append(str(folder))
 
 
 def timed_calls(uri: str, values: list[float]) -> tuple[float, str]:
@@ -88,7 +70,10 @@ def main() -> int:
         from mlflow.tracking._tracking_service.utils import _tracking_store_registry
 
         if "runner" not in _tracking_store_registry._registry:
-            declare_entry_points(tmp / "site")
+            from runner.workspace import declare_mlflow_plugin
+
+            declare_mlflow_plugin(tmp / "site")
+            sys.path.append(str(tmp / "site"))
             _tracking_store_registry.register_entrypoints()
         from runner import Run, Workspace
 

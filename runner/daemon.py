@@ -146,6 +146,10 @@ class Daemon:
             (tmp / "runner").mkdir(parents=True)
             for p in files:  # (copyfile: the daemon's private umask sets the mode)
                 shutil.copyfile(p, tmp / "runner" / p.name)
+            # mlflow in a run's script finds runner's tracking store (scheme runner:) here.
+            from runner.workspace import declare_mlflow_plugin
+
+            declare_mlflow_plugin(tmp)
             try:
                 os.replace(tmp, dest)
             except OSError:

@@ -27,24 +27,23 @@ if importlib.util.find_spec("mlflow") is None:
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    """PYTHONPATH with a dist-info declaring pyproject.toml's MLflow entry points, so the
-    worktree's declaration is what MLflow loads (an installed runner may be another tree)."""
-    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    groups = project["entry-points"]
-    site = tmp_path / "site"
-    info = site / "runner_mlflow_entry_points-0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: runner-mlflow-entry-points\nVersion: 0\n"
-    )
-    text = ""
-    for group in ("mlflow.tracking_store", "mlflow.artifact_repository"):
-        text += f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in groups[group].items())
-    (info / "entry_points.txt").write_text(text)
+    """PYTHONPATH with runner's MLflow entry points declared (the installed runner, if
+    any, may be another tree, without them)."""
+    from runner.workspace import declare_mlflow_plugin
+
+    declare_mlflow_plugin(tmp_path / "site")
     return {
-        "PYTHONPATH": os.pathsep.join([str(REPO), str(site)]),
+        "PYTHONPATH": os.pathsep.join([str(REPO), str(tmp_path / "site")]),
         "MLFLOW_ENABLE_ASYNC_LOGGING": "false",
     }
+
+
+def test_pyproject_declares_the_entry_points_runner_writes():
+    from runner.workspace import MLFLOW_ENTRY_POINTS, MLFLOW_SCHEME
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    declared = {g: project["entry-points"][g] for g in MLFLOW_ENTRY_POINTS}
+    assert declared == {g: {MLFLOW_SCHEME: t} for g, t in MLFLOW_ENTRY_POINTS.items()}
 
 
 def _ok(proc) -> str:
@@ -113,7 +112,9 @@ def test_mlflow_in_a_submitted_run_records_into_that_run(tmp_path, env, set_uri)
     print(json.dumps({"id": run.id, "status": details["status"], "log": run._log_tail(40)}))
     """
     try:
-        sub = _answer(run_code(submit, wsp, src, "1" if set_uri else "", env=env, timeout_s=180))
+        # No entry points on the submitter's path: the run's copy of runner declares them.
+        plain = {"PYTHONPATH": str(REPO), "MLFLOW_ENABLE_ASYNC_LOGGING": "false"}
+        sub = _answer(run_code(submit, wsp, src, "1" if set_uri else "", env=plain, timeout_s=180))
     finally:
         stop_daemon_of(wsp)
     assert sub["status"] == "Completed", sub["log"]
