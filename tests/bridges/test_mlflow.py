@@ -283,3 +283,42 @@ def test_without_mlflow_the_uri_works_and_the_store_names_the_package(tmp_path, 
     assert out.splitlines()[0] == f"runner://{(tmp_path / 'ws').resolve()}"
     assert "ConfigError" in out
     assert "pip install mlflow-skinny" in out
+
+
+def test_outside_a_run_mlflow_runs_are_interactive_runs_nested_as_children(tmp_path, env):
+    wsp = tmp_path / "ws"
+    code = """
+    import json, sys, mlflow
+    from runner import Workspace
+    mlflow.set_tracking_uri(Workspace.create(sys.argv[1]).get_mlflow_tracking_uri())
+    with mlflow.start_run(run_name="outer") as outer:  # no set_experiment: "Default"
+        mlflow.log_metric("x", 1)
+        with mlflow.start_run(nested=True) as inner:
+            mlflow.log_metric("y", 2)
+    try:
+        with mlflow.start_run() as failed:
+            raise ValueError("boom")
+    except ValueError:
+        pass
+    print(json.dumps([outer.info.run_id, inner.info.run_id, failed.info.run_id]))
+    """
+    outer, inner, failed = _answer(run_code(code, wsp, env=env))
+    read = """
+    import json, sys
+    from runner import Run, Workspace
+    ws = Workspace(sys.argv[1])
+    outer = Run.get(ws, sys.argv[2])
+    print(json.dumps({"exp": outer.experiment.name, "name": outer.display_name,
+        "status": outer.get_status(), "children": [c.id for c in outer.get_children()],
+        "child_metrics": Run.get(ws, sys.argv[3]).get_metrics(),
+        "failed": Run.get(ws, sys.argv[4]).get_status()}))
+    """
+    seen = _answer(run_code(read, wsp, outer, inner, failed, env=env))
+    assert seen == {
+        "exp": "Default",
+        "name": "outer",
+        "status": "Completed",
+        "children": [inner],
+        "child_metrics": {"y": 2.0},
+        "failed": "Failed",
+    }
