@@ -144,6 +144,10 @@ class Daemon:
             (tmp / "runner").mkdir(parents=True)
             for p in files:  # (copyfile: the daemon's private umask sets the mode)
                 shutil.copyfile(p, tmp / "runner" / p.name)
+            # mlflow in a run's script finds runner's tracking store (scheme runner:) here.
+            from runner.workspace import declare_mlflow_plugin
+
+            declare_mlflow_plugin(tmp)
             try:
                 os.replace(tmp, dest)
             except OSError:
@@ -812,6 +816,9 @@ class RunSupervisor:
         env["RUNNER_WORKSPACE"] = str(self.ws.path)
         env["RUNNER_EXPERIMENT"] = self.row.experiment_name
         env["AZUREML_RUN_ID"] = self.run_id
+        if "MLFLOW_TRACKING_URI" not in asked and not remote:
+            # As Azure ML did: mlflow in the script records into this run's workspace.
+            env["MLFLOW_TRACKING_URI"] = self.ws.get_mlflow_tracking_uri()
         command = self.definition.get("command")
         args = [str(a) for a in self.definition.get("arguments") or []]
         if command:

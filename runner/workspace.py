@@ -52,6 +52,13 @@ if TYPE_CHECKING:
 WORKSPACE_ENV = "RUNNER_WORKSPACE"
 _FORMAT = 1
 _DB_FILE = "runner.db"
+#: The URI scheme of runner's MLflow tracking store, and MLflow's plugin entry points for it
+#: (the same as pyproject.toml's; tests check they agree).
+MLFLOW_SCHEME = "runner"
+MLFLOW_ENTRY_POINTS = {
+    "mlflow.tracking_store": "runner.mlflow_store:RunnerTrackingStore",
+    "mlflow.artifact_repository": "runner.mlflow_store:RunnerArtifactRepository",
+}
 #: workspace.json key: the database was made (a missing or empty one is then an error).
 _DB_FLAG = "database"
 _CONFIG_DIR = ".runner"
@@ -460,6 +467,16 @@ class Workspace:
         """A run's folder of working files on this machine (live logs, control files)."""
         return self.path / "runs" / run_id
 
+    def get_mlflow_tracking_uri(self) -> str:
+        """The URI that points MLflow's client at this workspace: ``runner:///abs/path``.
+
+        ``mlflow.set_tracking_uri(ws.get_mlflow_tracking_uri())``, then ``mlflow.start_run()``
+        and ``mlflow.log_metric(...)`` record into runner's history (inside a submitted run:
+        into that run, whose environment also has ``MLFLOW_TRACKING_URI`` set). MLflow finds
+        runner's store through its plugin entry point; this call itself needs no mlflow.
+        """
+        return mlflow_tracking_uri(self.path)
+
     def get_default_keyvault(self) -> Keyvault:
         """The workspace's secret store (a 0600 file inside the workspace, 0660 shared)."""
         return Keyvault(self.path / "keyvault.json", self._access.file_mode)
@@ -669,6 +686,29 @@ def _keep_private(root: Path, policy: access.Access) -> None:
             access.fix_dir(root, policy)
     except OSError:
         pass  # (read-only file system): nothing we can change
+
+
+def mlflow_tracking_uri(path: Path) -> str:
+    """``runner:///abs/path`` for the workspace folder ``path`` (percent-quoted)."""
+    from urllib.parse import quote
+
+    return f"{MLFLOW_SCHEME}://{quote(path.resolve().as_posix())}"
+
+
+def declare_mlflow_plugin(folder: Path) -> None:
+    """Write a ``.dist-info`` into ``folder`` declaring runner's MLflow entry points, so
+    MLflow finds runner's store in any interpreter with ``folder`` on its path (a run's
+    PYTHONPATH holds runner's client copy, which is not pip-installed)."""
+    info = folder / "runner_mlflow_plugin-0.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: runner-mlflow-plugin\nVersion: 0\n", encoding="utf-8"
+    )
+    text = "".join(
+        f"[{group}]\n{MLFLOW_SCHEME} = {target}\n\n"
+        for group, target in MLFLOW_ENTRY_POINTS.items()
+    )
+    (info / "entry_points.txt").write_text(text, encoding="utf-8")
 
 
 def configured_workspace_path(start: Path | None = None) -> Path:
