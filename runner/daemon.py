@@ -52,7 +52,7 @@ from runner.shim import LEFTOVER_GRACE_S
 from runner.snapshot import Snapshot, load_snapshot
 from runner.status import BEFORE_LAUNCH_VALUES, LIVE_VALUES, SUPERVISED_VALUES, RunStatus
 from runner.store import RunRow, Store
-from runner.workspace import Workspace
+from runner.workspace import Workspace, declare_mlflow_plugin
 
 _ACTIVE = SUPERVISED_VALUES
 _BEFORE_LAUNCH = BEFORE_LAUNCH_VALUES
@@ -145,8 +145,6 @@ class Daemon:
             for p in files:  # (copyfile: the daemon's private umask sets the mode)
                 shutil.copyfile(p, tmp / "runner" / p.name)
             # mlflow in a run's script finds runner's tracking store (scheme runner:) here.
-            from runner.workspace import declare_mlflow_plugin
-
             declare_mlflow_plugin(tmp)
             try:
                 os.replace(tmp, dest)
