@@ -893,11 +893,15 @@ def materialize(snapshot: Snapshot, blobs: BlobStore, dest: Path | str) -> None:
         if parent not in made:
             (dest / parent).mkdir(parents=True, exist_ok=True)
             made.add(parent)
-        target = dest / rel
-        blobs.write_new(entry.digest, target, f"file {rel!r} of snapshot {snapshot.id}")
-        if entry.executable:
-            mode = os.stat(target).st_mode
-            os.chmod(target, mode | ((mode & 0o444) >> 2))
+        write_entry(blobs, snapshot, entry, dest / rel)
+
+
+def write_entry(blobs: BlobStore, snapshot: Snapshot, entry: SnapshotEntry, target: Path) -> None:
+    """Write one file of a snapshot at ``target`` (a new file), executable if it was."""
+    blobs.write_new(entry.digest, target, f"file {entry.path!r} of snapshot {snapshot.id}")
+    if entry.executable:
+        mode = os.stat(target).st_mode
+        os.chmod(target, mode | ((mode & 0o444) >> 2))
 
 
 def to_zip(snapshot: Snapshot, blobs: BlobStore, zip_path: Path | str) -> Path:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runner import access
+from runner.snapshot import write_entry
 
 if TYPE_CHECKING:
     from runner.artifacts import BlobStore
@@ -214,10 +215,7 @@ def _reconcile(root: Path, blobs: BlobStore, snapshot: Snapshot, record: _Record
             os.makedirs(root / parent, exist_ok=True)
             unchecked.discard(parent)
         target = root / rel
-        blobs.write_new(file.digest, target, f"file {rel!r} of snapshot {snapshot.id}")
-        if file.executable:
-            mode = os.stat(target).st_mode
-            os.chmod(target, mode | ((mode & 0o444) >> 2))
+        write_entry(blobs, snapshot, file, target)
         good[rel] = _key(os.stat(target), file.digest)
     return good
 
