@@ -58,7 +58,9 @@ def add_commands(tree: Tree) -> None:
         _workspace_access,
     )
     who = p.add_mutually_exclusive_group()
-    who.add_argument("--group", metavar="GROUP", help="share with this group (name or gid)")
+    who.add_argument(  # (not dest "group": that is the command group's, see Context)
+        "--group", dest="share_group", metavar="GROUP", help="share with this group (name or gid)"
+    )
     who.add_argument("--private", action="store_true", help="only the owner may use it")
 
 
@@ -82,8 +84,8 @@ def _workspace_access(ctx: Context) -> int:
     ws = ctx.workspace()
     if ctx.args.private:
         group: str | int | None = None
-    elif ctx.args.group is not None:
-        group = ctx.args.group
+    elif ctx.args.share_group is not None:
+        group = ctx.args.share_group
     else:
         group = ws._access.group  # as it is: only the modes are fixed
     # The daemon checks requests against the access it started with: it is stopped
