@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, ClassVar
 
+import psutil
+
 from runner import keeper as keeper_mod
 from runner.errors import TargetUnavailableError
 from runner.proc import ProcessId, terminate_tree
@@ -262,7 +264,8 @@ class LocalHandle:
         if self.keeper:
             proc = self.pid.process()
             if proc is not None:
-                with contextlib.suppress(OSError):
+                # (the keeper may end between the look and the signal: seen once in 1,000 runs)
+                with contextlib.suppress(OSError, psutil.NoSuchProcess):
                     proc.terminate()
                 self.wait(grace_s + KEEPER_MARGIN_S)
             if read_exit_file(self.exit_file) is not None and not self.pid.is_alive():
