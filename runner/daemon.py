@@ -551,6 +551,7 @@ class RunSupervisor:
         self.logs = self.dir / "logs"
         self.workdir = self.dir / "work"
         self.exit_file = self.dir / "exit_code"
+        self._loaded_snapshot: Snapshot | None = None
 
     # -- control ---------------------------------------------------------------------
 
@@ -694,7 +695,7 @@ class RunSupervisor:
         workcopy.forget(self.workdir)
         snapshot = self._snapshot()
         if snapshot is not None:
-            how = workcopy.make(self.ws.path, self.ws._blobs, snapshot, self.workdir)
+            how = workcopy.make(self.ws, snapshot, self.workdir)
             self._prep_log(f"working folder: {how} ({snapshot.file_count} files)\n")
         else:
             self.workdir.mkdir(parents=True)
@@ -1057,8 +1058,11 @@ class RunSupervisor:
         (self.dir / STORE_FAILURE).unlink(missing_ok=True)
 
     def _snapshot(self) -> Snapshot | None:
+        """The run's snapshot (its manifest read once: at launch and again at the end)."""
         snap_id = self.definition.get("snapshotId")
-        return load_snapshot(self.ws._blobs, snap_id) if snap_id else None
+        if snap_id and self._loaded_snapshot is None:
+            self._loaded_snapshot = load_snapshot(self.ws._blobs, snap_id)
+        return self._loaded_snapshot
 
     def _leave_workdir(self, kept: bool) -> None:
         """The run is over: keep its working folder for the next run, or delete it."""
@@ -1066,9 +1070,7 @@ class RunSupervisor:
         if kept:
             with contextlib.suppress(Exception):  # (a broken snapshot: nothing to keep)
                 snapshot = self._snapshot()
-        if snapshot is None or not workcopy.keep(
-            self.ws.path, self.ws._blobs, snapshot, self.workdir
-        ):
+        if snapshot is None or not workcopy.keep(self.ws, snapshot, self.workdir):
             workcopy.forget(self.workdir)
 
     def _could_not_store(self, exc: Exception) -> str:

@@ -39,6 +39,7 @@ from runner.snapshot import write_entry
 if TYPE_CHECKING:
     from runner.artifacts import BlobStore
     from runner.snapshot import Snapshot
+    from runner.workspace import Workspace
 
 #: The folder of a workspace holding the kept working folders.
 KEPT_DIR = "work"
@@ -52,7 +53,7 @@ RECORD = "work.json"
 _Record = dict[str, list[object]]
 
 
-def make(ws_root: Path, blobs: BlobStore, snapshot: Snapshot, dest: Path) -> str:
+def make(ws: Workspace, snapshot: Snapshot, dest: Path) -> str:
     """Make ``dest`` (absent or empty) the run's working folder holding ``snapshot``.
 
     Returns how: ``kept`` (a kept folder of this snapshot), ``adapted`` (one of another
@@ -61,7 +62,7 @@ def make(ws_root: Path, blobs: BlobStore, snapshot: Snapshot, dest: Path) -> str
     Raises:
         StoreError: a blob is missing or damaged.
     """
-    policy = access.access_of(ws_root)
+    ws_root, blobs, policy = ws.path, ws._blobs, ws._access
     if dest.exists():
         dest.rmdir()  # empty, or the caller made a mistake (OSError)
     access.make_dirs(dest.parent, policy)
@@ -89,7 +90,7 @@ def make(ws_root: Path, blobs: BlobStore, snapshot: Snapshot, dest: Path) -> str
     return how
 
 
-def keep(ws_root: Path, blobs: BlobStore, snapshot: Snapshot, workdir: Path) -> bool:
+def keep(ws: Workspace, snapshot: Snapshot, workdir: Path) -> bool:
     """After the run (its outputs stored): put ``workdir`` back in line with its snapshot
     and keep it for the next run; True if kept. Anything that fails deletes it instead,
     as a run's working folder always was."""
@@ -98,13 +99,12 @@ def keep(ws_root: Path, blobs: BlobStore, snapshot: Snapshot, workdir: Path) -> 
         record = _read_record(record_path, snapshot.id)
         if not record or not workdir.is_dir():
             return False
-        record = _reconcile(workdir, blobs, snapshot, record)
-        policy = access.access_of(ws_root)
-        folder = ws_root / KEPT_DIR
-        access.make_dirs(folder, policy)
+        record = _reconcile(workdir, ws._blobs, snapshot, record)
+        folder = ws.path / KEPT_DIR
+        access.make_dirs(folder, ws._access)
         name = f"{snapshot.id}.{secrets.token_hex(4)}"
         # The record first: a folder without one is never taken (see _candidates).
-        _write_record(folder / f"{name}.json", snapshot.id, record, policy)
+        _write_record(folder / f"{name}.json", snapshot.id, record, ws._access)
         os.rename(workdir, folder / name)
     except Exception:
         return False

@@ -158,10 +158,12 @@ def check_workspace(
     report = CheckReport(str(root))
     now = time.time()
     refs, runs, active = _read_database(root, report)
-    stored = _hash_blobs(root / "blobs", report)
+    store = BlobStore(root / "blobs")
+    packed = store.packed()  # read once: every packed blob's pack, offset and size
+    stored = _hash_blobs(root / "blobs", packed, report)
 
     if refs is not None:
-        _read_manifests(root / "blobs", refs, stored, report)
+        _read_manifests(store, refs, stored, report)
         for digest in sorted(refs.keys() - stored.keys()):
             report.missing_blobs.append(BlobProblem(digest, _users(refs[digest])))
         for digest, actual in sorted(stored.items()):
@@ -176,7 +178,7 @@ def check_workspace(
 
     if refs is not None and report.references_complete:
         for digest in sorted(stored.keys() - refs.keys()):
-            if _age_s(_blob_path(root / "blobs", digest), now) >= grace_s:
+            if _age_s(_blob_path(root / "blobs", digest, packed), now) >= grace_s:
                 report.orphan_blobs.append(digest)
             else:
                 report.recent_unreferenced += 1
@@ -260,16 +262,17 @@ def _read_database(
 # -- blobs -----------------------------------------------------------------------------------
 
 
-def _blob_path(blobs: Path, digest: str) -> Path:
+def _blob_path(blobs: Path, digest: str, packed: dict[str, tuple[str, int, int]]) -> Path:
     """The file holding a blob: its own, or its pack."""
     loose = blobs / digest[:2] / digest[2:]
-    if loose.exists():
+    if loose.exists() or digest not in packed:
         return loose
-    pack = BlobStore(blobs).packed().get(digest)
-    return Path(pack[0]) if pack else loose
+    return Path(packed[digest][0])
 
 
-def _hash_blobs(blobs: Path, report: CheckReport) -> dict[str, str | None]:
+def _hash_blobs(
+    blobs: Path, packed: dict[str, tuple[str, int, int]], report: CheckReport
+) -> dict[str, str | None]:
     """digest -> SHA-256 of what is stored (None: could not be read)."""
     found: dict[str, str | None] = {}
     for shard in sorted(_entries(blobs)):
@@ -293,7 +296,7 @@ def _hash_blobs(blobs: Path, report: CheckReport) -> dict[str, str | None]:
             found[digest] = h.hexdigest()
             report.blobs_checked += 1
     packs: dict[str, list[tuple[str, int, int]]] = {}
-    for digest, (pack, offset, size) in BlobStore(blobs).packed().items():
+    for digest, (pack, offset, size) in packed.items():
         packs.setdefault(pack, []).append((digest, offset, size))
     for pack, items in sorted(packs.items()):
         try:
@@ -314,7 +317,7 @@ def _hash_blobs(blobs: Path, report: CheckReport) -> dict[str, str | None]:
 
 
 def _read_manifests(
-    blobs: Path,
+    blobs: BlobStore,
     refs: dict[str, list[str]],
     stored: dict[str, str | None],
     report: CheckReport,
@@ -328,7 +331,7 @@ def _read_manifests(
             report.references_complete = False  # missing or damaged: its files are unknown
             continue
         try:
-            with BlobStore(blobs).open_blob(snap) as f:
+            with blobs.open_blob(snap) as f:
                 data = json.loads(f.read())
             files = data["files"]
             for path, digest, _size, _exe in files:
