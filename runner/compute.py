@@ -2,7 +2,7 @@
 
 The registry keeps each target's name, kind and JSON configuration in the workspace
 store; secrets (an SSH password) go to the workspace keyvault, never into the config.
-Attaching an SSH host checks it first (host key, login, python3; ``targets.hostkeys``)
+Attaching an SSH host checks it first (host key, login, python3; ``targets.ssh.hostkeys``)
 and records nothing when a check fails; detaching removes the target's secrets and the
 host key attaching added, unless another target still uses that host.
 """
@@ -89,7 +89,7 @@ class ComputeTarget:
             return ComputeTarget(workspace, name)
         kind, config, stored = attach_configuration._config(name)
         try:
-            hostkeys = importlib.import_module("targets.hostkeys")
+            hostkeys = importlib.import_module("targets.ssh.hostkeys")
         except ImportError as exc:  # inside a run's environment: runner is not installed
             raise TargetUnavailableError(
                 f"attaching SSH host {attach_configuration.address!r} needs runner installed "
@@ -148,7 +148,7 @@ class ComputeTarget:
         if label in in_use:
             return
         with contextlib.suppress(ImportError):  # without targets/ nothing was ever added
-            importlib.import_module("targets.hostkeys").remove_known_host(self.workspace, label)
+            importlib.import_module("targets.ssh.hostkeys").remove_known_host(self.workspace, label)
 
     def get_status(self) -> str:
         """'Succeeded' for a registered target (provisioning is not a thing here)."""

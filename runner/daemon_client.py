@@ -8,7 +8,7 @@ The daemon listens on a Unix socket file inside the workspace's private daemon f
 bind or connect to an abstract name, while the folder's permissions keep everyone but the
 workspace's owner (and the shared group, if one is set) from reaching the file at all.
 Both ends check the other's credentials besides: the daemon serves only the owner (see
-runner.daemon), and a client talks only to the process that ``daemon.json`` names, so a
+runner.service.daemon), and a client talks only to the process that ``daemon.json`` names, so a
 socket bound by anything else is reported and never obeyed.
 """
 
@@ -247,7 +247,16 @@ def ensure_daemon(ws_path: Path, timeout_s: float = 30.0, idle_exit_s: float | N
         else:
             idle = os.environ.get("RUNNER_DAEMON_IDLE_S", str(DEFAULT_IDLE_EXIT_S))
         starter = subprocess.Popen(
-            [python, "-m", "runner.daemon", "run", str(ws_path), "--detach", "--idle-exit", idle],
+            [
+                python,
+                "-m",
+                "runner.service.daemon",
+                "run",
+                str(ws_path),
+                "--detach",
+                "--idle-exit",
+                idle,
+            ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

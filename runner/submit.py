@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner import access
+from runner.definition import RunDefinition
 from runner.errors import ConfigError, RunnerError, TargetUnavailableError
 
 if TYPE_CHECKING:
@@ -44,20 +45,12 @@ def submit(
     rc = config.run_config
     env = config.effective_environment()  # with docker_runtime_config applied
     target = rc.target_name
-    remote = target != "local"
     distributed = _check_distributed(config, target, env)
-    if remote:
-        _check_remote(ws, target, env)
+    shares_host = _check_target(ws, target, env)
     python: str | None = None
-    try:
-        selection = importlib.import_module("environments.selection")
-    except ImportError:  # inside a run: only runner's in-run client is importable
-        selection = None
-    if selection is not None and not remote:
-        selection.check(env)  # a ConfigError now, not a Failed run later
     # A docker environment's interpreter is in its image, not on this machine; a remote
     # one is on its host.
-    if env.python.user_managed_dependencies and not env.docker.enabled and not remote:
+    if env.python.user_managed_dependencies and not env.docker.enabled and shares_host:
         from runner.environment import resolve_interpreter
 
         python = resolve_interpreter(env, sys.executable)
@@ -73,25 +66,24 @@ def submit(
     }
     props.update(git_properties(source))
 
-    env_vars = {**env.environment_variables, **rc.environment_variables}
-    definition = {
-        "supervised": True,
-        "script": config.script,
-        "command": config.command,
-        "arguments": list(config.arguments or rc.arguments),
-        "target": target,
-        "sourceDirectory": str(source),
-        "snapshotId": snap.id,
-        "environment": env.to_dict(),
-        "python": python,
-        "environmentVariables": env_vars,
-        "maxRunDurationSeconds": rc.max_run_duration_seconds,
-        "gpuCount": rc.gpu_count,
-        "cancelGraceSeconds": rc.cancel_grace_seconds,
-        "priority": rc.priority,
-        "runConfiguration": rc.to_dict(),
-        "distributed": distributed,
-    }
+    command = config.command
+    definition = RunDefinition(
+        script=config.script,
+        command=command if command is None or isinstance(command, str) else tuple(command),
+        arguments=tuple(str(a) for a in config.arguments or rc.arguments),
+        target=target,
+        source_directory=str(source),
+        snapshot_id=snap.id,
+        environment=env.to_dict(),
+        python=python,
+        environment_variables={**env.environment_variables, **rc.environment_variables},
+        max_run_duration_seconds=rc.max_run_duration_seconds,
+        gpu_count=rc.gpu_count,
+        cancel_grace_seconds=rc.cancel_grace_seconds,
+        priority=rc.priority,
+        run_configuration=rc.to_dict(),
+        distributed=distributed,
+    )
     store = ws._store
     from runner.experiment import _user
 
@@ -104,7 +96,7 @@ def submit(
                 type=RUN_TYPE_SCRIPT,
                 status="Starting",
                 target=target,
-                definition=definition,
+                definition=definition.to_json(),
                 tags=tag_pairs,
                 properties=props,
                 snapshot_id=snap.id,
@@ -159,23 +151,20 @@ def _check_distributed(config: Any, target: str, env: Any) -> dict[str, Any] | N
     return found
 
 
-def _check_remote(ws: Any, name: str, env: Any) -> None:
-    """Everything about a remote target that can fail, checked before the run is recorded:
-    the target exists and is an SSH host, the environment can be prepared there, and the
-    host answers (known host key, accepted login, python3 >= 3.9)."""
-    from runner.compute import ComputeTarget
-
-    target = ComputeTarget(ws, name)  # NotFoundError names the known targets
-    if target.type != "remote":
-        raise TargetUnavailableError(
-            f"compute target {name!r} ({target.type}) cannot run jobs in this version of runner"
-        )
+def _check_target(ws: Any, name: str, env: Any) -> bool:
+    """Everything about the run's target that can fail, checked before the run is
+    recorded: the compute target exists and can run jobs, the environment can be
+    prepared there, and the target answers (for a host: its key, the login, python3).
+    Returns whether the run will execute on this machine (``Target.shares_host``)."""
     try:
-        ssh = importlib.import_module("targets.ssh")
-    except ImportError as exc:  # inside a run: submit_child to a host is for the host side
+        registry = importlib.import_module("runner.service.registry")
+    except ImportError as exc:  # inside a run: only runner's in-run client is importable
+        if name == "local":
+            return True
         raise TargetUnavailableError(
             f"runs on target {name!r} can be submitted only where runner is installed"
         ) from exc
-    ssh.environment_request(env)  # ConfigError for kinds a host cannot prepare
-    env.validate()
-    ssh.SshTarget(ws, name, target.config).check()
+    target = registry.target_for(ws, RunDefinition(target=name, environment=env.to_dict()))
+    target.check_environment(env)  # a ConfigError now, not a Failed run later
+    target.check()
+    return bool(target.shares_host)

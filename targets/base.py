@@ -1,16 +1,34 @@
 """The target interface: few methods, values in and out (httpx's transport model).
 
-Environments *produce* a PreparedEnvironment, targets *consume* it in a LaunchSpec,
-and neither does the other's job. Runs outlive their submitter: the supervisor stores
+A target is a kind of place where runs execute. The supervisor (runner/service/) carries
+every run through the same steps whatever its target: ``prepare`` (the environment,
+where the run will execute), ``stage`` (the run's source there), ``launch`` (a
+``RunHandle``), watch the handle, ``collect`` (./outputs back here), finalize. Targets
+that do not share this machine's file system report logs, records and the state of the
+link through ``RunEvents``. Runs outlive their submitter: the supervisor stores
 ``describe()`` and a restarted one ``reattach``es. Handles are never pickled.
+
+Adding a target: a module (or package) under ``targets/`` that implements ``Target``
+and ``RunHandle``, one entry in ``runner/service/registry.py`` (or an entry point of the
+group ``runner.targets``), and ``tests/targets/contract.py`` run with it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+if TYPE_CHECKING:
+    from environments.base import PreparedEnvironment
+    from runner.artifacts import BlobStore
+    from runner.definition import RunDefinition
+    from runner.environment import Environment
+    from runner.service.proc import ProcessId
+    from runner.snapshot import Snapshot
+    from runner.workspace import Workspace
+    from targets.local import KeeperFactory
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,13 +58,59 @@ class LaunchSpec:
     #: a distributed run's processes, all kept together (any failing fails the run);
     #: empty: the usual single process
     ranks: tuple[RankSpec, ...] = field(default=())
+    #: the run's experiment, tags and properties: for hosts that keep records of their own
+    experiment: str = ""
+    tags: Mapping[str, str | None] = field(default_factory=dict)
+    properties: Mapping[str, str | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """What a target is told of the run it prepares and stages."""
+
+    run_id: str
+    definition: RunDefinition  #: what was submitted
+    environment: Environment  #: the run's environment (the default one when none was set)
+    snapshot: Snapshot | None  #: the run's source, None for a run without one
+    workspace: Workspace  #: the run's workspace
+    blobs: BlobStore  #: where the snapshot's contents are
+    prep_log: Path  #: progress lines go here (``55_environment_prep_log.txt``)
+    exit_file: Path  #: where the run's exit code is written
+
+
+@dataclass(frozen=True, slots=True)
+class LocalTree:
+    """The root of a run's processes on this machine (for CPU and memory samples)."""
+
+    root: ProcessId
+    root_is_runner: bool  #: the root is runner's keeper, not the run's own process
+
+
+class RunEvents(Protocol):
+    """What a run on a host that does not share this file system reports back."""
+
+    @property
+    def driver_log(self) -> Path:
+        """This machine's copy of the driver log (appended to)."""
+
+    def journal_offset(self) -> int:
+        """How much of the run's journal is already applied here."""
+
+    def apply_journal(self, offset: int, payload: bytes) -> None:
+        """Apply the run's records (metrics, tags, files...) journaled from ``offset``."""
+
+    def put_blob(self, data: bytes) -> None:
+        """Keep the contents of a file the journal refers to."""
+
+    def link_changed(self, up: bool, error: str | None) -> None:
+        """The link to the host went down (the run goes on there) or came back."""
 
 
 class RunHandle(Protocol):
     """A launched run's process (or container, or remote process)."""
 
     def poll(self) -> int | None:
-        """The exit code, or None while it runs."""
+        """The exit code, or None while it runs (-1: ended, its code unknown)."""
 
     def wait(self, timeout_s: float | None = None) -> int | None:
         """Wait for the exit code; None if ``timeout_s`` passed first."""
@@ -57,20 +121,70 @@ class RunHandle(Protocol):
     def describe(self) -> dict[str, str]:
         """JSON-safe description, enough to ``reattach`` later."""
 
+    def collect(self, workdir: Path) -> None:
+        """Bring the run's ./outputs and ./logs into ``workdir`` (where they are not)."""
+
+    def properties(self) -> dict[str, str] | None:
+        """Properties the target learned about the run, to record once; None: not yet."""
+
+    def local_tree(self) -> LocalTree | None:
+        """The run's processes on this machine; None when they are elsewhere (or gone)."""
+
 
 class Target(Protocol):
-    """A kind of place where runs execute."""
+    """A kind of place where runs execute. The registry makes one per run."""
 
     kind: ClassVar[str]
+    #: Runs see this machine: its files, its Python and its GPUs, and they take its slots
+    #: (the daemon's scheduler). False for another host, which prepares its own Python.
+    shares_host: ClassVar[bool]
 
     def check(self) -> None:
         """Raise TargetUnavailableError with the fix if the target cannot be used."""
 
-    def launch(self, spec: LaunchSpec) -> RunHandle:
+    def check_environment(self, env: Environment) -> None:
+        """ConfigError now (at submit) for an environment this target cannot prepare."""
+
+    def prepare(self, job: Job) -> PreparedEnvironment:
+        """Build (or find) the run's environment where the run will execute."""
+
+    def stage(self, job: Job, workdir: Path) -> str:
+        """Put the run's source where it executes; a line for the prep log ("": none)."""
+
+    def launch(self, spec: LaunchSpec, events: RunEvents) -> RunHandle:
         """Start the run; return at once."""
 
-    def reattach(self, described: Mapping[str, str]) -> RunHandle:
+    def recover(self, job: Job) -> dict[str, str] | None:
+        """An earlier supervisor stopped between deciding to launch the run and storing its
+        handle: the description of what it started, or None when nothing was started."""
+
+    def reattach(self, described: Mapping[str, str], events: RunEvents) -> RunHandle:
         """A handle for a run launched earlier (by another supervisor process)."""
 
     def close(self) -> None:
         """Release what the target holds; idempotent."""
+
+
+@dataclass(frozen=True)
+class Place:
+    """What a target is made from: the workspace, the compute target, the daemon's pools."""
+
+    ws: Workspace
+    name: str  #: the compute target's name (``local``)
+    config: Mapping[str, Any] = field(default_factory=dict)  #: its stored configuration
+    keepers: KeeperFactory | None = None  #: the daemon's keeper pool (local runs)
+    #: runner's in-run client (Daemon.client_dir), for targets that ship it elsewhere
+    client_dir: Path | None = None
+
+
+#: Removes what crashed runs of this kind left behind (containers...) given the active
+#: runs' stored handles; returns what it removed. Called once when a daemon starts.
+Sweep = Callable[[Path, Callable[[], dict[str, dict[str, str]]]], list[str]]
+
+
+@dataclass(frozen=True)
+class TargetKind:
+    """One kind of target, as the registry knows it."""
+
+    make: Callable[[Place, RunDefinition], Target]  #: the target of one run
+    sweep: Sweep | None = None

@@ -35,8 +35,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from runner.errors import TargetUnavailableError
+from runner.service.proc import ProcessId
 from runner.shim import container_name, read_exit_file
-from targets.base import LaunchSpec
+from targets.base import Job, LaunchSpec, LocalTree, RunEvents
+from targets.host import HostHandle, HostTarget
 
 __all__ = [
     "LABEL_RUN_ID",
@@ -138,7 +140,7 @@ def container_config(spec: LaunchSpec, user: str | None = None) -> dict[str, Any
     }
 
 
-class DockerHandle:
+class DockerHandle(HostHandle):
     """A run's container."""
 
     def __init__(
@@ -152,23 +154,20 @@ class DockerHandle:
         self._engine_code: int | None = None
         self._exited = threading.Event()
         self._cancel_lock = threading.Lock()
-        self._pid: Any = None
+        self._pid: ProcessId | None = None
         threading.Thread(target=self._wait_engine, daemon=True).start()
 
-    @property
-    def pid(self) -> Any:
-        """The container's init as a host process (a ``ProcessId``; None when not running):
-        the daemon samples CPU and memory of the run's tree through it."""
+    def local_tree(self) -> LocalTree | None:
+        """The container's init as a host process (None when not running): the daemon
+        samples CPU and memory of the run's tree through it."""
         if self._pid is None and not self._exited.is_set():
             try:
-                from runner.proc import ProcessId
-
                 state = self.client.api.inspect_container(self.container_id).get("State") or {}
                 if state.get("Pid"):
                     self._pid = ProcessId.of(int(state["Pid"]))
             except Exception:  # gone, or the engine is busy: no sample this time
                 return None
-        return self._pid
+        return None if self._pid is None else LocalTree(self._pid, root_is_runner=False)
 
     def _wait_engine(self) -> None:
         import docker.errors
@@ -248,7 +247,7 @@ class DockerHandle:
         return described
 
 
-class DockerTarget:
+class DockerTarget(HostTarget):
     """Runs in containers on this machine's Docker engine.
 
     Args:
@@ -277,7 +276,7 @@ class DockerTarget:
         """Raise TargetUnavailableError with the fix when no engine answers."""
         _ = self.client
 
-    def launch(self, spec: LaunchSpec) -> DockerHandle:
+    def launch(self, spec: LaunchSpec, events: RunEvents | None = None) -> DockerHandle:
         """Create and start the run's container; return at once."""
         import docker.errors
 
@@ -319,7 +318,19 @@ class DockerTarget:
             ) from exc
         return DockerHandle(self.client, container.id, spec.exit_file, run_id=spec.run_id)
 
-    def reattach(self, described: Mapping[str, str]) -> DockerHandle:
+    def recover(self, job: Job) -> dict[str, str] | None:
+        """The run's container, by the name it was given (if it was not created, the
+        handle finds it gone and the run ends Failed)."""
+        return {
+            "kind": "docker",
+            "container_id": container_name(job.run_id),
+            "exit_file": str(job.exit_file),
+            "run_id": job.run_id,
+        }
+
+    def reattach(
+        self, described: Mapping[str, str], events: RunEvents | None = None
+    ) -> DockerHandle:
         """A handle for a container started by an earlier daemon."""
         return DockerHandle(
             self.client,
@@ -383,3 +394,23 @@ def cleanup_leftovers(
             client.api.remove_container(cid, force=True)
             removed.append(cid)
     return removed
+
+
+def sweep_containers(workspace: Path, active: Callable[[], dict[str, dict[str, str]]]) -> list[str]:
+    """Remove the workspace's containers that no active run owns (a crash's leftovers);
+    ``active`` gives the active runs' stored handles. Nothing when no engine is here."""
+    if not (os.environ.get("DOCKER_HOST") or os.path.exists("/var/run/docker.sock")):
+        return []  # no engine here: do not pay for importing docker
+    client = docker_available()
+    if client is None:
+        return []
+    try:
+        # The containers are listed first, then the active runs (so a run launched in
+        # between counts as active).
+        return cleanup_leftovers(
+            client,
+            workspace,
+            lambda: {run_id: h.get("container_id") for run_id, h in active().items()},
+        )
+    finally:
+        client.close()

@@ -26,16 +26,21 @@ from typing import IO, ClassVar
 import psutil
 
 from runner import keeper as keeper_mod
+from runner.definition import RunDefinition
 from runner.errors import TargetUnavailableError
-from runner.proc import ProcessId, terminate_tree
+from runner.service.proc import ProcessId, terminate_tree
 from runner.shim import LEFTOVER_GRACE_S, read_exit_file
-from targets.base import LaunchSpec
+from targets.base import Job, LaunchSpec, LocalTree, Place, RunEvents, Target, TargetKind
+from targets.docker import DockerTarget, sweep_containers
+from targets.host import HostHandle, HostTarget
 
 #: The variable every process of a run inherits (set by the daemon): it finds processes
 #: that left both the run's session and its process tree (a double-forked daemon).
 RUN_ID_VAR = "RUNNER_RUN_ID"
 #: How long past the grace period a canceled keeper may take before it is killed too.
 KEEPER_MARGIN_S = 5.0
+#: How long a new daemon waits for the keeper of a run an earlier daemon was launching.
+LAUNCH_EVIDENCE_S = 3.0
 _KEEPER = str(Path(keeper_mod.__file__).resolve())
 
 
@@ -189,7 +194,7 @@ def _exit_waiter(pid: ProcessId, exited: threading.Event) -> None:
         exited.set()
 
 
-class LocalHandle:
+class LocalHandle(HostHandle):
     """A run's process tree on this machine."""
 
     def __init__(
@@ -296,8 +301,22 @@ class LocalHandle:
             described["run_id"] = self.run_id
         return described
 
+    def properties(self) -> dict[str, str] | None:
+        """``runner.containment`` (``cgroup`` or ``subreaper``: how the keeper holds the
+        run's processes together) once the keeper has said; None until then."""
+        if not self.keeper:
+            return {}
+        started = read_started(self.exit_file)
+        if started is None:
+            return None
+        return {"runner.containment": "cgroup" if started.get("cgroup") else "subreaper"}
 
-class LocalTarget:
+    def local_tree(self) -> LocalTree | None:
+        """The keeper and the run's processes below it."""
+        return LocalTree(self.pid, root_is_runner=self.keeper)
+
+
+class LocalTarget(HostTarget):
     """Runs processes on this machine, each run under its keeper."""
 
     kind: ClassVar[str] = "local"
@@ -308,7 +327,7 @@ class LocalTarget:
     def check(self) -> None:
         """The local machine is always there."""
 
-    def launch(self, spec: LaunchSpec) -> LocalHandle:
+    def launch(self, spec: LaunchSpec, events: RunEvents | None = None) -> LocalHandle:
         """Hand the run to a keeper; its output goes to the driver log."""
         spec.driver_log.parent.mkdir(parents=True, exist_ok=True)
         # marshal: the keeper reads it without importing json (its start would double).
@@ -368,7 +387,22 @@ class LocalTarget:
             close_fds=True,
         )
 
-    def reattach(self, described: Mapping[str, str]) -> LocalHandle:
+    def recover(self, job: Job) -> dict[str, str] | None:
+        """The keeper an earlier daemon started for the run, as it recorded its start in
+        the run's folder (waiting ``LAUNCH_EVIDENCE_S`` for it); None when there is none."""
+        deadline = time.monotonic() + LAUNCH_EVIDENCE_S
+        started = read_started(job.exit_file)
+        while started is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            started = read_started(job.exit_file)
+        if started is None:
+            return None
+        keeper = identify(int(str(started["pid"])), float(str(started.get("create_time") or 0)))
+        return LocalHandle(keeper, job.exit_file, run_id=job.run_id, keeper=True).describe()
+
+    def reattach(
+        self, described: Mapping[str, str], events: RunEvents | None = None
+    ) -> LocalHandle:
         """A handle for a run started by an earlier supervisor."""
         pid = ProcessId(int(described["pid"]), float(described["create_time"]))
         return LocalHandle(
@@ -395,3 +429,15 @@ def _send(pipe: IO[bytes] | None, line: bytes) -> None:
     finally:
         with contextlib.suppress(OSError):
             pipe.close()
+
+
+def _for_run(place: Place, definition: RunDefinition) -> Target:
+    """A run on this machine: in a container when its environment is a docker one."""
+    docker = definition.docker
+    if docker.get("enabled"):
+        return DockerTarget(shm_size=docker.get("shmSize"))
+    return LocalTarget(place.keepers)
+
+
+#: The ``local`` compute target (registry.BUILTIN).
+KIND = TargetKind(make=_for_run, sweep=sweep_containers)

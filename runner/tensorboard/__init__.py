@@ -219,7 +219,7 @@ class Tensorboard:
             return
         import psutil
 
-        from runner.proc import ProcessId, terminate_tree
+        from runner.service.proc import ProcessId, terminate_tree
 
         with contextlib.suppress(psutil.NoSuchProcess):  # gone already: only reap it
             terminate_tree(ProcessId.of(proc.pid), grace_s=10.0, session=proc.pid)

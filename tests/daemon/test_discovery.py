@@ -1,7 +1,7 @@
 """GPU discovery through the real nvidia-ml-py code, against a stand-in libnvidia-ml.so.1.
 
 Discovery runs in a fresh process each time (as in the daemon): the dynamic loader reads
-LD_LIBRARY_PATH when a process starts, and runner.gpus keeps NVML for the life of one.
+LD_LIBRARY_PATH when a process starts, and runner.service.gpus keeps NVML for the life of one.
 """
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ from typing import Any
 
 import pytest
 
-from runner import gpus
-from runner.gpus import Gpu
+from runner.service import gpus
+from runner.service.gpus import Gpu
 from runner.workspace import Workspace
 from tests.daemon.conftest import Box, FakeGpus, configure, daemon_status, wait_status
 from tests.helpers import REPO, script_env
 
 PROBE = """
 import json, sys
-from runner import gpus
+from runner.service import gpus
 found = gpus.discover()
 print(json.dumps({
     "gpus": [vars(g) for g in found],

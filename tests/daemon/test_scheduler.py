@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from runner.scheduler import Scheduler
+from runner.service.scheduler import Scheduler
 from tests.helpers import wait_until
 
 

@@ -432,7 +432,7 @@ def test_a_submitted_run_of_a_damaged_snapshot_fails_saying_so_and_repair_then_s
     try:
         first = py(SUBMIT, ws, src, timeout_s=120)
         assert first.stdout.split()[0] == "Completed", first.stdout + first.stderr
-        # The first run's working folder is kept for the next run (runner.workcopy), which
+        # The first run's working folder is kept for the next run (runner.service.workcopy), which
         # then needs no blob at all: without it, the damaged blob has to be read.
         shutil.rmtree(ws / "work")
         flip(blob(ws, sha(BETA)))

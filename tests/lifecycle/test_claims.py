@@ -50,7 +50,7 @@ def test_a_daemon_starting_while_a_client_probes_its_lock_still_serves(lc: Lifec
     lc.background.append(holder)
     assert holder.stdout is not None
     assert holder.stdout.readline().strip() == "held"
-    lc.run([sys.executable, "-m", "runner.daemon", "run", str(lc.ws), "--detach"])
+    lc.run([sys.executable, "-m", "runner.service.daemon", "run", str(lc.ws), "--detach"])
     assert holder.wait(timeout=10) == 0
     status: dict[str, object] = {}
     for _ in range(100):

@@ -1,4 +1,4 @@
-"""A run's working folder is kept for the next run (runner.workcopy): made by a rename,
+"""A run's working folder is kept for the next run (runner.service.workcopy): made by a rename,
 never linked to the blob store, and put back in line with the snapshot after a run that
 changed it every way a script can (as root, as these tests run in CI). Each step is its
 own process: submit and exit, then read from another.

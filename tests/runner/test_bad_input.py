@@ -503,7 +503,7 @@ def test_a_garbled_settings_file_does_not_hang_submit(created_ws: Path, tmp_path
 def test_load_settings_falls_back_per_value_and_strict_refuses(
     created_ws: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    from runner import daemon
+    from runner.service import settings as daemon
 
     settings = created_ws / "daemon" / "settings.json"
     settings.parent.mkdir(parents=True, exist_ok=True)

@@ -90,7 +90,7 @@ def _daemon_start(ctx: Context) -> int:
     ws = ctx.workspace()
     _write_daemon_settings(ws, ctx.args)
     if ctx.args.foreground:
-        from runner.daemon import run_daemon
+        from runner.service.daemon import run_daemon
 
         return run_daemon(str(ws.path), detach=False, idle_exit_s=None)
     daemon_client.ensure_daemon(ws.path, idle_exit_s=0)
@@ -106,7 +106,9 @@ def _write_daemon_settings(ws: Workspace, args: argparse.Namespace) -> None:
     Everything is checked first (the flags, the file, the ``RUNNER_*`` variables): a bad
     value is a ConfigError with the valid range, and then nothing is written or started.
     """
-    from runner import access, daemon, gpus
+    from runner import access
+    from runner.service import gpus
+    from runner.service import settings as daemon
 
     path = daemon.settings_path(ws.path)
     settings = daemon.read_settings_file(path)
@@ -150,7 +152,7 @@ def _daemon_status(ctx: Context) -> int:
         answer = {"running": False, "workspace": str(ws.path)}
     else:
         answer = {"running": True, **{k: v for k, v in answer.items() if k != "ok"}}
-    from runner.daemon import load_settings
+    from runner.service.settings import load_settings
 
     try:
         load_settings(ws, strict=True)

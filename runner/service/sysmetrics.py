@@ -8,15 +8,16 @@ Sampled by the daemon into the run as ``sys/cpu_percent``, ``sys/memory_mb``,
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import psutil
 
-from runner import gpus as gpu_mod
-from runner.proc import ProcessId, process_tree
 from runner.run import Run
+from runner.service import gpus as gpu_mod
+from runner.service.proc import process_tree
 
 if TYPE_CHECKING:
+    from runner.service.supervisor import RunSupervisor
     from runner.workspace import Workspace
 
 
@@ -28,20 +29,19 @@ class Sampler:
         self.procs: dict[str, dict[int, psutil.Process]] = {}
         self.runs: dict[str, Run] = {}
 
-    def sample(self, supervisors: list[Any]) -> None:
+    def sample(self, supervisors: list[RunSupervisor]) -> None:
         """One sample of every running run; forgets runs that ended."""
         live = set()
         for sup in supervisors:
-            handle = sup.handle
-            pid = getattr(handle, "pid", None)
-            if not isinstance(pid, ProcessId):
+            tree = sup.handle.local_tree() if sup.handle is not None else None
+            if tree is None:  # on another host, or gone
                 continue
             live.add(sup.run_id)
             known = self.procs.setdefault(sup.run_id, {})
             cpu = 0.0
             rss = 0
-            for p in process_tree(pid):
-                if p.pid == pid.pid and getattr(handle, "keeper", False):
+            for p in process_tree(tree.root):
+                if p.pid == tree.root.pid and tree.root_is_runner:
                     continue  # the keeper is runner's, not the run's
                 proc = known.setdefault(p.pid, p)
                 try:
