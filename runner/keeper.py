@@ -32,6 +32,14 @@ Given a spec it
    process of the run is left, removes the cgroup, and exits with that code.
 
 The daemon finds the keeper again after a restart by the pid in ``started``.
+
+Why one module past ~600 lines (issue 13): the keeper is a program run by path in an
+isolated interpreter (``-I -S``: no ``sys.path`` entry for its folder), compiled alone
+into a cached .pyc keyed by this file's digest (``KeeperFactory.program`` in
+targets/local.py). So every line the keeper process runs must be in this file, and a
+split would need other modules found, hashed and imported at each keeper's start. The
+host's side (targets.local, runner.lifecycle, the daemon) imports its helpers from here,
+so both sides read ``started``, /proc and cgroups the same way.
 """
 
 from __future__ import annotations
@@ -238,7 +246,7 @@ _CLONE_ARGS = (
 def _clone3() -> tuple[type, object, object, int] | None:
     """(clone_args, libc's syscall, ctypes.byref, the struct's size), made once."""
     if "clone3" not in _MEMO:
-        try:
+        try:  # here, not at the top: ctypes costs ~10 ms of a start that needs no clone3
             import ctypes
         except ImportError:  # pragma: no cover - CPython has it
             return None
