@@ -124,7 +124,7 @@ def read_lock(lock_file: Path) -> Any:
     Raises:
         ConfigError: the file is not a conda-lock lock file.
     """
-    import yaml
+    import yaml  # lazy, like conda-lock: only a build or a rebuild from a lock reads one
 
     lockfile, _, _ = _conda_lock_modules()
     try:

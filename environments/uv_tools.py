@@ -30,7 +30,7 @@ def find_uv() -> str:
         EnvironmentBuildError: neither is there.
     """
     try:
-        from uv import find_uv_bin
+        from uv import find_uv_bin  # lazy: the package may be absent (then uv on PATH)
     except ImportError:
         pass
     else:
