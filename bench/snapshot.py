@@ -157,6 +157,7 @@ def main() -> int:
 
     sys.path.insert(0, str(ROOT))
     from runner import snapshot as snapmod
+    from runner import snapshot_ingest as ingestmod
     from runner.artifacts import BlobStore
     from runner.errors import RunnerWarning
 
@@ -200,7 +201,7 @@ def main() -> int:
         time.sleep(max(0.0, snapmod._RACY_NS / 1e9 + 0.1 - (time.time() - newest)))
         first = snapmod.take_snapshot(src, blobs, cache_path=cache)
         reread = [0]
-        real_ingest = snapmod._ingest
+        real_ingest = ingestmod._ingest
 
         def counting_ingest(
             blobs: BlobStore, path: str, size: int, probe: bool = False
@@ -208,7 +209,7 @@ def main() -> int:
             reread[0] += 1
             return real_ingest(blobs, path, size, probe)
 
-        snapmod._ingest = counting_ingest
+        ingestmod._ingest = counting_ingest
         ids = set()
 
         def warm() -> None:
@@ -220,7 +221,7 @@ def main() -> int:
         for _ in range(args.reps):
             t_walk = min(t_walk, timed(lambda: stat_walk(src)))
             t_warm = min(t_warm, timed(warm))
-        snapmod._ingest = real_ingest
+        ingestmod._ingest = real_ingest
         assert ids == {first.id}, "an unchanged folder must give the same snapshot id"
 
         t_api = public_take_snapshot(work, src, args.reps)

@@ -29,28 +29,29 @@ uv does not read pip's configuration (``pip.conf``, ``pip config list``). What i
 
 uv's output is written to the build log as it runs. Its own download cache (``uv cache dir``)
 is shared, so a second environment with the same packages installs in milliseconds.
+
+The tools live beside this module: :mod:`environments.uv_tools` (finding and running uv)
+and :mod:`environments.interpreters` (:func:`find_interpreter`).
 """
 
 from __future__ import annotations
 
-import contextlib
+import email.parser
 import hashlib
+import json
 import os
 import re
-import shlex
-import shutil
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from environments.base import PreparedEnvironment
-from environments.cache import EnvironmentCache, log_line, log_size, log_tail
-from runner.conda_dependencies import PYTHON_DEFAULT_VERSION
-from runner.errors import ConfigError, EnvironmentBuildError, NotFoundError
+from environments.cache import EnvironmentCache, log_line
+from environments.interpreters import _VERSION, find_interpreter
+from environments.interpreters import PYENV_ROOTS as PYENV_ROOTS
+from environments.uv_tools import SYSTEM_CA_BUNDLE as SYSTEM_CA_BUNDLE
+from environments.uv_tools import _run_logged, find_uv, uv_environment
+from runner.errors import ConfigError, NotFoundError
 
 if TYPE_CHECKING:
     from runner.environment import Environment
@@ -66,14 +67,8 @@ __all__ = [
 
 #: The lock inside every venv: the exact packages, for ``uv pip sync``.
 LOCK_FILE_NAME = "requirements.lock"
-#: The CA bundle handed to uv when nothing else is configured.
-SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-#: Where pyenv keeps Pythons when ``PYENV_ROOT`` is not set (CI machines have 3.9-3.13 there).
-PYENV_ROOTS = (Path("~/.pyenv"), Path("/root/.pyenv"))
 _KEY_HEX = 32  # 128 bits of the sha256: short paths keep entry-point shebangs short
 _LOCK_HEADER = "# runner venv lock: the exact packages of this environment (uv pip sync)"
-_VERSION = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?(?:[ab]\d+)?$")
-_PYENV_DIR = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
 # conda specs of pip itself: "pip", "pip=24.0", "pip==24.0", "pip>=23", "conda-forge::pip 24.0"
 _CONDA_PIP = re.compile(r"^(?:[^:\s]+::)?pip(?P<rest>(?:\s*[=<>!~].*|\s+\S.*)?)$")
 # pip options (as CondaDependencies normalises them) -> uv pip install arguments.
@@ -96,243 +91,6 @@ _FLAG_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 # Options that say where packages come from: kept in the lock so that a rebuild finds them.
 _LOCK_OPTIONS = ("--index-url", "--extra-index-url", "--find-links", "--no-index")
-
-
-# --- tools --------------------------------------------------------------------------------
-
-
-def find_uv() -> str:
-    """The uv binary: the one the ``uv`` package ships (a runner dependency), else uv on PATH.
-
-    Raises:
-        EnvironmentBuildError: neither is there.
-    """
-    try:
-        from uv import find_uv_bin
-    except ImportError:
-        pass
-    else:
-        try:
-            return find_uv_bin()
-        except FileNotFoundError:
-            pass
-    found = shutil.which("uv")
-    if found:
-        return found
-    raise EnvironmentBuildError(
-        "uv is not installed: pip environments are built with it; `pip install uv` into the "
-        f"Python that runs runner ({sys.executable})"
-    )
-
-
-def uv_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment variables uv runs with: TLS, index and no-download settings added."""
-    env = dict(os.environ if base is None else base)
-    system_certs = env.get("UV_SYSTEM_CERTS") or env.get("UV_NATIVE_TLS")
-    if not env.get("SSL_CERT_FILE") and not system_certs and SYSTEM_CA_BUNDLE.is_file():
-        env["SSL_CERT_FILE"] = str(SYSTEM_CA_BUNDLE)
-    for pip_name, uv_name in (
-        ("PIP_INDEX_URL", "UV_INDEX_URL"),
-        ("PIP_EXTRA_INDEX_URL", "UV_EXTRA_INDEX_URL"),
-    ):
-        if env.get(pip_name) and not env.get(uv_name):
-            env[uv_name] = env[pip_name]
-    env.setdefault("UV_PYTHON_DOWNLOADS", "never")
-    env["UV_NO_PROGRESS"] = "1"  # no spinners in a log file
-    env["NO_COLOR"] = "1"
-    for var in ("VIRTUAL_ENV", "CONDA_PREFIX", "UV_PYTHON", "UV_SYSTEM_PYTHON"):
-        env.pop(var, None)  # --python names the target; nothing else may
-    return env
-
-
-def _run_logged(
-    argv: Sequence[str], log: Path, env: Mapping[str, str], what: str, cwd: Path
-) -> str:
-    """Run uv with its stderr (and, unless captured, stdout) appended to ``log`` as it comes.
-
-    It runs in ``cwd`` (the cache folder), so that no ``uv.toml`` or ``pyproject.toml`` of
-    wherever runner was started changes the build.
-
-    Returns stdout when ``what`` is ``"freeze"`` (captured), else "". Raises
-    EnvironmentBuildError when it exits non-zero; the child is killed if we are interrupted.
-    """
-    start = log_size(log)
-    log_line(log, "$ " + shlex.join(argv))
-    capture = what == "freeze"
-    t0 = time.monotonic()
-    with open(log, "ab", buffering=0) as out:
-        proc = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE if capture else out,
-            stderr=out,
-            env=dict(env),
-            cwd=cwd,
-            start_new_session=True,
-        )
-        try:
-            stdout, _ = proc.communicate()
-        finally:
-            if proc.poll() is None:  # interrupted: leave no uv (nor a build backend) behind
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)  # its own session: pgid == pid
-                proc.wait()
-    seconds = time.monotonic() - t0
-    if proc.returncode != 0:
-        log_line(log, f"{what} failed: exit code {proc.returncode} after {seconds:.2f} s")
-        reason = _uv_error(log_tail(log, since=start))
-        raise EnvironmentBuildError(
-            f"`uv {what}` exited with {proc.returncode}" + (f": {reason}" if reason else "")
-        )
-    log_line(log, f"{what}: done in {seconds:.2f} s")
-    return stdout.decode("utf-8", "replace") if capture else ""
-
-
-def _uv_error(output: str) -> str:
-    """uv's ``error:`` line and its ``cause:`` lines, as one line ("" if there is none)."""
-    found: list[str] = []
-    for line in output.splitlines():
-        text = line.strip()
-        if text.startswith("error:"):
-            found = [text.removeprefix("error:").strip()]
-        elif found and text.startswith(("cause:", "Caused by:")):
-            found.append(text.split(":", 1)[1].strip())
-    return "; ".join(part for part in found if part)
-
-
-# --- interpreters -------------------------------------------------------------------------
-
-
-def _version_of(python: str) -> str:
-    """``"3.11.7"`` for an interpreter (runs it), or raises ConfigError."""
-    try:
-        done = subprocess.run(
-            [python, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ConfigError(f"interpreter {python!r} cannot be run ({exc})") from exc
-    if done.returncode != 0 or not _VERSION.match(done.stdout.strip()):
-        detail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise ConfigError(
-            f"interpreter {python!r} does not work (exit code {done.returncode}: {detail[0]}); "
-            "point python.interpreter_path at a working Python"
-        )
-    return done.stdout.strip()
-
-
-def _matches(actual: str, wanted: str) -> bool:
-    """``"3.11.7"`` matches ``"3.11"`` and ``"3.11.7"``, not ``"3.1"`` or ``"3.11.6"``."""
-    want = _VERSION.match(wanted)
-    have = _VERSION.match(actual)
-    if not want or not have:
-        return False
-    return all(w is None or w == h for w, h in zip(want.groups(), have.groups()))
-
-
-def _pyenv_candidates(major_minor: str) -> list[Path]:
-    """``bin/pythonX.Y`` of pyenv's versions X.Y.*, newest first."""
-    roots = [Path(os.environ["PYENV_ROOT"])] if os.environ.get("PYENV_ROOT") else []
-    roots += [root.expanduser() for root in PYENV_ROOTS]
-    found: list[tuple[tuple[int, ...], Path]] = []
-    seen: set[Path] = set()
-    for root in roots:
-        versions = root / "versions"
-        if versions in seen or not versions.is_dir():
-            continue
-        seen.add(versions)
-        for folder in versions.iterdir():
-            match = _PYENV_DIR.match(folder.name)
-            if not match or f"{match.group(1)}.{match.group(2)}" != major_minor:
-                continue
-            binary = folder / "bin" / f"python{major_minor}"
-            if os.access(binary, os.X_OK):
-                found.append((tuple(int(g) for g in match.groups()), binary))
-    return [path for _, path in sorted(found, key=lambda item: item[0], reverse=True)]
-
-
-def _path_candidates(major_minor: str) -> list[Path]:
-    """``pythonX.Y`` on PATH, skipping pyenv shims (they fail for versions not selected)."""
-    found: list[Path] = []
-    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
-        if not folder or "shims" in Path(folder).parts:
-            continue
-        binary = Path(folder) / f"python{major_minor}"
-        if binary.is_file() and os.access(binary, os.X_OK) and binary not in found:
-            found.append(binary)
-    return found
-
-
-def find_interpreter(version: str | None, interpreter_path: str | None = None) -> str:
-    """The base interpreter of a new venv.
-
-    With ``interpreter_path``: that interpreter (a name is looked up on PATH), checked to be
-    ``version`` when one is given. Otherwise a Python ``version`` (``"3.11"`` or ``"3.11.7"``;
-    None is :data:`~runner.conda_dependencies.PYTHON_DEFAULT_VERSION`), looked for in order:
-    the Python running runner (no subprocess), pyenv's ``versions/X.Y.*`` (newest first),
-    then ``pythonX.Y`` on PATH (pyenv shims skipped; each is run to check its version).
-
-    Raises:
-        ConfigError: the interpreter does not exist or work, or no such version is here.
-
-    Example:
-        >>> find_interpreter("3.11")  # doctest: +SKIP
-        '/root/.pyenv/versions/3.11.7/bin/python'
-    """
-    if interpreter_path:
-        path = interpreter_path
-        if os.sep not in path:
-            located = shutil.which(path)
-            if located is None:
-                raise ConfigError(
-                    f"interpreter {path!r} is not on PATH; set python.interpreter_path to a "
-                    "full path"
-                )
-            path = located
-        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-            raise ConfigError(
-                f"interpreter {path!r} does not exist or is not executable; fix "
-                "python.interpreter_path"
-            )
-        if version is not None:
-            actual = _version_of(path)
-            if not _matches(actual, version):
-                raise ConfigError(
-                    f"python.interpreter_path {path!r} is Python {actual}, but the conda "
-                    f"dependencies ask for python={version}; call "
-                    f"conda_dependencies.set_python_version({'.'.join(actual.split('.')[:2])!r})"
-                    " or point interpreter_path at a Python "
-                    f"{version}"
-                )
-        return path
-    wanted = PYTHON_DEFAULT_VERSION if version is None else version
-    match = _VERSION.match(wanted)
-    if not match:
-        raise ConfigError(f"python version {wanted!r} is not 'X.Y' or 'X.Y.Z', such as '3.11'")
-    here = ".".join(str(part) for part in sys.version_info[:3])
-    if _matches(here, wanted) and sys.executable:
-        return sys.executable
-    major_minor = f"{match.group(1)}.{match.group(2)}"
-    for binary in _pyenv_candidates(major_minor):
-        if _matches(binary.parent.parent.name, wanted):
-            return str(binary)
-    for binary in _path_candidates(major_minor):
-        try:
-            if _matches(_version_of(str(binary)), wanted):
-                return str(binary)
-        except ConfigError:
-            continue
-    raise ConfigError(
-        f"Python {wanted} is not installed on this machine (looked at {sys.executable}, "
-        f"pyenv's versions/{major_minor}.* and python{major_minor} on PATH); install it "
-        "(e.g. `pyenv install " + (wanted if match.group(3) else major_minor) + "`), set the "
-        "conda dependencies' python version to one that is here, or set "
-        "python.interpreter_path"
-    )
 
 
 # --- what to install ----------------------------------------------------------------------
@@ -564,9 +322,6 @@ def _write_lock(
 
 def _frozen(path: Path) -> list[str]:
     """``uv pip freeze`` lines of a venv, from its dist-info metadata."""
-    import email.parser
-    import json as _json
-
     found: dict[str, str] = {}
     for site in sorted(path.glob("lib/python*/site-packages")):
         for info in site.glob("*.dist-info"):
@@ -584,7 +339,7 @@ def _frozen(path: Path) -> list[str]:
             direct = info / "direct_url.json"
             if direct.is_file():
                 try:
-                    url = _json.loads(direct.read_text(encoding="utf-8")).get("url")
+                    url = json.loads(direct.read_text(encoding="utf-8")).get("url")
                 except (OSError, ValueError):
                     url = None
                 if url:
