@@ -20,10 +20,11 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from runner import access
 from runner.artifacts import BlobStore
+from runner.compute import list_targets
 from runner.errors import (
     ConfigError,
     ConflictError,
@@ -31,6 +32,8 @@ from runner.errors import (
     StoreError,
     WorkspaceNotFoundError,
 )
+from runner.experiment import Experiment
+from runner.models import Model
 from runner.store import Store
 from runner.workspace_folder import (
     _DB_FILE,
@@ -64,8 +67,6 @@ from runner.workspace_paths import resolve_workspace as resolve_workspace
 
 if TYPE_CHECKING:
     from runner.environment import Environment
-    from runner.experiment import Experiment
-    from runner.models import Model
 
 #: Arguments of v1's Workspace(), get() and create() that only mean something in Azure,
 #: with the v1 default that is no news when passed (create_resource_group=True, ...).
@@ -173,61 +174,16 @@ class Workspace(WorkspaceFolder):
             WorkspaceNotFoundError: no workspace there (``Workspace.create`` makes one).
         """
         _check_v1_arguments("Workspace()", v1_kwargs, _INIT_V1)
-        name: str | None
-        if workspace_name is not None or resource_group is not None or subscription_id is not None:
-            if workspace_name is None:
-                raise ConfigError(
-                    "Workspace(subscription_id, resource_group, workspace_name) needs "
-                    "workspace_name; or open a folder with Workspace(path)"
-                )
-            if subscription_id is not None and path is not None:
-                raise ConfigError(
-                    "Workspace() got subscription_id twice (first positional and keyword)"
-                )
-            _say_ignored(
-                {
-                    "subscription_id": subscription_id if path is None else path,
-                    "resource_group": resource_group,
-                    "auth": auth,
-                    **v1_kwargs,
-                }
-            )
-            name = workspace_name
-            root = named_workspace_path(workspace_name)
-        elif path is None:
-            raise ConfigError(
-                "Workspace() needs a workspace folder path or a workspace name; "
-                "Workspace.from_config() gives the project's (or the default) workspace"
-            )
+        name, ignored = _v1_name(path, resource_group, workspace_name, subscription_id)
+        _say_ignored({**ignored, "auth": auth, **v1_kwargs})
+        if name is not None:
+            root = named_workspace_path(name)
         else:
-            _say_ignored({"auth": auth, **v1_kwargs})
-            root, name = resolve_workspace(path)
+            root, name = resolve_workspace(cast("PathLike", path))  # (_v1_name: not None)
         root = root.expanduser().resolve()
         meta = root / "workspace.json"
         if not meta.exists():
-            if not _create:
-                if name is not None:
-                    raise WorkspaceNotFoundError(
-                        f"no workspace named {name!r} (looked in {root}); create it with "
-                        f"Workspace.create({name!r}) or `runner folder attach -w {name}`, or open a "
-                        "folder with Workspace(path)"
-                    )
-                raise WorkspaceNotFoundError(
-                    f"no runner workspace at {root}; create one with Workspace.create({str(root)!r})"
-                    " or use Workspace.from_config() for the default workspace"
-                )
-            if root.exists() and not root.is_dir():
-                raise ConfigError(
-                    f"cannot create a workspace at {root}: it is a file; pass a folder path"
-                )
-            gid = access.resolve_group(_shared_group) if _shared_group is not None else None
-            try:
-                _initialise(root, _name or name or root.name, access.Access(gid))
-            except OSError as exc:
-                raise StoreError(
-                    f"cannot create a workspace at {root}: {exc}",
-                    hint="check the path and its permissions",
-                ) from exc
+            _create_if_asked(root, name, _create, _name, _shared_group)
         try:
             info = json.loads(meta.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
@@ -389,15 +345,11 @@ class Workspace(WorkspaceFolder):
     @property
     def experiments(self) -> dict[str, Experiment]:
         """name -> Experiment, for every experiment in the workspace."""
-        from runner.experiment import Experiment
-
         return {name: Experiment(self, name) for name in self._store.experiment_names()}
 
     @property
     def compute_targets(self) -> dict[str, Any]:
         """name -> compute target; ``local`` always exists."""
-        from runner.compute import list_targets
-
         return list_targets(self)
 
     @property
@@ -408,6 +360,65 @@ class Workspace(WorkspaceFolder):
     @property
     def models(self) -> dict[str, Model]:
         """name -> latest registered Model."""
-        from runner.models import Model
-
         return {m.name: m for m in Model.list(self, latest=True)}
+
+    def _experiment(self, name: str) -> Experiment:
+        """The experiment ``name`` of this workspace (``Run.get`` makes a run's with it)."""
+        return Experiment(self, name)
+
+
+def _v1_name(
+    path: PathLike | None,
+    resource_group: str | None,
+    workspace_name: str | None,
+    subscription_id: str | None,
+) -> tuple[str | None, dict[str, Any]]:
+    """``Workspace(...)``'s workspace name in v1's spelling ``(subscription_id,
+    resource_group, workspace_name)`` and the Azure-only arguments given with it; (None,
+    {}) for a folder path or name in ``path``."""
+    if workspace_name is None and resource_group is None and subscription_id is None:
+        if path is None:
+            raise ConfigError(
+                "Workspace() needs a workspace folder path or a workspace name; "
+                "Workspace.from_config() gives the project's (or the default) workspace"
+            )
+        return None, {}
+    if workspace_name is None:
+        raise ConfigError(
+            "Workspace(subscription_id, resource_group, workspace_name) needs "
+            "workspace_name; or open a folder with Workspace(path)"
+        )
+    if subscription_id is not None and path is not None:
+        raise ConfigError("Workspace() got subscription_id twice (first positional and keyword)")
+    ignored = {
+        "subscription_id": subscription_id if path is None else path,
+        "resource_group": resource_group,
+    }
+    return workspace_name, ignored
+
+
+def _create_if_asked(
+    root: Path, name: str | None, create: bool, given_name: str | None, group: str | int | None
+) -> None:
+    """Make the missing workspace at ``root`` if ``create``, else say how to."""
+    if not create:
+        if name is not None:
+            raise WorkspaceNotFoundError(
+                f"no workspace named {name!r} (looked in {root}); create it with "
+                f"Workspace.create({name!r}) or `runner folder attach -w {name}`, or open a "
+                "folder with Workspace(path)"
+            )
+        raise WorkspaceNotFoundError(
+            f"no runner workspace at {root}; create one with Workspace.create({str(root)!r})"
+            " or use Workspace.from_config() for the default workspace"
+        )
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"cannot create a workspace at {root}: it is a file; pass a folder path")
+    gid = access.resolve_group(group) if group is not None else None
+    try:
+        _initialise(root, given_name or name or root.name, access.Access(gid))
+    except OSError as exc:
+        raise StoreError(
+            f"cannot create a workspace at {root}: {exc}",
+            hint="check the path and its permissions",
+        ) from exc
