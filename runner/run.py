@@ -22,7 +22,6 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from runner import lifecycle
 from runner.errors import ConfigError, NotFoundError, StoreError
 from runner.models import register_from_run
 from runner.run_base import _ACTIVE_VALUES as _ACTIVE_VALUES
@@ -344,6 +343,8 @@ class Run(_RunStatus, _RunMetrics, _RunFiles, _RunTags):
         one, children live as long as it and its supervisor do)."""
         if os.environ.get("RUNNER_RUN_ID") or self._row.type == RUN_TYPE_SCRIPT:
             return None
+        from runner import lifecycle  # (see run_status._observe: it is costly to import)
+
         return lifecycle.process_token()
 
     def create_children(
@@ -526,6 +527,8 @@ def _find(
             + ", ".join(s.value for s in RunStatus)
         )
     if not os.environ.get("RUNNER_RUN_ID") and ws._store.db_path != ":memory:":
+        from runner import lifecycle  # (see run_status._observe: it is costly to import)
+
         lifecycle.sweep(ws)  # listed statuses are true: nothing left Running by the dead
     return ws._store.iter_runs(
         tags=tag_pairs,

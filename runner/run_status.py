@@ -14,7 +14,6 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from runner import daemon_client, lifecycle
 from runner import failure as _failure
 from runner.control import request_cancel
 from runner.errors import RunFailedError, RunnerWarning, StoreError
@@ -48,6 +47,10 @@ class _RunStatus(_RunBase):
 
     def _observe(self, row: RunRow) -> RunRow:
         """Record what ``row``'s holders left behind (see ``_checked``); the fresh row."""
+        # runner.lifecycle (with keeper, subprocess, socket) doubles what `from runner import
+        # Run` costs a training script: loaded when a status is first read, as before.
+        from runner import lifecycle
+
         if row.status == "Running" and row.type == RUN_TYPE_SCRIPT and row.heartbeat_utc:
             if time.time() - float(row.heartbeat_utc) > not_responding_after_s():
                 self._store.set_status(
@@ -278,6 +281,8 @@ class _RunStatus(_RunBase):
         while self._refresh().status not in _TERMINAL_VALUES:
             if self._row.type == RUN_TYPE_SCRIPT:
                 # The daemon answers the moment the run ends: no polling latency.
+                from runner import daemon_client  # (as lifecycle in _observe: socket, ...)
+
                 try:
                     daemon_client.request(
                         self._workspace.path,
@@ -331,6 +336,8 @@ class _RunStatus(_RunBase):
             self._store_outputs()
         except StoreError as exc:
             if set_status:
+                from runner import lifecycle  # (see _observe)
+
                 message = f"what run {self._id} logged or its outputs could not be stored: {exc}"
                 with contextlib.suppress(StoreError):  # else recorded later, as said above
                     self._set_terminal(
