@@ -207,13 +207,6 @@ class Run(_RunStatus, _RunMetrics, _RunFiles, _RunTags):
                 exp = exps[r.experiment_name] = ws._experiment(r.experiment_name)
             yield _typed(exp, r)
 
-    def _refresh(self) -> RunRow:
-        row = self._store.get_run(self._id)
-        if row is None:
-            raise NotFoundError(f"run {self._id} was removed from the workspace")
-        self._row = row
-        return row
-
     # -- identity ----------------------------------------------------------------------
 
     @property
