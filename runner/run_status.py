@@ -355,7 +355,7 @@ class _RunStatus(_RunBase):
 
 def _shown_definition(definition: dict[str, Any]) -> dict[str, Any]:
     """A run's definition for get_details(): a registry password in it hidden."""
-    from runner.environment import redacted
+    from runner.environment import redacted  # (a fifth of `import runner.run`: on first use)
 
     shown = dict(definition)
     if isinstance(shown.get("environment"), dict):

@@ -98,6 +98,8 @@ class WorkspaceFolder:
         }
 
     # -- environment registry (used by runner.environment.Environment) ---------------
+    # runner.environment is imported in each method: it would add a fifth to what opening
+    # a workspace costs a training script (Run.get_context() opens one).
 
     def _register_environment(self, env: Environment) -> Environment:
         from runner.environment import Environment
