@@ -28,8 +28,10 @@ from typing import Any
 
 from runner.artifacts import BlobStore
 from runner.errors import NotFoundError, RunnerError
+from runner.experiment import Experiment
 from runner.run import Run
 from runner.store import Store
+from runner.workspace import Workspace
 
 RUN_ID_ENV = "RUNNER_RUN_ID"
 WORKSPACE_ENV = "RUNNER_WORKSPACE"
@@ -48,8 +50,6 @@ def get_context(allow_offline: bool = True) -> Run:
         if cached is not None and (run_id or allow_offline):
             return cached
         if run_id:
-            from runner.workspace import Workspace
-
             ws_path = os.environ.get(WORKSPACE_ENV)
             if not ws_path:
                 raise RunnerError(
@@ -151,9 +151,6 @@ for _name in (
 
 
 def _start_offline() -> Run:
-    from runner.experiment import Experiment
-    from runner.workspace import Workspace
-
     tmp = Path(tempfile.mkdtemp(prefix="runner-offline-"))
     atexit.register(shutil.rmtree, tmp, True)
     ws = Workspace.__new__(Workspace)

@@ -1,21 +1,29 @@
-"""Experiment: a named group of runs in a workspace."""
+"""Experiment: a named group of runs in a workspace.
+
+Below runner.workspace (whose ``experiments`` are Experiments) and above runner.run and
+runner.submit (an experiment starts and submits runs): it knows its workspace through
+``WorkspaceFolder``, the part of ``Workspace`` below it.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any
 
 from runner.errors import ConfigError
 from runner.lifecycle import process_token
+from runner.run import RUN_TYPE_INTERACTIVE, Run
+from runner.run_base import user_name as _user
+from runner.run_tags import TagFilter
 from runner.store import NewRun
-from runner.workspace import Workspace, check_experiment_name
+from runner.submit import submit
+from runner.workspace_folder import WorkspaceFolder
+from runner.workspace_paths import check_experiment_name
 
 if TYPE_CHECKING:
-    from runner.run import Run
-
-TagFilter = Union[str, list[str], dict[str, Optional[str]], None]
+    from runner.workspace import Workspace
 
 #: The compute target azureml records for interactive runs (``get_details()['target']``).
 INTERACTIVE_TARGET = "sdk"
@@ -31,9 +39,7 @@ class Experiment:
     """
 
     def __init__(self, workspace: Workspace, name: str, **kwargs: Any) -> None:
-        if not isinstance(workspace, Workspace):  # v1 code may pass anything here
-            from runner.errors import ConfigError  # type: ignore[unreachable]
-
+        if not isinstance(workspace, WorkspaceFolder):  # v1 code may pass anything here
             raise ConfigError(
                 f"Experiment(workspace, name) needs a Workspace first, got {type(workspace).__name__}; "
                 "use Workspace.from_config()"
@@ -80,8 +86,6 @@ class Experiment:
             >>> with exp.start_logging() as run:
             ...     run.log("accuracy", 0.97)
         """
-        from runner.run import RUN_TYPE_INTERACTIVE, Run
-
         folder = _outputs_folder(outputs)
         store = self._workspace._store
         (run_id,) = store.create_runs(
@@ -106,8 +110,6 @@ class Experiment:
 
     def submit(self, config: Any, tags: dict[str, str | None] | None = None, **kwargs: Any) -> Run:
         """Submit a ScriptRunConfig; returns the Run at once while it executes."""
-        from runner.submit import submit
-
         return submit(self, config, tags=tags, **kwargs)
 
     def get_runs(
@@ -118,8 +120,6 @@ class Experiment:
         include_children: bool = False,
     ) -> Iterator[Run]:
         """The experiment's runs, newest first, filtered by type, tags and properties."""
-        from runner.run import Run
-
         return Run.list(
             self, type=type, tags=tags, properties=properties, include_children=include_children
         )
@@ -137,8 +137,6 @@ class Experiment:
         ``view_type`` ``"ActiveOnly"`` and ``"All"`` give them all and ``"ArchivedOnly"``
         none. Experiments have no tags here: ``tags`` is refused.
         """
-        from runner.errors import ConfigError
-
         if view_type not in _VIEW_TYPES:
             raise ConfigError(
                 f"view_type={view_type!r}; pass one of {', '.join(map(repr, _VIEW_TYPES))}"
@@ -197,12 +195,3 @@ def _outputs_folder(outputs: str | os.PathLike[str] | bool | None) -> str | None
             f"({exc.strerror or exc}); pass outputs= a writable folder, or outputs=False"
         ) from None
     return str(folder)
-
-
-def _user() -> str:
-    import getpass
-
-    try:
-        return getpass.getuser()
-    except Exception:  # no user name in a container without /etc/passwd entry
-        return "unknown"

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from runner.artifacts import check_artifact_name
 from runner.errors import ConfigError, ConflictError, ModelNotFoundError, NotFoundError
+from runner.run_tags import parse_filter
 
 if TYPE_CHECKING:
     from runner.run import Run
@@ -206,8 +207,6 @@ class Model:
         **kwargs: Any,
     ) -> builtins.list[Model]:
         """Registered models, newest version first, filtered by name, tags and properties."""
-        from runner.run import parse_filter
-
         tag_pairs, tag_keys = parse_filter(tags, "tags")
         prop_pairs, prop_keys = parse_filter(properties, "properties")
         models = [

@@ -85,7 +85,7 @@ def submit(
         distributed=distributed,
     )
     store = ws._store
-    from runner.experiment import _user
+    from runner.run_base import user_name as _user
 
     # One transaction: a run the daemon can see is whole (definition, properties,
     # snapshot), and a submitter killed half-way leaves nothing behind.

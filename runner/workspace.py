@@ -9,69 +9,64 @@ workspace_name)`` and ``Workspace.create(name, ..., exist_ok=True)`` work unchan
 Azure-only arguments are accepted and ignored (a RunnerWarning says so once per process),
 and ``ws.subscription_id``, ``ws.resource_group`` and ``ws.location`` are ``"local"``.
 
-Layout of a workspace folder::
-
-    workspace.json     name and format version
-    runner.db          the SQLite run history (see runner.store)
-    blobs/             content-addressed files (uploads, outputs, logs, snapshots)
-    runs/RUN_ID/       working files of submitted runs (live logs, control files)
-    keyvault.json      secrets, mode 0600
+The folder itself (store, blobs, keyvault, environment registry, its layout on disk) is
+runner.workspace_folder's ``WorkspaceFolder``, which ``Workspace`` extends; where
+workspaces and config files are is runner.workspace_paths'. Their public names are
+importable from here too.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import re
-import tempfile
-import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, cast
 
 from runner import access
 from runner.artifacts import BlobStore
+from runner.compute import list_targets
 from runner.errors import (
     ConfigError,
     ConflictError,
-    NotFoundError,
     RunnerWarning,
     StoreError,
     WorkspaceNotFoundError,
 )
-from runner.keyvault import Keyvault
+from runner.experiment import Experiment
+from runner.models import Model
 from runner.store import Store
+from runner.workspace_folder import (
+    _DB_FILE,
+    _DB_FLAG,
+    WorkspaceFolder,
+    _check_database,
+    _initialise,
+    _keep_private,
+    _record_database,
+)
+from runner.workspace_folder import LOCAL as LOCAL
+from runner.workspace_paths import _CONFIG_DIR as _CONFIG_DIR
+from runner.workspace_paths import _CONFIG_FILE as _CONFIG_FILE
+from runner.workspace_paths import DEFAULT_WORKSPACE_NAME as DEFAULT_WORKSPACE_NAME
+from runner.workspace_paths import MLFLOW_ENTRY_POINTS as MLFLOW_ENTRY_POINTS
+from runner.workspace_paths import MLFLOW_SCHEME as MLFLOW_SCHEME
+from runner.workspace_paths import WORKSPACE_ENV as WORKSPACE_ENV
+from runner.workspace_paths import PathLike as PathLike
+from runner.workspace_paths import _config_workspace_path as _config_workspace_path
+from runner.workspace_paths import _find_config as _find_config
+from runner.workspace_paths import _read_config as _read_config
+from runner.workspace_paths import check_experiment_name as check_experiment_name
+from runner.workspace_paths import configured_workspace_path as configured_workspace_path
+from runner.workspace_paths import declare_mlflow_plugin as declare_mlflow_plugin
+from runner.workspace_paths import default_workspace_path as default_workspace_path
+from runner.workspace_paths import is_workspace_name as is_workspace_name
+from runner.workspace_paths import mlflow_tracking_uri as mlflow_tracking_uri
+from runner.workspace_paths import named_workspace_path as named_workspace_path
+from runner.workspace_paths import named_workspaces_root as named_workspaces_root
+from runner.workspace_paths import resolve_workspace as resolve_workspace
 
 if TYPE_CHECKING:
     from runner.environment import Environment
-    from runner.experiment import Experiment
-    from runner.models import Model
-
-#: Environment variable naming the default workspace folder.
-WORKSPACE_ENV = "RUNNER_WORKSPACE"
-_FORMAT = 1
-_DB_FILE = "runner.db"
-#: The URI scheme of runner's MLflow tracking store, and MLflow's plugin entry points for it
-#: (the same as pyproject.toml's; tests check they agree).
-MLFLOW_SCHEME = "runner"
-MLFLOW_ENTRY_POINTS = {
-    "mlflow.tracking_store": "runner.mlflow_store:RunnerTrackingStore",
-    "mlflow.artifact_repository": "runner.mlflow_store:RunnerArtifactRepository",
-}
-#: workspace.json key: the database was made (a missing or empty one is then an error).
-_DB_FLAG = "database"
-_CONFIG_DIR = ".runner"
-_CONFIG_FILE = "config.json"
-
-PathLike = Union[str, "os.PathLike[str]"]
-
-
-#: The name that means the default workspace.
-DEFAULT_WORKSPACE_NAME = "default"
-#: ``ws.subscription_id``, ``ws.resource_group`` and ``ws.location``: there is no cloud.
-LOCAL = "local"
-_WORKSPACE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$")
 
 #: Arguments of v1's Workspace(), get() and create() that only mean something in Azure,
 #: with the v1 default that is no news when passed (create_resource_group=True, ...).
@@ -112,51 +107,6 @@ _CLOUD_ARGUMENTS: dict[str, object] = {
 _cloud_arguments_said = False
 
 
-def default_workspace_path() -> Path:
-    """``$RUNNER_WORKSPACE``, else ``~/.runner/workspace``."""
-    env = os.environ.get(WORKSPACE_ENV)
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".runner" / "workspace"
-
-
-def named_workspaces_root() -> Path:
-    """The folder of named workspaces: ``~/.runner/workspaces``."""
-    return Path.home() / ".runner" / "workspaces"
-
-
-def is_workspace_name(value: object) -> bool:
-    """Whether ``value`` is a v1 workspace name rather than a folder path.
-
-    A name is a str of letters, digits, '-' and '_' (starting with a letter or digit)
-    that is not a folder in the current directory: an existing folder stays a path, so
-    ``Workspace("ws")`` still opens ``./ws`` where it exists.
-    """
-    return (
-        isinstance(value, str) and bool(_WORKSPACE_NAME.match(value)) and not Path(value).is_dir()
-    )
-
-
-def named_workspace_path(name: str) -> Path:
-    """The folder of the workspace called ``name`` (``default``: the default workspace)."""
-    if not isinstance(name, str) or not _WORKSPACE_NAME.match(name):
-        raise ConfigError(
-            f"workspace name {name!r} is not valid; use letters, digits, '-' and '_', "
-            "starting with a letter or digit (or pass a folder path)"
-        )
-    if name == DEFAULT_WORKSPACE_NAME:
-        return default_workspace_path()
-    return named_workspaces_root() / name
-
-
-def resolve_workspace(name_or_path: PathLike) -> tuple[Path, str | None]:
-    """(folder, name) of a workspace given by folder path or by v1 name (name None for a path)."""
-    if is_workspace_name(name_or_path):
-        name = str(name_or_path)
-        return named_workspace_path(name), name
-    return Path(name_or_path).expanduser(), None
-
-
 def _say_ignored(given: dict[str, Any]) -> None:
     """Warn once per process that Azure-only arguments were given and are ignored."""
     global _cloud_arguments_said
@@ -187,7 +137,7 @@ _INIT_V1 = frozenset(
 _CREATE_V1 = frozenset(_CLOUD_ARGUMENTS) - {"cloud", "id"} - _INIT_V1 | {"sku", "tags"}
 
 
-class Workspace:
+class Workspace(WorkspaceFolder):
     """A runner workspace: run history, artifacts, registries and secrets in one folder.
 
     ``Workspace(path)`` opens an existing workspace; ``Workspace.create(path)`` makes one;
@@ -224,61 +174,16 @@ class Workspace:
             WorkspaceNotFoundError: no workspace there (``Workspace.create`` makes one).
         """
         _check_v1_arguments("Workspace()", v1_kwargs, _INIT_V1)
-        name: str | None
-        if workspace_name is not None or resource_group is not None or subscription_id is not None:
-            if workspace_name is None:
-                raise ConfigError(
-                    "Workspace(subscription_id, resource_group, workspace_name) needs "
-                    "workspace_name; or open a folder with Workspace(path)"
-                )
-            if subscription_id is not None and path is not None:
-                raise ConfigError(
-                    "Workspace() got subscription_id twice (first positional and keyword)"
-                )
-            _say_ignored(
-                {
-                    "subscription_id": subscription_id if path is None else path,
-                    "resource_group": resource_group,
-                    "auth": auth,
-                    **v1_kwargs,
-                }
-            )
-            name = workspace_name
-            root = named_workspace_path(workspace_name)
-        elif path is None:
-            raise ConfigError(
-                "Workspace() needs a workspace folder path or a workspace name; "
-                "Workspace.from_config() gives the project's (or the default) workspace"
-            )
+        name, ignored = _v1_name(path, resource_group, workspace_name, subscription_id)
+        _say_ignored({**ignored, "auth": auth, **v1_kwargs})
+        if name is not None:
+            root = named_workspace_path(name)
         else:
-            _say_ignored({"auth": auth, **v1_kwargs})
-            root, name = resolve_workspace(path)
+            root, name = resolve_workspace(cast("PathLike", path))  # (_v1_name: not None)
         root = root.expanduser().resolve()
         meta = root / "workspace.json"
         if not meta.exists():
-            if not _create:
-                if name is not None:
-                    raise WorkspaceNotFoundError(
-                        f"no workspace named {name!r} (looked in {root}); create it with "
-                        f"Workspace.create({name!r}) or `runner folder attach -w {name}`, or open a "
-                        "folder with Workspace(path)"
-                    )
-                raise WorkspaceNotFoundError(
-                    f"no runner workspace at {root}; create one with Workspace.create({str(root)!r})"
-                    " or use Workspace.from_config() for the default workspace"
-                )
-            if root.exists() and not root.is_dir():
-                raise ConfigError(
-                    f"cannot create a workspace at {root}: it is a file; pass a folder path"
-                )
-            gid = access.resolve_group(_shared_group) if _shared_group is not None else None
-            try:
-                _initialise(root, _name or name or root.name, access.Access(gid))
-            except OSError as exc:
-                raise StoreError(
-                    f"cannot create a workspace at {root}: {exc}",
-                    hint="check the path and its permissions",
-                ) from exc
+            _create_if_asked(root, name, _create, _name, _shared_group)
         try:
             info = json.loads(meta.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
@@ -440,15 +345,11 @@ class Workspace:
     @property
     def experiments(self) -> dict[str, Experiment]:
         """name -> Experiment, for every experiment in the workspace."""
-        from runner.experiment import Experiment
-
         return {name: Experiment(self, name) for name in self._store.experiment_names()}
 
     @property
     def compute_targets(self) -> dict[str, Any]:
         """name -> compute target; ``local`` always exists."""
-        from runner.compute import list_targets
-
         return list_targets(self)
 
     @property
@@ -459,307 +360,65 @@ class Workspace:
     @property
     def models(self) -> dict[str, Model]:
         """name -> latest registered Model."""
-        from runner.models import Model
-
         return {m.name: m for m in Model.list(self, latest=True)}
 
-    def run_dir(self, run_id: str) -> Path:
-        """A run's folder of working files on this machine (live logs, control files)."""
-        return self.path / "runs" / run_id
+    def _experiment(self, name: str) -> Experiment:
+        """The experiment ``name`` of this workspace (``Run.get`` makes a run's with it)."""
+        return Experiment(self, name)
 
-    def get_mlflow_tracking_uri(self) -> str:
-        """The URI that points MLflow's client at this workspace: ``runner:///abs/path``.
 
-        ``mlflow.set_tracking_uri(ws.get_mlflow_tracking_uri())``, then ``mlflow.start_run()``
-        and ``mlflow.log_metric(...)`` record into runner's history (inside a submitted run:
-        into that run, whose environment also has ``MLFLOW_TRACKING_URI`` set). MLflow finds
-        runner's store through its plugin entry point; this call itself needs no mlflow.
-        """
-        return mlflow_tracking_uri(self.path)
-
-    def get_default_keyvault(self) -> Keyvault:
-        """The workspace's secret store (a 0600 file inside the workspace, 0660 shared)."""
-        return Keyvault(self.path / "keyvault.json", self._access.file_mode)
-
-    @property
-    def location(self) -> str:
-        """``"local"``: a runner workspace is a folder on this machine (v1: an Azure region)."""
-        return LOCAL
-
-    @property
-    def resource_group(self) -> str:
-        """``"local"`` (v1: the Azure resource group)."""
-        return LOCAL
-
-    @property
-    def subscription_id(self) -> str:
-        """``"local"`` (v1: the Azure subscription id)."""
-        return LOCAL
-
-    def get_details(self) -> dict[str, Any]:
-        """A small description of the workspace, with v1's keys where they mean something."""
-        return {
-            "name": self.name,
-            "path": str(self.path),
-            "id": str(self.path),
-            "location": self.location,
-            "resourceGroup": self.resource_group,
-            "subscriptionId": self.subscription_id,
-        }
-
-    # -- environment registry (used by runner.environment.Environment) ---------------
-
-    def _register_environment(self, env: Environment) -> Environment:
-        from runner.environment import Environment
-
-        definition = env.to_dict()
-        spec_hash = env.spec_hash()
-        with self._store.write() as conn:
-            row = conn.execute(
-                "SELECT version, definition FROM environments WHERE name = ? "
-                "ORDER BY version DESC LIMIT 1",
-                (env.name,),
-            ).fetchone()
-            if row is not None and _same_definition(json.loads(row[1]), definition):
-                version = int(row[0])  # unchanged: registering again keeps the version
-            else:
-                version = (int(row[0]) if row else 0) + 1
-                definition["version"] = str(version)
-                conn.execute(
-                    "INSERT INTO environments(name, version, definition, spec_hash, created_utc) "
-                    "VALUES (?,?,?,?,?)",
-                    (env.name, version, json.dumps(definition), spec_hash, time.time()),
-                )
-        return Environment.from_dict({**definition, "version": str(version)})
-
-    def _get_environment(self, name: str, version: str | None = None) -> Environment:
-        from runner.environment import Environment
-
-        if version is None:
-            rows = self._store.query(
-                "SELECT definition, version FROM environments WHERE name = ? "
-                "ORDER BY version DESC LIMIT 1",
-                (name,),
+def _v1_name(
+    path: PathLike | None,
+    resource_group: str | None,
+    workspace_name: str | None,
+    subscription_id: str | None,
+) -> tuple[str | None, dict[str, Any]]:
+    """``Workspace(...)``'s workspace name in v1's spelling ``(subscription_id,
+    resource_group, workspace_name)`` and the Azure-only arguments given with it; (None,
+    {}) for a folder path or name in ``path``."""
+    if workspace_name is None and resource_group is None and subscription_id is None:
+        if path is None:
+            raise ConfigError(
+                "Workspace() needs a workspace folder path or a workspace name; "
+                "Workspace.from_config() gives the project's (or the default) workspace"
             )
-        else:
-            if not str(version).isdigit():
-                raise ConfigError(
-                    f"environment version {version!r} is not a version number; pass e.g. '1'"
-                )
-            rows = self._store.query(
-                "SELECT definition, version FROM environments WHERE name = ? AND version = ?",
-                (name, int(version)),
-            )
-        if not rows:
-            known = sorted(self._list_environments())
-            raise NotFoundError(
-                f"no environment {name!r}"
-                + (f" version {version}" if version is not None else "")
-                + f" in workspace {self.name}; registered: {known or 'none'}; "
-                "register one with env.register(ws)"
-            )
-        return Environment.from_dict({**json.loads(rows[0][0]), "version": str(rows[0][1])})
-
-    def _list_environments(self) -> dict[str, Environment]:
-        from runner.environment import Environment
-
-        rows = self._store.query(
-            "SELECT e.definition, e.version FROM environments e JOIN ("
-            "SELECT name, MAX(version) AS v FROM environments GROUP BY name) m "
-            "ON e.name = m.name AND e.version = m.v ORDER BY e.name"
+        return None, {}
+    if workspace_name is None:
+        raise ConfigError(
+            "Workspace(subscription_id, resource_group, workspace_name) needs "
+            "workspace_name; or open a folder with Workspace(path)"
         )
-        envs = [Environment.from_dict({**json.loads(d), "version": str(v)}) for d, v in rows]
-        return {e.name: e for e in envs}
-
-    def _build_environment(self, env: Environment) -> Any:
-        from environments.selection import builder_for
-
-        return builder_for(env).prepare(env, self.path / "environment-builds.log")
-
-    def __repr__(self) -> str:
-        return f"Workspace.create(name={self.name!r}, path={str(self.path)!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Workspace) and other.path == self.path
-
-    def __hash__(self) -> int:
-        return hash(self.path)
-
-
-def _same_definition(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    strip = ("version",)
-    return {k: v for k, v in a.items() if k not in strip} == {
-        k: v for k, v in b.items() if k not in strip
+    if subscription_id is not None and path is not None:
+        raise ConfigError("Workspace() got subscription_id twice (first positional and keyword)")
+    ignored = {
+        "subscription_id": subscription_id if path is None else path,
+        "resource_group": resource_group,
     }
+    return workspace_name, ignored
 
 
-def _check_database(root: Path, db: Path, info: dict[str, Any]) -> None:
-    """Refuse a workspace whose database is gone or empty while it held data.
-
-    One stat on the usual path. SQLite would take a missing or 0-byte file for a new
-    database and the workspace would look empty, every run and model forgotten.
-    """
+def _create_if_asked(
+    root: Path, name: str | None, create: bool, given_name: str | None, group: str | int | None
+) -> None:
+    """Make the missing workspace at ``root`` if ``create``, else say how to."""
+    if not create:
+        if name is not None:
+            raise WorkspaceNotFoundError(
+                f"no workspace named {name!r} (looked in {root}); create it with "
+                f"Workspace.create({name!r}) or `runner folder attach -w {name}`, or open a "
+                "folder with Workspace(path)"
+            )
+        raise WorkspaceNotFoundError(
+            f"no runner workspace at {root}; create one with Workspace.create({str(root)!r})"
+            " or use Workspace.from_config() for the default workspace"
+        )
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"cannot create a workspace at {root}: it is a file; pass a folder path")
+    gid = access.resolve_group(group) if group is not None else None
     try:
-        if db.stat().st_size > 0:
-            return
-        state = "empty (0 bytes)"
-    except FileNotFoundError:
-        state = "missing"
+        _initialise(root, given_name or name or root.name, access.Access(gid))
     except OSError as exc:
         raise StoreError(
-            f"cannot read the workspace database {db}: {exc.strerror}",
-            hint="check the workspace folder's owner and permissions",
+            f"cannot create a workspace at {root}: {exc}",
+            hint="check the path and its permissions",
         ) from exc
-    if info.get(_DB_FLAG):
-        why = "workspace.json records that it held the run history"
-    else:  # a workspace from before the flag: what else is in the folder tells
-        held = [sub for sub in ("runs", "blobs") if _has_entries(root / sub)]
-        if not held:
-            return  # a new workspace: the database is made now
-        why = f"the workspace holds {' and '.join(held)}"
-    raise StoreError(
-        f"the workspace database {db} is {state}, but {why}; opening it would show an empty "
-        "workspace and forget every run",
-        hint=f"restore {_DB_FILE} from a backup into {root}, or move the workspace aside "
-        "and create a new one; 'runner workspace check' shows what is left",
-    )
-
-
-def _record_database(meta: Path, info: dict[str, Any], policy: access.Access) -> None:
-    """Note in workspace.json that the database exists (once per workspace).
-
-    Written after the database file is made, so a racing opener that reads the flag
-    always finds the file.
-    """
-    data = {**info, _DB_FLAG: True}
-    # (A read-only workspace stays without it: the check then looks at runs/ and blobs/.)
-    with contextlib.suppress(OSError):
-        access.write_private(meta, json.dumps(data, indent=2), policy)
-    info[_DB_FLAG] = True
-
-
-def _has_entries(folder: Path) -> bool:
-    try:
-        with os.scandir(folder) as it:
-            return any(True for _ in it)
-    except OSError:
-        return False
-
-
-def _initialise(root: Path, name: str, policy: access.Access) -> None:
-    """Create the workspace folder atomically enough for racing first users."""
-    root.mkdir(parents=True, exist_ok=True)
-    access.fix_dir(root, policy)
-    for sub in ("blobs", "runs"):
-        access.make_dirs(root / sub, policy)
-    meta = root / "workspace.json"
-    if meta.exists():
-        return
-    # The database file is made here, with the workspace's mode: SQLite gives its WAL and
-    # shared-memory files the mode of the database file.
-    os.close(access.create_file(root / "runner.db", policy))
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=".workspace-")
-    data: dict[str, Any] = {"name": name, "format": _FORMAT, "created_utc": time.time()}
-    if policy.group is not None:
-        data["shared_gid"] = policy.group
-        os.fchown(fd, -1, policy.group)
-    os.fchmod(fd, policy.file_mode)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
-    try:
-        os.link(tmp, meta)  # fails if another process won the race: keep theirs
-    except FileExistsError:
-        pass
-    finally:
-        os.unlink(tmp)
-
-
-def _keep_private(root: Path, policy: access.Access) -> None:
-    """Take back what the workspace folder gives away beyond its policy.
-
-    One stat per open. A workspace made before runner kept them private (0755) becomes
-    unreachable to others at once; ``runner workspace access`` fixes every file inside.
-    """
-    try:
-        st = root.stat()
-        if st.st_mode & 0o7777 != policy.dir_mode and st.st_uid == os.getuid():
-            access.fix_dir(root, policy)
-    except OSError:
-        pass  # (read-only file system): nothing we can change
-
-
-def mlflow_tracking_uri(path: Path) -> str:
-    """``runner:///abs/path`` for the workspace folder ``path`` (percent-quoted)."""
-    from urllib.parse import quote
-
-    return f"{MLFLOW_SCHEME}://{quote(path.resolve().as_posix())}"
-
-
-def declare_mlflow_plugin(folder: Path) -> None:
-    """Write a ``.dist-info`` into ``folder`` declaring runner's MLflow entry points, so
-    MLflow finds runner's store in any interpreter with ``folder`` on its path (a run's
-    PYTHONPATH holds runner's client copy, which is not pip-installed)."""
-    info = folder / "runner_mlflow_plugin-0.dist-info"
-    info.mkdir(parents=True, exist_ok=True)
-    (info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: runner-mlflow-plugin\nVersion: 0\n", encoding="utf-8"
-    )
-    text = "".join(
-        f"[{group}]\n{MLFLOW_SCHEME} = {target}\n\n"
-        for group, target in MLFLOW_ENTRY_POINTS.items()
-    )
-    (info / "entry_points.txt").write_text(text, encoding="utf-8")
-
-
-def configured_workspace_path(start: Path | None = None) -> Path:
-    """The folder ``Workspace.from_config()`` would open from ``start``, without opening it."""
-    found = _find_config((start or Path.cwd()).resolve())
-    if found is not None and found[1].get("workspace_path"):
-        return (found[0].parent / str(found[1]["workspace_path"])).expanduser().resolve()
-    return _config_workspace_path(found[1] if found is not None else {})
-
-
-def _config_workspace_path(data: dict[str, Any]) -> Path:
-    """The folder of a config without workspace_path: v1's workspace_name names a workspace."""
-    name = data.get("workspace_name")
-    if isinstance(name, str) and _WORKSPACE_NAME.match(name):
-        return named_workspace_path(name)
-    return default_workspace_path()
-
-
-def _find_config(start: Path, file_name: str | None = None) -> tuple[Path, dict[str, Any]] | None:
-    """The nearest workspace config file at or above ``start``, and its data."""
-    names = [file_name] if file_name else [f"{_CONFIG_DIR}/{_CONFIG_FILE}", _CONFIG_FILE]
-    for folder in (start, *start.parents):
-        for rel in names:
-            candidate = folder / rel
-            data = _read_config(candidate) if candidate.is_file() else None
-            if data is not None:
-                return candidate, data
-    return None
-
-
-def _read_config(path: Path) -> dict[str, Any] | None:
-    """The config's data if it is a runner (or azureml) workspace config, else None."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict):
-        return None
-    if "workspace_path" in data or "workspace_name" in data:
-        return data
-    return None
-
-
-_EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
-
-
-def check_experiment_name(name: object) -> str:
-    """An experiment name: letters, digits, '_', '-', '.', starting with a letter or digit."""
-    if not isinstance(name, str) or not _EXPERIMENT_NAME.match(name):
-        raise ConfigError(
-            f"experiment name {name!r} is not valid; use letters, digits, '_', '-' and '.', "
-            "starting with a letter or digit (at most 255 characters)"
-        )
-    return name
