@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from runner.service.proc import ProcessId
     from runner.snapshot import Snapshot
     from runner.workspace import Workspace
-    from targets.local import KeeperFactory
+    from targets.keepers import KeeperFactory
 
 
 @dataclass(frozen=True, slots=True)

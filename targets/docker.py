@@ -32,13 +32,15 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from runner.errors import TargetUnavailableError
-from runner.service.proc import ProcessId
 from runner.shim import container_name, read_exit_file
 from targets.base import Job, LaunchSpec, LocalTree, RunEvents
 from targets.host import HostHandle, HostTarget
+
+if TYPE_CHECKING:
+    from runner.service.proc import ProcessId
 
 __all__ = [
     "LABEL_RUN_ID",
@@ -161,6 +163,8 @@ class DockerHandle(HostHandle):
         """The container's init as a host process (None when not running): the daemon
         samples CPU and memory of the run's tree through it."""
         if self._pid is None and not self._exited.is_set():
+            from runner.service.proc import ProcessId  # psutil: not needed to submit
+
             try:
                 state = self.client.api.inspect_container(self.container_id).get("State") or {}
                 if state.get("Pid"):

@@ -45,7 +45,7 @@ from runner.service.supervisor import RunSupervisor
 from runner.status import BEFORE_LAUNCH_VALUES, SUPERVISED_VALUES, RunStatus
 from runner.store import Store
 from runner.workspace import Workspace, declare_mlflow_plugin
-from targets.local import KeeperFactory
+from targets.keepers import KeeperFactory
 
 _ACTIVE = SUPERVISED_VALUES
 _BEFORE_LAUNCH = BEFORE_LAUNCH_VALUES

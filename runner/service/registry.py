@@ -10,9 +10,9 @@ plugins, like submitit's executors: a package declares an entry point in the gro
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from runner.definition import RunDefinition
     from runner.workspace import Workspace
     from targets.base import Target
-    from targets.local import KeeperFactory
+    from targets.keepers import KeeperFactory
 
 #: The entry-point group of target plugins.
 ENTRY_POINT_GROUP = "runner.targets"
@@ -42,19 +42,30 @@ def _load(ref: str) -> TargetKind:
     return kind
 
 
-def _refs() -> dict[str, str]:
-    refs = dict(BUILTIN)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        refs.setdefault(ep.name, ep.value)
+def _refs(plugins: bool = True) -> dict[str, str]:
+    """compute type -> ``module:attr``: RUNNER_TARGETS first, then the built-ins, then
+    (``plugins``) the installed entry points."""
+    refs = dict(_installed()) if plugins else {}
+    refs.update(BUILTIN)
     for pair in filter(None, os.environ.get(ENV_VAR, "").split(",")):
         name, _, ref = pair.partition("=")
         refs[name.strip()] = ref.strip()
     return refs
 
 
+@functools.cache
+def _installed() -> tuple[tuple[str, str], ...]:
+    """The entry points of group ``runner.targets`` (read once per process: scanning the
+    installed packages' metadata takes milliseconds, and a submit to a built-in target
+    never needs it)."""
+    from importlib.metadata import entry_points  # ~10 ms: only when a plugin is wanted
+
+    return tuple((ep.name, ep.value) for ep in entry_points(group=ENTRY_POINT_GROUP))
+
+
 def kind_of(compute_type: str, name: str | None = None) -> TargetKind:
     """The kind of target that runs jobs on compute targets of ``compute_type``."""
-    ref = _refs().get(compute_type)
+    ref = _refs(plugins=False).get(compute_type) or _refs().get(compute_type)
     if ref is None:
         what = f"compute target {name!r} ({compute_type})" if name else repr(compute_type)
         raise TargetUnavailableError(

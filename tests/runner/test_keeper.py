@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 from runner import keeper as keeper_mod
-from targets.local import KeeperFactory
+from targets.keepers import KeeperFactory
 from tests.helpers import require_cgroups, wait_until
 
 KEEPER = Path(keeper_mod.__file__)
