@@ -18,7 +18,6 @@ from runner.run import RUN_TYPE_INTERACTIVE, Run
 from runner.run_base import user_name as _user
 from runner.run_tags import TagFilter
 from runner.store import NewRun
-from runner.submit import submit
 from runner.workspace_folder import WorkspaceFolder
 from runner.workspace_paths import check_experiment_name
 
@@ -110,6 +109,10 @@ class Experiment:
 
     def submit(self, config: Any, tags: dict[str, str | None] | None = None, **kwargs: Any) -> Run:
         """Submit a ScriptRunConfig; returns the Run at once while it executes."""
+        # Loaded on the first submit: a training script's Run.get_context() reaches this
+        # module, and must not pay for snapshots, environments and target checks.
+        from runner.submit import submit
+
         return submit(self, config, tags=tags, **kwargs)
 
     def get_runs(

@@ -12,12 +12,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner import access
+from runner.config import ScriptRunConfig
 from runner.definition import RunDefinition
+from runner.environment import Environment, resolve_interpreter
 from runner.errors import ConfigError, RunnerError, TargetUnavailableError
+from runner.jobconfig import distributed_definition
+from runner.run import RUN_TYPE_SCRIPT
+from runner.run_base import user_name
+from runner.run_tags import _check_tag_key, _check_tag_value
+from runner.script_run import ScriptRun
+from runner.snapshot import cache_file, git_properties, take_snapshot
+from runner.store import NewRun
 
 if TYPE_CHECKING:
     from runner.experiment import Experiment
     from runner.run import Run
+    from runner.workspace import Workspace
 
 
 def submit(
@@ -28,13 +38,6 @@ def submit(
     **kwargs: Any,
 ) -> Run:
     """Submit a ScriptRunConfig; returns the ScriptRun (status Starting) at once."""
-    from runner import daemon_client
-    from runner.config import ScriptRunConfig
-    from runner.run import RUN_TYPE_SCRIPT, _check_tag_key, _check_tag_value
-    from runner.script_run import ScriptRun
-    from runner.snapshot import cache_file, git_properties, take_snapshot
-    from runner.store import NewRun
-
     if not isinstance(config, ScriptRunConfig):
         raise ConfigError(
             f"submit() takes a ScriptRunConfig, not {type(config).__name__}; wrap your script "
@@ -42,38 +45,63 @@ def submit(
         )
     config.validate()
     ws = experiment.workspace
-    rc = config.run_config
     env = config.effective_environment()  # with docker_runtime_config applied
-    target = rc.target_name
-    distributed = _check_distributed(config, target, env)
-    shares_host = _check_target(ws, target, env)
+    distributed = _check_distributed(config, config.run_config.target_name, env)
+    shares_host = _check_target(ws, config.run_config.target_name, env)
     python: str | None = None
     # A docker environment's interpreter is in its image, not on this machine; a remote
     # one is on its host.
     if env.python.user_managed_dependencies and not env.docker.enabled and shares_host:
-        from runner.environment import resolve_interpreter
-
         python = resolve_interpreter(env, sys.executable)
     tag_pairs = {_check_tag_key(k): _check_tag_value(k, v) for k, v in (tags or {}).items()}
-
     source = Path(config.source_directory).expanduser().resolve()
     cache = cache_file(ws.path, source)
     access.make_dirs(cache.parent, ws._access)
     snap = take_snapshot(source, ws._blobs, cache_path=cache)
-    props: dict[str, str | None] = {
-        "ContentSnapshotId": snap.id,
-        "azureml.runsource": "experiment",
-    }
+    props: dict[str, str | None] = {"ContentSnapshotId": snap.id, "azureml.runsource": "experiment"}
     props.update(git_properties(source))
+    definition = _definition(config, env, source, snap.id, distributed, python)
+    # One transaction: a run the daemon can see is whole (definition, properties,
+    # snapshot), and a submitter killed half-way leaves nothing behind.
+    (run_id,) = ws._store.create_runs(
+        experiment._id,
+        [
+            NewRun(
+                type=RUN_TYPE_SCRIPT,
+                status="Starting",
+                target=definition.target,
+                definition=definition.to_json(),
+                tags=tag_pairs,
+                properties=props,
+                snapshot_id=snap.id,
+            )
+        ],
+        parent_id=parent.id if parent is not None else None,
+        id_prefix=f"{experiment.name}_",
+        submitted_by=user_name(),
+    )
+    _hand_to_daemon(ws, run_id)
+    return ScriptRun(experiment, run_id)
 
+
+def _definition(
+    config: ScriptRunConfig,
+    env: Environment,
+    source: Path,
+    snapshot_id: str,
+    distributed: dict[str, Any] | None,
+    python: str | None,
+) -> RunDefinition:
+    """What the daemon is handed (the run's definition, recorded with it)."""
+    rc = config.run_config
     command = config.command
-    definition = RunDefinition(
+    return RunDefinition(
         script=config.script,
         command=command if command is None or isinstance(command, str) else tuple(command),
         arguments=tuple(str(a) for a in config.arguments or rc.arguments),
-        target=target,
+        target=rc.target_name,
         source_directory=str(source),
-        snapshot_id=snap.id,
+        snapshot_id=snapshot_id,
         environment=env.to_dict(),
         python=python,
         environment_variables={**env.environment_variables, **rc.environment_variables},
@@ -84,56 +112,34 @@ def submit(
         run_configuration=rc.to_dict(),
         distributed=distributed,
     )
-    store = ws._store
-    from runner.run_base import user_name as _user
 
-    # One transaction: a run the daemon can see is whole (definition, properties,
-    # snapshot), and a submitter killed half-way leaves nothing behind.
-    (run_id,) = store.create_runs(
-        experiment._id,
-        [
-            NewRun(
-                type=RUN_TYPE_SCRIPT,
-                status="Starting",
-                target=target,
-                definition=definition.to_json(),
-                tags=tag_pairs,
-                properties=props,
-                snapshot_id=snap.id,
-            )
-        ],
-        parent_id=parent.id if parent is not None else None,
-        id_prefix=f"{experiment.name}_",
-        submitted_by=_user(),
-    )
+
+def _hand_to_daemon(ws: Workspace, run_id: str) -> None:
+    """Wake the workspace daemon (starting it if needed). When that fails the run is
+    recorded Failed and the caller is told: it must not start later behind their back (a
+    daemon started afterwards would pick up a run left Starting)."""
+    # (daemon_client and lifecycle load on first use: every training script imports
+    # this module through runner.run, and they would double its import time)
+    from runner import daemon_client
+
     try:
         daemon_client.notify(ws.path, {"op": "wake"})
     except (RunnerError, OSError) as exc:
-        # The caller is told the submit failed: the run must not start later behind
-        # their back (a daemon started afterwards would pick up a run left Starting).
         from runner.lifecycle import service_error
 
         message = f"the run could not be handed to the daemon: {exc}"
         error = service_error(message, "could_not_start")
-        failed = store.set_status(
-            run_id,
-            "Failed",
-            allowed_from={"Starting"},
-            details=message,
-            error=error,
-            end=True,
+        failed = ws._store.set_status(
+            run_id, "Failed", allowed_from={"Starting"}, details=message, error=error, end=True
         )
         if failed is not None:
             raise
         # a daemon took the run after all: it is on its way
-    return ScriptRun(experiment, run_id)
 
 
 def _check_distributed(config: Any, target: str, env: Any) -> dict[str, Any] | None:
     """The job's processes (None: one), refusing what runner cannot start: other
     machines, containers, and MPI without mpirun (ConfigError, before anything is recorded)."""
-    from runner.jobconfig import distributed_definition
-
     found = distributed_definition(config.distributed_job_config)
     if found is None:
         return None
