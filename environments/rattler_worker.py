@@ -82,13 +82,29 @@ async def _has_records(gateway: Any, channels: list[Any], platforms: list[Any], 
     return any(len(records) > 0 for records in found)
 
 
+def _package_names(specs: list[str]) -> list[str]:
+    """The package names the specs ask for (WorkerFailure for a spec that is not valid)."""
+    from rattler import MatchSpec
+    from rattler.exceptions import InvalidMatchSpecError
+
+    names: list[str] = []
+    for spec in specs:
+        try:
+            parsed = MatchSpec(spec)
+        except InvalidMatchSpecError as exc:
+            raise WorkerFailure("invalid-spec", f"conda spec {spec!r} is not valid: {exc}") from exc
+        name = parsed.name.as_package_name() if parsed.name is not None else None
+        if name is not None:
+            names.append(name.normalized)
+    return names
+
+
 async def _solve(request: JSONDict) -> JSONDict:
-    from rattler import Channel, Gateway, MatchSpec, solve
+    from rattler import Channel, Gateway, solve
     from rattler.exceptions import (
         FetchRepoDataError,
         GatewayError,
         InvalidChannelError,
-        InvalidMatchSpecError,
         SolverError,
     )
     from rattler.platform import Subdir
@@ -108,15 +124,7 @@ async def _solve(request: JSONDict) -> JSONDict:
         channels = [Channel(url) for url in channel_urls]
     except InvalidChannelError as exc:
         raise WorkerFailure("channel", f"a conda channel is not valid: {exc}") from exc
-    names: list[str] = []
-    for spec in specs:
-        try:
-            parsed = MatchSpec(spec)
-        except InvalidMatchSpecError as exc:
-            raise WorkerFailure("invalid-spec", f"conda spec {spec!r} is not valid: {exc}") from exc
-        name = parsed.name.as_package_name() if parsed.name is not None else None
-        if name is not None:
-            names.append(name.normalized)
+    names = _package_names(specs)
     gateway = Gateway(cache_dir=request.get("repodata_cache"))
     t0 = time.monotonic()
     _progress(f"solving {specs} for {platform} from {searched}")
