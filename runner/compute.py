@@ -49,7 +49,7 @@ class ComputeTarget:
             self.type = "local"
             self.config: dict[str, Any] = {}
             return
-        rows = workspace._store.query(
+        rows = workspace.store.query(
             "SELECT kind, config FROM compute_targets WHERE name = ?", (name,)
         )
         if not rows:
@@ -113,7 +113,7 @@ class ComputeTarget:
                 hostkeys.add_known_host(workspace, new_key)
         except BaseException:
             if inserted:
-                with workspace._store.write() as conn:
+                with workspace.store.write() as conn:
                     conn.execute("DELETE FROM compute_targets WHERE name = ?", (name,))
             _delete_secrets(workspace, list(stored))
             raise
@@ -127,7 +127,7 @@ class ComputeTarget:
         """
         if self.name == LOCAL:
             raise ConfigError("the 'local' target cannot be detached")
-        with self.workspace._store.write() as conn:
+        with self.workspace.store.write() as conn:
             conn.execute("DELETE FROM compute_targets WHERE name = ?", (self.name,))
         _delete_secrets(
             self.workspace,
@@ -291,7 +291,7 @@ def check_fingerprint(value: object) -> str | None:
 
 
 def _exists(workspace: Workspace, name: str) -> bool:
-    return bool(workspace._store.query("SELECT 1 FROM compute_targets WHERE name = ?", (name,)))
+    return bool(workspace.store.query("SELECT 1 FROM compute_targets WHERE name = ?", (name,)))
 
 
 def _taken(name: str) -> ConflictError:
@@ -302,7 +302,7 @@ def _taken(name: str) -> ConflictError:
 
 def _insert(workspace: Workspace, name: str, kind: str, config: dict[str, Any]) -> None:
     try:
-        with workspace._store.write() as conn:
+        with workspace.store.write() as conn:
             conn.execute(
                 "INSERT INTO compute_targets(name, kind, config, created_utc) VALUES (?,?,?,?)",
                 (name, kind, json.dumps(config), time.time()),
@@ -350,5 +350,5 @@ class ComputeTargets(dict[str, ComputeTarget]):
 
 def list_targets(workspace: Workspace) -> ComputeTargets:
     """name -> target for every target of the workspace, ``local`` first."""
-    names = [r[0] for r in workspace._store.query("SELECT name FROM compute_targets ORDER BY name")]
+    names = [r[0] for r in workspace.store.query("SELECT name FROM compute_targets ORDER BY name")]
     return ComputeTargets(workspace, {n: ComputeTarget(workspace, n) for n in [LOCAL, *names]})

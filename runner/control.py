@@ -22,7 +22,7 @@ _ACTIVE = frozenset(ACTIVE_VALUES)
 
 def request_cancel(ws: Workspace, run_id: str, reason: str = "canceled by user") -> None:
     """Cancel a run and its unfinished descendants (children first, then the run)."""
-    store = ws._store
+    store = ws.store
     rows = store.find_runs(descendants_of=run_id)
     me = store.get_run(run_id)
     if me is not None:

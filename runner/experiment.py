@@ -45,7 +45,7 @@ class Experiment:
             )
         self._workspace = workspace
         self._name = check_experiment_name(name)
-        self._id = workspace._store.ensure_experiment(name)
+        self._id = workspace.store.ensure_experiment(name)
 
     @property
     def name(self) -> str:
@@ -86,7 +86,7 @@ class Experiment:
             ...     run.log("accuracy", 0.97)
         """
         folder = _outputs_folder(outputs)
-        store = self._workspace._store
+        store = self._workspace.store
         (run_id,) = store.create_runs(
             self._id,
             [

@@ -146,13 +146,13 @@ def ensure_supervised(ws: Workspace) -> bool:
     except (RunnerError, OSError) as exc:
         message = f"no runner daemon could be started for this workspace: {exc}"
         marks = ",".join("?" * len(SUPERVISED))
-        rows = ws._store.query(
+        rows = ws.store.query(
             f"SELECT id FROM runs WHERE status IN ({marks}) AND type = ? "  # noqa: S608
             "AND supervisor IS NULL",
             (*SUPERVISED, _SCRIPT),
         )
         for (run_id,) in rows:
-            ws._store.set_status(
+            ws.store.set_status(
                 run_id,
                 "Failed",
                 allowed_from={"Starting"},
@@ -170,8 +170,8 @@ def check_run(ws: Workspace, row: RunRow) -> bool:
         return False
     if row.type == _SCRIPT:
         return row.status in SUPERVISED and ensure_supervised(ws)
-    owner = ws._store.query("SELECT owner FROM runs WHERE id = ?", (row.id,))
-    return bool(owner) and end_if_owner_gone(ws._store, row.id, owner[0][0])
+    owner = ws.store.query("SELECT owner FROM runs WHERE id = ?", (row.id,))
+    return bool(owner) and end_if_owner_gone(ws.store, row.id, owner[0][0])
 
 
 def sweep(ws: Workspace, force: bool = False) -> None:
@@ -182,7 +182,7 @@ def sweep(ws: Workspace, force: bool = False) -> None:
         if not force and now - _sweeps.get(key, -SWEEP_INTERVAL_S) < SWEEP_INTERVAL_S:
             return
         _sweeps[key] = now
-    store = ws._store
+    store = ws.store
     marks = ",".join("?" * len(ACTIVE))
     rows = store.query(
         f"SELECT id, type, status, owner FROM runs WHERE status IN ({marks})",  # noqa: S608

@@ -46,7 +46,7 @@ def stream_run_output(run: Run, out: IO[str] | None = None, poll_s: float = POLL
     out = out if out is not None else sys.stdout
     folder = run._run_dir()
     followers: dict[str, _Follower] = {name: _Follower(folder / name) for name in STREAMED}
-    store = run._store
+    store = run.experiment.workspace.store
     run_id = run.id
     last_liveness = time.monotonic()
     while True:

@@ -215,20 +215,20 @@ class RunnerTrackingStore(AbstractStore):  # type: ignore[misc,unused-ignore]
         """The runner run as an MLflow Run (metrics: the last value of each)."""
         run = self._run(run_id)
         run.flush()
-        return self._to_mlflow(run, self._ws._store.get_run(run_id))
+        return self._to_mlflow(run, self._ws.store.get_run(run_id))
 
     def _to_mlflow(self, run: Run, row: Any) -> MlflowRun:
         metrics = []
-        for name, series in self._ws._store.read_metrics(row.id).items():
+        for name, series in self._ws.store.read_metrics(row.id).items():
             if series.kind != "scalar" or not series.values:
                 continue
             value = series.values[-1]
             if isinstance(value, (bool, int, float)):
                 step = series.steps[-1] if series.steps else 0
                 metrics.append(Metric(name, float(value), _ms(row.start_utc) or 0, step))
-        props = self._ws._store.get_properties(row.id)
+        props = self._ws.store.get_properties(row.id)
         params = [Param(k, v or "") for k, v in props.items() if _is_param(k)]
-        tags = [RunTag(k, v or "") for k, v in self._ws._store.get_tags(row.id).items()]
+        tags = [RunTag(k, v or "") for k, v in self._ws.store.get_tags(row.id).items()]
         tags.append(RunTag("mlflow.runName", row.display_name or row.id))
         if row.parent_id:
             tags.append(RunTag("mlflow.parentRunId", row.parent_id))
@@ -255,7 +255,7 @@ class RunnerTrackingStore(AbstractStore):  # type: ignore[misc,unused-ignore]
         page_token: str | None,
     ) -> tuple[list[MlflowRun], str | None]:
         """All runs of the experiments, filtered, ordered and paged by MLflow's own rules."""
-        self._ws._store.flush()
+        self._ws.store.flush()
         runs = []
         if run_view_type != ViewType.DELETED_ONLY:
             for exp_id in experiment_ids:
@@ -281,7 +281,7 @@ class RunnerTrackingStore(AbstractStore):  # type: ignore[misc,unused-ignore]
             raise _unsupported("get_metric_history(page_token=...)")
         run = self._run(run_id)
         run.flush()
-        series = self._ws._store.read_metrics(run_id, metric_key).get(metric_key)
+        series = self._ws.store.read_metrics(run_id, metric_key).get(metric_key)
         if series is None:
             return PagedList([], None)
         when = _ms(run._row.start_utc) or 0

@@ -113,7 +113,7 @@ class Model:
 
     def get_file_names(self) -> builtins.list[str]:
         """The model's files, relative to the model root."""
-        rows = self.workspace._store.query(
+        rows = self.workspace.store.query(
             "SELECT path FROM model_files WHERE name = ? AND version = ? ORDER BY path",
             (self.name, self.version),
         )
@@ -121,7 +121,7 @@ class Model:
 
     def download(self, target_dir: str | os.PathLike[str] = ".", exist_ok: bool = False) -> str:
         """Write the model's files under ``target_dir``; returns the model's path there."""
-        rows = self.workspace._store.query(
+        rows = self.workspace.store.query(
             "SELECT path, digest FROM model_files WHERE name = ? AND version = ?",
             (self.name, self.version),
         )
@@ -130,7 +130,7 @@ class Model:
             dest = target / rel
             if dest.exists() and not exist_ok:
                 raise ConflictError(f"{dest} exists; pass exist_ok=True to overwrite it")
-            self.workspace._blobs.copy_to(
+            self.workspace.blobs.copy_to(
                 digest, dest, f"file {rel!r} of model {self.name}:{self.version}"
             )
         base = (self.model_path or "").rstrip("/").split("/")[-1]
@@ -139,7 +139,7 @@ class Model:
     def add_tags(self, tags: dict[str, Any]) -> None:
         """Add or change tags of this model version."""
         self.tags.update(_str_dict(tags, "tags"))
-        with self.workspace._store.write() as conn:
+        with self.workspace.store.write() as conn:
             conn.execute(
                 "UPDATE models SET tags = ? WHERE name = ? AND version = ?",
                 (json.dumps(self.tags), self.name, self.version),
@@ -152,7 +152,7 @@ class Model:
             if k in self.properties and self.properties[k] != v:
                 raise ConflictError(f"model property {k!r} is already {self.properties[k]!r}")
         self.properties.update(new)
-        with self.workspace._store.write() as conn:
+        with self.workspace.store.write() as conn:
             conn.execute(
                 "UPDATE models SET properties = ? WHERE name = ? AND version = ?",
                 (json.dumps(self.properties), self.name, self.version),
@@ -245,12 +245,12 @@ class Model:
             raise NotFoundError(f"Model.register: {src} does not exist")
         files: list[tuple[str, str, int]] = []
         if src.is_file():
-            digest, size = workspace._blobs.put_file(src)
+            digest, size = workspace.blobs.put_file(src)
             files.append((src.name, digest, size))
         else:
             for p in sorted(src.rglob("*")):
                 if p.is_file():
-                    digest, size = workspace._blobs.put_file(p)
+                    digest, size = workspace.blobs.put_file(p)
                     files.append((f"{src.name}/{p.relative_to(src).as_posix()}", digest, size))
         return _insert(
             workspace,
@@ -299,7 +299,7 @@ def register_from_run(
 ) -> Model:
     """Register the run's stored file or folder ``model_path`` as a model version."""
     path = check_artifact_name(model_path, "model_path")
-    files = run._store.list_files(run.id, prefix=path)
+    files = run.experiment.workspace.store.list_files(run.id, prefix=path)
     if not files:
         raise NotFoundError(
             f"run {run.id} has no file or folder {path!r} to register; its files: "
@@ -326,7 +326,7 @@ def _insert(
     name = _check_model_name(model_name)
     t = json.dumps(_str_dict(tags, "tags"))
     p = json.dumps(_str_dict(properties, "properties"))
-    with ws._store.write() as conn:
+    with ws.store.write() as conn:
         version = conn.execute(
             "SELECT COALESCE(MAX(version), 0) + 1 FROM models WHERE name = ?", (name,)
         ).fetchone()[0]
@@ -376,7 +376,7 @@ def _select(
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY name, version DESC"
-    rows = ws._store.query(sql, params)
+    rows = ws.store.query(sql, params)
     if latest:
         seen, kept = set(), []
         for r in rows:

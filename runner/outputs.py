@@ -46,9 +46,9 @@ def store_folder(ws: Workspace, run_id: str, folder: Path, prefix: str) -> int:
             except ConfigError as exc:
                 refused.append(str(exc))
                 continue
-            digest, size = ws._blobs.put_file(path)
+            digest, size = ws.blobs.put_file(path)
             entries.append((name, digest, size))
-    clashes = ws._store.file_clashes(run_id, [n for n, _, _ in entries]) if entries else []
+    clashes = ws.store.file_clashes(run_id, [n for n, _, _ in entries]) if entries else []
     if clashes:
         left_out = {new for _, new in clashes}
         entries = [e for e in entries if e[0] not in left_out]
@@ -56,7 +56,7 @@ def store_folder(ws: Workspace, run_id: str, folder: Path, prefix: str) -> int:
             f"{new!r} would make the run's file {old!r} a folder" for old, new in clashes
         )
     if entries:
-        ws._store.replace_files(run_id, entries)
+        ws.store.replace_files(run_id, entries)
     if refused:
         more = f" (and {len(refused) - 3} more)" if len(refused) > 3 else ""
         raise ConfigError(

@@ -382,7 +382,7 @@ class Session:
         (work / "outputs").mkdir(exist_ok=True)
         (work / "logs").mkdir(exist_ok=True)
         ws = Workspace.create(folder / "ws", exist_ok=True)
-        store = ws._store
+        store = ws.store
         exp_id = store.ensure_experiment(str(header.get("experiment") or "remote"))
         store.create_runs(
             exp_id,

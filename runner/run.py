@@ -71,7 +71,7 @@ class Run(_RunStatus, _RunMetrics, _RunFiles, _RunTags):
         _row: RunRow | None = None,
         **kwargs: Any,
     ) -> None:
-        store = experiment.workspace._store
+        store = experiment.workspace.store
         row = _row if _row is not None else store.get_run(run_id)
         if row is None or row.experiment_name != experiment.name:
             raise NotFoundError(
@@ -99,7 +99,7 @@ class Run(_RunStatus, _RunMetrics, _RunFiles, _RunTags):
         or what the run type's provider makes; see ``add_type_provider``)."""
         try:
             str(run_id).encode("utf-8")
-            row = workspace._store.get_run(run_id)
+            row = workspace.store.get_run(run_id)
         except UnicodeEncodeError:  # lone surrogates: no stored id can match
             row = None
         if row is None:
@@ -519,11 +519,11 @@ def _find(
             f"status {status!r} is not a run status; use one of "
             + ", ".join(s.value for s in RunStatus)
         )
-    if not os.environ.get("RUNNER_RUN_ID") and ws._store.db_path != ":memory:":
+    if not os.environ.get("RUNNER_RUN_ID") and ws.store.db_path != ":memory:":
         from runner import lifecycle  # (see run_status._observe: it is costly to import)
 
         lifecycle.sweep(ws)  # listed statuses are true: nothing left Running by the dead
-    return ws._store.iter_runs(
+    return ws.store.iter_runs(
         tags=tag_pairs,
         tag_keys=tag_keys,
         properties=prop_pairs,

@@ -77,7 +77,7 @@ class _RunBase:
         found: dict[str, str] = {}
         for name, digest, _ in self._store.list_files(self._id):
             if name.startswith(("logs/", "azureml-logs/")):
-                found[name] = str(self._workspace._blobs.path_of(digest))
+                found[name] = str(self._workspace.blobs.path_of(digest))
         live = self._run_dir() / "logs"
         if live.is_dir():
             for p in sorted(live.rglob("*")):

@@ -35,7 +35,7 @@ class _RunFiles(_RunBase):
         """Store a local file (or a binary stream) with the run under ``name``."""
         name = check_artifact_name(name)
         self._refuse_clashes([name])
-        blobs = self._workspace._blobs
+        blobs = self._workspace.blobs
         if hasattr(path_or_stream, "read"):
             digest, size = blobs.put_stream(path_or_stream)  # type: ignore[arg-type]
         else:
@@ -64,7 +64,7 @@ class _RunFiles(_RunBase):
         for p in paths:
             if not Path(os.fspath(p)).is_file():
                 raise NotFoundError(f"upload_files: no file at {p}; nothing was uploaded")
-        blobs = self._workspace._blobs
+        blobs = self._workspace.blobs
         entries = []
         for n, p in zip(checked, paths):
             digest, size = blobs.put_file(os.fspath(p))
@@ -129,7 +129,7 @@ class _RunFiles(_RunBase):
         dest = Path(output_file_path) if output_file_path is not None else Path.cwd() / base
         if dest.is_dir():
             dest = dest / base
-        _copy_out(self._workspace._blobs, digest, dest, f"file {name!r} of run {self._id}")
+        _copy_out(self._workspace.blobs, digest, dest, f"file {name!r} of run {self._id}")
         return str(dest)
 
     def download_files(
@@ -159,7 +159,7 @@ class _RunFiles(_RunBase):
                 if norm and not append_prefix:
                     rel = name[len(norm) :].lstrip("/") or name.split("/")[-1]
                 dest = out / rel
-            _copy_out(self._workspace._blobs, digest, dest, f"file {name!r} of run {self._id}")
+            _copy_out(self._workspace.blobs, digest, dest, f"file {name!r} of run {self._id}")
             written.append(str(dest))
         return written
 
@@ -188,7 +188,7 @@ class _RunFiles(_RunBase):
         ws = self._workspace
         cache = cache_file(ws.path, src)
         access.make_dirs(cache.parent, ws._access)
-        snap = take_snapshot(src, ws._blobs, cache_path=cache)
+        snap = take_snapshot(src, ws.blobs, cache_path=cache)
         with self._store.write() as conn:
             conn.execute(
                 "INSERT OR IGNORE INTO run_snapshots(run_id, snapshot_id, created_utc) VALUES (?,?,?)",
@@ -227,10 +227,10 @@ class _RunFiles(_RunBase):
             )
         folder = (Path(os.fspath(path)) if path is not None else Path.cwd()).absolute()
         _check_folder(folder, "restore_snapshot: path")
-        snap = load_snapshot(self._workspace._blobs, sid)
+        snap = load_snapshot(self._workspace.blobs, sid)
         created = not folder.exists()
         try:
-            return str(to_zip(snap, self._workspace._blobs, folder / f"{sid}.zip"))
+            return str(to_zip(snap, self._workspace.blobs, folder / f"{sid}.zip"))
         except BaseException:
             if created:  # leave nothing behind, not even the folder made for the zip
                 with contextlib.suppress(OSError):

@@ -191,15 +191,15 @@ class _RunMetrics(_RunBase):
         if plot is not None:
             data = _m.render_plot_png(name, plot)
             ext = ".png"
-            digest = self._workspace._blobs.put_bytes(data)
+            digest = self._workspace.blobs.put_bytes(data)
             size = len(data)
         else:
             _m.check_image_path(name, path)
             if hasattr(path, "read"):
-                digest, size = self._workspace._blobs.put_stream(path)
+                digest, size = self._workspace.blobs.put_stream(path)
                 ext = os.path.splitext(str(getattr(path, "name", "")))[1] or ".png"
             else:
-                digest, size = self._workspace._blobs.put_file(path)
+                digest, size = self._workspace.blobs.put_file(path)
                 ext = os.path.splitext(os.fspath(path))[1] or ".png"
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
         file_name = f"{safe}_{digest[:16]}{ext}"  # one file per distinct image

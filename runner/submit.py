@@ -57,13 +57,13 @@ def submit(
     source = Path(config.source_directory).expanduser().resolve()
     cache = cache_file(ws.path, source)
     access.make_dirs(cache.parent, ws._access)
-    snap = take_snapshot(source, ws._blobs, cache_path=cache)
+    snap = take_snapshot(source, ws.blobs, cache_path=cache)
     props: dict[str, str | None] = {"ContentSnapshotId": snap.id, "azureml.runsource": "experiment"}
     props.update(git_properties(source))
     definition = _definition(config, env, source, snap.id, distributed, python)
     # One transaction: a run the daemon can see is whole (definition, properties,
     # snapshot), and a submitter killed half-way leaves nothing behind.
-    (run_id,) = ws._store.create_runs(
+    (run_id,) = ws.store.create_runs(
         experiment._id,
         [
             NewRun(
@@ -129,7 +129,7 @@ def _hand_to_daemon(ws: Workspace, run_id: str) -> None:
 
         message = f"the run could not be handed to the daemon: {exc}"
         error = service_error(message, "could_not_start")
-        failed = ws._store.set_status(
+        failed = ws.store.set_status(
             run_id, "Failed", allowed_from={"Starting"}, details=message, error=error, end=True
         )
         if failed is not None:

@@ -53,6 +53,17 @@ class WorkspaceFolder:
     _store: Store
     _blobs: BlobStore
 
+    @property
+    def store(self) -> Store:
+        """The run history (experiments, runs, metrics, tags, files): one SQLite database
+        per workspace. For runner's own modules and target plugins; scripts use Run."""
+        return self._store
+
+    @property
+    def blobs(self) -> BlobStore:
+        """The content-addressed store of the workspace's files (snapshots, outputs)."""
+        return self._blobs
+
     def run_dir(self, run_id: str) -> Path:
         """A run's folder of working files on this machine (live logs, control files)."""
         return self.path / "runs" / run_id

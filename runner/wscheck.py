@@ -436,8 +436,8 @@ def _end_stuck(root: Path, stuck: list[StuckRun]) -> list[str]:
         if run.why.startswith("submitted"):
             supervise = True
             continue
-        owner = ws._store.query("SELECT owner FROM runs WHERE id = ?", (run.run_id,))
-        if owner and lifecycle.end_if_owner_gone(ws._store, run.run_id, owner[0][0]):
+        owner = ws.store.query("SELECT owner FROM runs WHERE id = ?", (run.run_id,))
+        if owner and lifecycle.end_if_owner_gone(ws.store, run.run_id, owner[0][0]):
             done.append(f"ended run {run.run_id} Failed: the process that ran it is gone")
     if supervise:
         lifecycle.ensure_supervised(ws)

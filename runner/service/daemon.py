@@ -60,7 +60,7 @@ class Daemon:
 
     def __init__(self, ws: Workspace, idle_exit_s: float | None) -> None:
         self.ws = ws
-        self.store: Store = ws._store
+        self.store: Store = ws.store
         self.idle_exit_s = idle_exit_s
         self.supervisors: dict[str, RunSupervisor] = {}
         self.lock = threading.Lock()
@@ -581,7 +581,7 @@ def run_daemon(ws_path: str, *, detach: bool, idle_exit_s: float | None) -> int:
         daemon.keepers.close()
         with contextlib.suppress(Exception):
             daemon.release_claims()
-        ws._store.close()
+        ws.store.close()
         daemon._log(f"daemon {os.getpid()} exits ({time.monotonic() - began:.2f} s to let go)")
     return 0
 

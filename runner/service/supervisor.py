@@ -154,7 +154,7 @@ class RunSupervisor(RunEndings):
             environment=Environment.from_dict(env_def) if env_def else Environment.default(),
             snapshot=self._snapshot(),
             workspace=self.ws,
-            blobs=self.ws._blobs,
+            blobs=self.ws.blobs,
             prep_log=self.logs / PREP_LOG,
             exit_file=self.exit_file,
         )
@@ -163,7 +163,7 @@ class RunSupervisor(RunEndings):
         """The run's snapshot (its manifest read once: at launch and again at the end)."""
         snap_id = self.definition.snapshot_id
         if snap_id and self._loaded_snapshot is None:
-            self._loaded_snapshot = load_snapshot(self.ws._blobs, snap_id)
+            self._loaded_snapshot = load_snapshot(self.ws.blobs, snap_id)
         return self._loaded_snapshot
 
     # -- the life of a run -----------------------------------------------------------
@@ -227,7 +227,7 @@ class RunSupervisor(RunEndings):
         prepared = target.prepare(job)
         if prepared.lock_file is not None and Path(prepared.lock_file).is_file():
             # The lock is kept with the run, so the same environment can be rebuilt exactly.
-            digest, size = self.ws._blobs.put_file(prepared.lock_file)
+            digest, size = self.ws.blobs.put_file(prepared.lock_file)
             name = f"azureml-environment/{Path(prepared.lock_file).name}"
             self.store.replace_files(self.run_id, [(name, digest, size)])
         if self._cancel_requested():
@@ -448,7 +448,7 @@ class SupervisorEvents:
 
     def put_blob(self, data: bytes) -> None:
         """Keep a file's contents in the blob store."""
-        self.sup.ws._blobs.put_bytes(data)
+        self.sup.ws.blobs.put_bytes(data)
 
     def link_changed(self, up: bool, error: str | None) -> None:
         """NotResponding while the link is down; the next heartbeat makes it Running."""

@@ -62,7 +62,7 @@ def make(ws: Workspace, snapshot: Snapshot, dest: Path) -> str:
     Raises:
         StoreError: a blob is missing or damaged.
     """
-    ws_root, blobs, policy = ws.path, ws._blobs, ws._access
+    ws_root, blobs, policy = ws.path, ws.blobs, ws._access
     if dest.exists():
         dest.rmdir()  # empty, or the caller made a mistake (OSError)
     access.make_dirs(dest.parent, policy)
@@ -99,7 +99,7 @@ def keep(ws: Workspace, snapshot: Snapshot, workdir: Path) -> bool:
         record = _read_record(record_path, snapshot.id)
         if not record or not workdir.is_dir():
             return False
-        record = _reconcile(workdir, ws._blobs, snapshot, record)
+        record = _reconcile(workdir, ws.blobs, snapshot, record)
         folder = ws.path / KEPT_DIR
         access.make_dirs(folder, ws._access)
         name = f"{snapshot.id}.{secrets.token_hex(4)}"

@@ -54,7 +54,7 @@ def _points(run: Run) -> Iterator[tuple[str, float, int, float]]:
     Scalars logged with ``step=`` keep their steps; other vectors and table columns are
     numbered from 0 (their position), as v1's export numbers them.
     """
-    store = run._store
+    store = run.experiment.workspace.store
     store.flush()
     times = store.metric_times(run.id)
     for name, series in store.read_metrics(run.id).items():
