@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
+from runner.environment import Environment, check_env_vars
 from runner.errors import ConfigError, NotFoundError
+from runner.jobconfig import DockerConfiguration, check_distributed
 
 if TYPE_CHECKING:
     from runner.environment import Environment
@@ -86,7 +88,6 @@ class RunConfiguration:
         _name: str | None = None,
         command: str | Sequence[str] | None = None,
     ) -> None:
-        from runner.environment import Environment
 
         self.script = script
         self.arguments: list[str] = check_arguments(arguments)
@@ -110,7 +111,6 @@ class RunConfiguration:
 
     def validate(self) -> None:
         """Raise ConfigError if a field has a value runner cannot use."""
-        from runner.environment import Environment, check_env_vars
 
         if not isinstance(self.target, str) and not hasattr(self.target, "name"):
             raise ConfigError(
@@ -173,7 +173,6 @@ class RunConfiguration:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfiguration:
         """Inverse of ``to_dict``."""
-        from runner.environment import Environment
 
         rc = cls(script=data.get("script"), arguments=data.get("arguments") or [])
         rc.command = data.get("command")
@@ -326,7 +325,6 @@ class ScriptRunConfig:
         env = self.run_config.environment
         if self.docker_runtime_config is None:
             return env
-        from runner.environment import Environment
 
         copy = Environment.from_dict(env.to_dict())
         self.docker_runtime_config.apply(copy.docker)
@@ -386,7 +384,6 @@ class ScriptRunConfig:
         self._check_job_settings()
 
     def _check_job_settings(self) -> None:
-        from runner.jobconfig import DockerConfiguration, check_distributed
 
         if self.resume_from is not None:
             raise ConfigError(

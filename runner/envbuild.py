@@ -35,7 +35,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from environments.cache import log_line
+from environments.conda import CondaBuilder
+from environments.selection import builder_for, kind_of
+from environments.venv import VenvBuilder, find_interpreter
+from runner.conda_dependencies import PYTHON_DEFAULT_VERSION
+from runner.environment import Environment
 from runner.errors import ConfigError, NotFoundError
+from runner.run import Run
 from runner.status import NOT_YET_RUNNING_VALUES
 
 if TYPE_CHECKING:
@@ -97,7 +104,6 @@ def find_run_lock(ws: Workspace, run_id: str) -> tuple[str, str] | None:
     Raises:
         NotFoundError: no such run in the workspace.
     """
-    from runner.run import Run
 
     return _lock_of(Run.get(ws, run_id))
 
@@ -137,8 +143,6 @@ def rebuild_from_run(ws: Workspace, run_id: str, log: Path | None = None) -> Pre
         >>> prepared.python  # doctest: +SKIP
         '/root/.cache/runner/envs/venv-lock-9c1e.../bin/python'
     """
-    from environments.cache import log_line
-    from runner.run import Run
 
     run = Run.get(ws, run_id)
     log = default_log(ws) if log is None else Path(log)
@@ -151,10 +155,7 @@ def rebuild_from_run(ws: Workspace, run_id: str, log: Path | None = None) -> Pre
     with tempfile.TemporaryDirectory(prefix="runner-lock-") as tmp:
         lock = Path(run.download_file(name, str(Path(tmp) / name.rsplit("/", 1)[-1])))
         if kind == "conda":
-            from environments.conda import CondaBuilder
-
             return CondaBuilder().build_from_lock(lock, log)
-        from environments.venv import VenvBuilder
 
         python = _lock_python(lock.read_text(encoding="utf-8", errors="replace"), env, log)
         return VenvBuilder().build_from_lock(lock, python, log)
@@ -162,7 +163,6 @@ def rebuild_from_run(ws: Workspace, run_id: str, log: Path | None = None) -> Pre
 
 def _no_lock_reason(run: Any, env: Environment) -> str:
     """Why a run has no environment lock, and what the user can do instead."""
-    from environments.selection import kind_of
 
     status = run.get_status()
     prefix = f"run {run.id} has nothing to rebuild: "
@@ -204,9 +204,6 @@ def _lock_python(lock_text: str, env: Environment, log: Path) -> str:
     (the same ABI, so the locked wheels fit), logged; without a header, the definition's
     python version, else runner's default.
     """
-    from environments.cache import log_line
-    from environments.venv import find_interpreter
-    from runner.conda_dependencies import PYTHON_DEFAULT_VERSION
 
     found = _PYTHON_HEADER.search(lock_text)
     recorded = found.group(1) if found and _VERSION.match(found.group(1)) else None
@@ -250,7 +247,6 @@ def build_definition(
         ConfigError: the definition cannot be built here (docker, a missing Python...).
         EnvironmentBuildError: the build failed; the message has the log's last lines.
     """
-    from environments.selection import builder_for
 
     env.validate()
     return builder_for(env, default_python).prepare(env, log)
@@ -268,7 +264,6 @@ def build_registered(
         NotFoundError: no such environment or version.
         ConfigError, EnvironmentBuildError: as :func:`build_definition`.
     """
-    from runner.environment import Environment
 
     env = Environment.get(ws, name, version)
     return build_definition(env, default_log(ws) if log is None else Path(log))
@@ -285,7 +280,6 @@ def load_definition(path: str | os.PathLike[str]) -> Environment:
         NotFoundError: nothing at ``path``.
         ConfigError: the file cannot be read as a definition.
     """
-    from runner.environment import Environment
 
     target = Path(path).expanduser()
     if target.is_dir():

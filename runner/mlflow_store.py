@@ -56,6 +56,7 @@ except ImportError as exc:  # pragma: no cover - only MLflow imports this module
         "runner's MLflow bridge needs mlflow: pip install mlflow-skinny (or mlflow)"
     ) from exc
 
+from runner.context import get_context
 from runner.errors import RunnerError
 from runner.experiment import Experiment
 from runner.run import Run
@@ -147,8 +148,6 @@ class RunnerTrackingStore(AbstractStore):  # type: ignore[misc,unused-ignore]
             run = self._runs.get(run_id)
             if run is None:
                 if run_id == self._current_run_id():
-                    from runner.context import get_context
-
                     run = get_context()  # shares the script's buffers and exit flush
                 else:
                     try:

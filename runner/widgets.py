@@ -21,6 +21,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import ConfigError
+from runner.run import Run
 from runner.status import RunStatus
 
 if TYPE_CHECKING:
@@ -63,7 +64,6 @@ class RunDetails:
     """
 
     def __init__(self, run_instance: Run) -> None:
-        from runner.run import Run
 
         if not isinstance(run_instance, Run):
             raise ConfigError(

@@ -38,9 +38,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runner import daemon_client, lifecycle
 from runner.artifacts import BlobStore
 from runner.errors import NotFoundError, RunnerError
 from runner.status import ACTIVE_VALUES, SUPERVISED_VALUES
+from runner.workspace import Workspace
 
 JSONDict = dict[str, Any]
 
@@ -352,7 +354,6 @@ def _users(users: list[str]) -> tuple[str, ...]:
 
 def _stuck(root: Path, active: list[tuple[Any, ...]]) -> list[StuckRun]:
     """Unfinished runs whose holder is gone, as runner.lifecycle judges holders."""
-    from runner import daemon_client, lifecycle
 
     stuck = []
     daemon_up: bool | None = None
@@ -423,8 +424,6 @@ def _repair(root: Path, report: CheckReport) -> None:
 
 
 def _end_stuck(root: Path, stuck: list[StuckRun]) -> list[str]:
-    from runner import lifecycle
-    from runner.workspace import Workspace
 
     done = []
     try:

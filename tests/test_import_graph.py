@@ -111,3 +111,64 @@ def test_the_import_graph_has_no_new_cycle() -> None:
 def test_the_cycle_finder_finds_a_cycle() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
     assert _cycles(graph) == [["a", "b", "c"]]
+
+
+#: The only modules that import our own modules inside functions, and why (issue 13: not
+#: to dodge cycles, only to keep something heavy or host-only off a path that must stay
+#: fast or standard-library only). A new one fails below until it is listed with a reason.
+LAZY_IMPORTERS = {
+    "runner.cli": "a command's modules load when it runs: `runner --help` stays fast",
+    "runner.run": "in-run client: the daemon client, lifecycle, environments and snapshots "
+    "load on first use, not in every training script's Run.get_context()",
+    "runner.run_status": "in-run client (as runner.run)",
+    "runner.run_files": "in-run client (as runner.run)",
+    "runner.workspace_folder": "in-run client (as runner.run); environments/ is host-only",
+    "runner.experiment": "in-run client: submit's code loads on the first submit",
+    "runner.submit": "in-run client: the daemon client loads when a run is handed over",
+    "runner.lifecycle": "in-run client: the daemon client loads when a daemon is asked",
+    "runner.control": "in-run client: the daemon client loads when a run is canceled",
+    "runner.remote_agent": "a host's agent session starts without the workspace modules "
+    "(follow and cancel sessions never need them)",
+    "runner.tensorboard": "psutil loads with the TensorBoard process, not on import",
+    "runner.service.daemon": "psutil (system metrics) loads with the sampling thread",
+    "targets.local": "psutil (targets.keepers) loads with the first run, not at submit",
+    "targets.docker": "psutil and the image builder load with a container, not at submit",
+    "targets.ssh": "the environment builders load when a host prepares one",
+    "environments.selection": "each builder loads its dependencies (docker, py-rattler, uv) "
+    "only when it is the one chosen",
+    "environments.docker_image": "the conda builder (py-rattler) only for conda layers",
+}
+
+
+def _lazy_importers() -> dict[str, list[str]]:
+    """Module -> the lines where it imports one of our modules inside a function."""
+    found: dict[str, list[str]] = {}
+    for name, path in _modules().items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.ImportFrom):
+                    names = [inner.module or ""]
+                elif isinstance(inner, ast.Import):
+                    names = [alias.name for alias in inner.names]
+                else:
+                    continue
+                if any(n.split(".")[0] in PACKAGES for n in names):
+                    found.setdefault(name, []).append(f"{path.name}:{inner.lineno}")
+    return found
+
+
+def test_imports_inside_functions_only_where_a_reason_is_written() -> None:
+    def listed(module: str) -> bool:
+        return any(module == m or module.startswith(m + ".") for m in LAZY_IMPORTERS)
+
+    unlisted = {m: lines for m, lines in _lazy_importers().items() if not listed(m)}
+    assert unlisted == {}, "import at the top, or list the module with its reason"
+    unused = [
+        m
+        for m in LAZY_IMPORTERS
+        if not any(listed_m == m or listed_m.startswith(m + ".") for listed_m in _lazy_importers())
+    ]
+    assert unused == [], "these no longer import lazily: take them off LAZY_IMPORTERS"

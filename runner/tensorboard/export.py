@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import ConfigError
+from runner.run import Run
 
 if TYPE_CHECKING:
     from runner.run import Run
@@ -104,7 +105,6 @@ def _with_children(runs: Sequence[Run], recursive: bool) -> list[Run]:
 
 def as_runs(run_data: Any, what: str) -> list[Run]:
     """A Run or a list of Runs -> a list; anything else is a ConfigError."""
-    from runner.run import Run
 
     runs = list(run_data) if isinstance(run_data, (list, tuple)) else [run_data]
     bad = [r for r in runs if not isinstance(r, Run)]
