@@ -141,16 +141,7 @@ def main() -> int:
     from runner import Experiment, RunConfiguration, ScriptRunConfig, daemon_client
 
     results: dict[str, dict[str, list[float]]] = {}
-    with (
-        common.idle_processes(args.extra_procs),
-        common.temp_dir("runner-bench-cancel-") as tmp,
-        common.temp_workspace() as ws,
-    ):
-        n_procs = (
-            sum(1 for e in os.listdir("/proc") if e.isdigit()) if os.path.isdir("/proc") else 0
-        )
-        print(f"processes on the machine: {n_procs} (incl. --extra-procs {args.extra_procs})")
-        print()
+    with common.bench_workspace(args.extra_procs, "cancel") as (tmp, ws):
         src = tmp / "src"
         src.mkdir()
         (src / "tree.py").write_text(TREE)
@@ -210,46 +201,17 @@ def main() -> int:
         goal_s = (0 if mode == "term" else args.grace) + GOAL_MS / 1000
         case_ok = run_t <= goal_s
         ok &= case_ok
+        rows.append(common.timing_row(f"{label}: baseline, bare psutil tree kill", c["base"]))
         rows.append(
-            [
-                f"{label}: baseline, bare psutil tree kill",
-                common.ms(base),
-                common.ms(min(c["base"])),
-                common.ms(max(c["base"])),
-                "1.00",
-                "",
-            ]
-        )
-        rows.append(
-            [
+            common.timing_row(
                 f"{label}: run.cancel() -> all pids gone",
-                common.ms(run_t),
-                common.ms(min(c["runner"])),
-                common.ms(max(c["runner"])),
+                c["runner"],
                 f"{run_t / base:.2f}",
                 f"<= {goal_s * 1000:.0f} ms {common.verdict(case_ok)}",
-            ]
+            )
         )
-        rows.append(
-            [
-                f"{label}: run.cancel() returns (information)",
-                common.ms(statistics.median(c["call"])),
-                common.ms(min(c["call"])),
-                common.ms(max(c["call"])),
-                "",
-                "(info)",
-            ]
-        )
-        rows.append(
-            [
-                f"{label}: run recorded Canceled (information)",
-                common.ms(statistics.median(c["done"])),
-                common.ms(min(c["done"])),
-                common.ms(max(c["done"])),
-                "",
-                "(info)",
-            ]
-        )
+        for key, what in (("call", "run.cancel() returns"), ("done", "run recorded Canceled")):
+            rows.append(common.timing_row(f"{label}: {what} (information)", c[key], "", "(info)"))
     common.print_table(["case", "median ms", "min ms", "max ms", "vs baseline", "goal"], rows)
     print(
         f"overall: {common.verdict(ok)} (obeying tree <= {GOAL_MS:.0f} ms; ignoring tree <= grace + {GOAL_MS:.0f} ms)"

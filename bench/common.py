@@ -231,3 +231,35 @@ def idle_processes(n: int) -> Iterator[None]:
             p.kill()
         for p in procs:
             p.wait()
+
+
+def process_count() -> int:
+    """How many processes the machine runs now (0 where /proc is not there)."""
+    return sum(1 for e in os.listdir("/proc") if e.isdigit()) if os.path.isdir("/proc") else 0
+
+
+def print_process_count(extra_procs: int) -> None:
+    """The line that says how busy the machine is (``--extra-procs`` included)."""
+    print(f"processes on the machine: {process_count()} (incl. --extra-procs {extra_procs})")
+    print()
+
+
+def overall(checks: dict[str, bool]) -> int:
+    """Print the verdict of every check and of all of them; the exit code (0: all pass)."""
+    ok = all(checks.values())
+    parts = "; ".join(f"{what}: {verdict(good)}" for what, good in checks.items())
+    print(f"overall: {verdict(ok)} ({parts})")
+    return 0 if ok else 1
+
+
+@contextlib.contextmanager
+def bench_workspace(extra_procs: int, name: str) -> Iterator[tuple[Path, Any]]:
+    """``extra_procs`` idle processes, a temporary folder and a temporary workspace, for
+    the length of a benchmark; says first how busy the machine is."""
+    with (
+        idle_processes(extra_procs),
+        temp_dir(f"runner-bench-{name}-") as tmp,
+        temp_workspace() as ws,
+    ):
+        print_process_count(extra_procs)
+        yield tmp, ws

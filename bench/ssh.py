@@ -317,7 +317,7 @@ def main() -> int:
     from runner import ComputeTarget, Experiment, RemoteCompute, daemon_client
     from targets.ssh import SshTarget
 
-    n_procs = sum(1 for e in os.listdir("/proc") if e.isdigit()) if os.path.isdir("/proc") else 0
+    n_procs = common.process_count()
     print(f"host: {args.user}@{args.host}:{args.port}; processes on the machine: {n_procs}")
     print()
 
@@ -522,11 +522,9 @@ def main() -> int:
         print()
     print(f"bare costs (medians of {args.profile_reps}):")
     common.print_table(["command", "ms"], bare_rows)
-    print(
-        f"overall: {common.verdict(ok_a and ok_b)} (hello run <= {GOAL_RATIO}x: "
-        f"{common.verdict(ok_a)}; unchanged snapshot ~0 bytes: {common.verdict(ok_b)})"
+    return common.overall(
+        {f"hello run <= {GOAL_RATIO}x": ok_a, "unchanged snapshot ~0 bytes": ok_b}
     )
-    return 0 if ok_a and ok_b else 1
 
 
 if __name__ == "__main__":

@@ -163,16 +163,7 @@ def main() -> int:
 
         return fn
 
-    with (
-        common.idle_processes(args.extra_procs),
-        common.temp_dir("runner-bench-submit-") as tmp,
-        common.temp_workspace() as ws,
-    ):
-        n_procs = (
-            sum(1 for e in os.listdir("/proc") if e.isdigit()) if os.path.isdir("/proc") else 0
-        )
-        print(f"processes on the machine: {n_procs} (incl. --extra-procs {args.extra_procs})")
-        print()
+    with common.bench_workspace(args.extra_procs, "submit") as (tmp, ws):
         src = tmp / "src"
         src.mkdir()
         (src / "hello.py").write_text(HELLO)
@@ -317,11 +308,9 @@ def main() -> int:
         "guild run ~80x, Sacred ~18x, ClearML ~390x"
     )
     print()
-    print(
-        f"overall: {common.verdict(ok_a and ok_b)} (in-process <= {GOAL_IN_PROCESS}x: "
-        f"{common.verdict(ok_a)}; whole process <= {GOAL_PROCESS:g}x: {common.verdict(ok_b)})"
+    return common.overall(
+        {f"in-process <= {GOAL_IN_PROCESS}x": ok_a, f"whole process <= {GOAL_PROCESS:g}x": ok_b}
     )
-    return 0 if ok_a and ok_b else 1
 
 
 if __name__ == "__main__":

@@ -216,24 +216,7 @@ def _pip_install(prefix: Path, definition: CondaDefinition, log: Path) -> list[_
     uv_env = uv_environment()
     before = _dist_infos(prefix)
     log_line(log, f"pip: installing {list(definition.pip_requirements)} with uv")
-    _run_logged(
-        [
-            uv,
-            "pip",
-            "install",
-            "--python",
-            str(python),
-            # --prefix: the prefix even when bin/python reports another sys.prefix
-            "--prefix",
-            str(prefix),
-            *definition.uv_options,
-            *definition.pip_requirements,
-        ],
-        log,
-        uv_env,
-        "pip install",
-        prefix.parent,
-    )
+    _uv_pip_install(uv, prefix, [*definition.uv_options, *definition.pip_requirements], log, uv_env)
     installed = []
     for dist_info in sorted(_dist_infos(prefix) - before):
         name, version = _metadata(dist_info)
@@ -248,6 +231,16 @@ def _pip_install(prefix: Path, definition: CondaDefinition, log: Path) -> list[_
         + ", ".join(f"{p.name}=={p.version}" for p in packages),
     )
     return packages
+
+
+def _uv_pip_install(
+    uv: str, prefix: Path, args: Sequence[str], log: Path, uv_env: Mapping[str, str]
+) -> None:
+    """``uv pip install ARGS`` into the environment at ``prefix``, logged to ``log``."""
+    python = prefix / "bin" / "python"
+    # --prefix: the prefix even when bin/python reports another sys.prefix
+    argv = [uv, "pip", "install", "--python", str(python), "--prefix", str(prefix), *args]
+    _run_logged(argv, log, uv_env, "pip install", prefix.parent)
 
 
 def _pip_install_locked(prefix: Path, packages: Sequence[_PipPackage], log: Path) -> None:
@@ -265,21 +258,4 @@ def _pip_install_locked(prefix: Path, packages: Sequence[_PipPackage], log: Path
         requirements = Path(tmp) / "requirements.txt"
         requirements.write_text("\n".join(lines) + "\n", encoding="utf-8")
         log_line(log, f"pip: installing {len(lines)} locked package(s) with uv")
-        _run_logged(
-            [
-                uv,
-                "pip",
-                "install",
-                "--python",
-                str(python),
-                "--prefix",
-                str(prefix),
-                "--no-deps",
-                "-r",
-                str(requirements),
-            ],
-            log,
-            uv_environment(),
-            "pip install",
-            prefix.parent,
-        )
+        _uv_pip_install(uv, prefix, ["--no-deps", "-r", str(requirements)], log, uv_environment())

@@ -187,12 +187,10 @@ class _StoreRuns(_StoreConnection):
         # experiment index and then scanning every run of the experiment.
         indexed = bool(tags or tag_keys or properties or property_keys)
         p = "+" if indexed else ""
-        if experiment_id is not None:
-            where.append(f"{p}r.experiment_id = ?")
-            params.append(experiment_id)
-        if parent_id is not None:
-            where.append(f"{p}r.parent_id = ?")
-            params.append(parent_id)
+        for column, value in (("experiment_id", experiment_id), ("parent_id", parent_id)):
+            if value is not None:
+                where.append(f"{p}r.{column} = ?")
+                params.append(value)
         if top_level_only:
             where.append(f"{p}r.parent_id IS NULL")
         if descendants_of is not None:
@@ -202,15 +200,10 @@ class _StoreRuns(_StoreConnection):
                 "SELECT id FROM d)"
             )
             params.append(descendants_of)
-        if run_type is not None:
-            where.append(f"{p}r.type = ?")
-            params.append(run_type)
-        if status is not None:
-            where.append(f"{p}r.status = ?")
-            params.append(status)
-        if target is not None:
-            where.append(f"{p}r.target = ?")
-            params.append(target)
+        for column, value in (("type", run_type), ("status", status), ("target", target)):
+            if value is not None:
+                where.append(f"{p}r.{column} = ?")
+                params.append(value)
         for condition, values in _kv_conditions(tags, tag_keys, properties, property_keys):
             where.append(condition)
             params.extend(values)

@@ -15,6 +15,7 @@ group ``runner.targets``), and ``tests/targets/contract.py`` run with it.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,6 +130,31 @@ class RunHandle(Protocol):
 
     def local_tree(self) -> LocalTree | None:
         """The run's processes on this machine; None when they are elsewhere (or gone)."""
+
+
+class ReportedExit:
+    """Part of a handle whose exit code one of its threads reports (a host's agent, a
+    follower): ``poll`` and ``wait`` over an Event. Call ``_init_exit`` in ``__init__``."""
+
+    _code: int | None
+    _exited: threading.Event
+
+    def _init_exit(self) -> None:
+        self._code = None
+        self._exited = threading.Event()
+
+    def _report_exit(self, code: int) -> None:
+        self._code = code
+        self._exited.set()
+
+    def poll(self) -> int | None:
+        """The exit code once it was reported (-1: ended, its code unknown)."""
+        return self._code if self._exited.is_set() else None
+
+    def wait(self, timeout_s: float | None = None) -> int | None:
+        """Wait for the exit code; None if ``timeout_s`` passed first."""
+        self._exited.wait(timeout_s)
+        return self.poll()
 
 
 class Target(Protocol):

@@ -35,7 +35,7 @@ from runner.definition import RunDefinition
 from runner.service.proc import ProcessId, terminate_tree
 from runner.shim import read_exit_file
 from runner.snapshot import materialize
-from targets.base import Job, LaunchSpec, LocalTree, Place, RunEvents, TargetKind
+from targets.base import Job, LaunchSpec, LocalTree, Place, ReportedExit, RunEvents, TargetKind
 
 if TYPE_CHECKING:
     from runner.environment import Environment
@@ -111,7 +111,7 @@ class FakeTarget:
                 env=env,
                 start_new_session=True,
             )
-        return FakeHandle(run_dir, ProcessId.of(proc.pid), spec.run_id, events, proc)
+        return FakeHandle(run_dir, ProcessId.of(proc.pid), events, proc)
 
     def recover(self, job: Job) -> dict[str, str] | None:
         """Nothing recorded where a launch began: the pretend host never keeps a trace."""
@@ -120,31 +120,28 @@ class FakeTarget:
     def reattach(self, described: Mapping[str, str], events: RunEvents) -> FakeHandle:
         """Follow a run launched by an earlier supervisor."""
         pid = ProcessId(int(described["pid"]), float(described["create_time"]))
-        return FakeHandle(Path(described["host_run_dir"]), pid, described["run_id"], events)
+        return FakeHandle(Path(described["host_run_dir"]), pid, events)
 
     def close(self) -> None:
         """Nothing held."""
 
 
-class FakeHandle:
+class FakeHandle(ReportedExit):
     """A run on the pretend host; its driver log streams to ``events.driver_log``."""
 
     def __init__(
         self,
         run_dir: Path,
         pid: ProcessId,
-        run_id: str,
         events: RunEvents,
         popen: subprocess.Popen[bytes] | None = None,
     ) -> None:
-        self.run_dir = run_dir
+        self._init_exit()
+        self.run_dir, self.run_id = run_dir, run_dir.name  # the host's folder is named by the run
         self.pid = pid
-        self.run_id = run_id
         self.events = events
         self._popen = popen
-        self._code: int | None = None
-        self._done = threading.Event()
-        threading.Thread(target=self._stream, name=f"fake-{run_id}", daemon=True).start()
+        threading.Thread(target=self._stream, name=f"fake-{self.run_id}", daemon=True).start()
 
     def _alive(self) -> bool:
         if self._popen is not None:
@@ -167,28 +164,18 @@ class FakeHandle:
                         out.write(chunk)
             if not alive:
                 code = read_exit_file(self.run_dir / "exit_code")
-                self._code = -1 if code is None else code
-                self._done.set()
+                self._report_exit(-1 if code is None else code)
                 return
-            self._done.wait(0.05)
-
-    def poll(self) -> int | None:
-        """The exit code once the process is gone and its log is all here."""
-        return self._code if self._done.is_set() else None
-
-    def wait(self, timeout_s: float | None = None) -> int | None:
-        """Wait for the exit code."""
-        self._done.wait(timeout_s)
-        return self.poll()
+            self._exited.wait(0.05)
 
     def cancel(self, grace_s: float = 10.0) -> None:
         """TERM the process group, KILL what is left after ``grace_s``."""
-        if self._done.is_set():
+        if self._exited.is_set():
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid.pid, signal.SIGTERM)
         terminate_tree(self.pid, grace_s, session=self.pid.pid)
-        self._done.wait(grace_s + 5)
+        self._exited.wait(grace_s + 5)
 
     def describe(self) -> dict[str, str]:
         """Enough to follow the run again after a restart."""

@@ -456,3 +456,10 @@ def require_cgroups() -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI=true but runs cannot be contained in cgroup v2: {problem}")
     pytest.skip(f"{problem} (run the tests as root on Linux 5.14+ to include this)")
+
+
+def heartbeat_of(run: Any) -> float:
+    """The run's last heartbeat (seconds since the epoch; 0 before the first)."""
+    row = run._store.get_run(run.id)
+    assert row is not None
+    return float(row.heartbeat_utc or 0.0)

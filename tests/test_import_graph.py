@@ -130,7 +130,6 @@ LAZY_IMPORTERS = {
     "runner.remote_agent": "a host's agent session starts without the workspace modules "
     "(follow and cancel sessions never need them)",
     "runner.tensorboard": "psutil loads with the TensorBoard process, not on import",
-    "runner.service.daemon": "psutil (system metrics) loads with the sampling thread",
     "targets.local": "psutil (targets.keepers) loads with the first run, not at submit",
     "targets.docker": "psutil and the image builder load with a container, not at submit",
     "targets.ssh": "the environment builders load when a host prepares one",

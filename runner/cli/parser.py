@@ -74,19 +74,13 @@ def global_options() -> Parser:
         "default one) (default: from .runner/config.json here or above, else "
         "$RUNNER_WORKSPACE, else ~/.runner/workspace)",
     )
-    g.add_argument(
-        "-g",
-        "--resource-group",
-        metavar="RG",
-        default=argparse.SUPPRESS,
-        help="accepted for az ml's command lines and ignored: workspaces are local",
-    )
-    g.add_argument(
-        "--subscription-id",
-        metavar="ID",
-        default=argparse.SUPPRESS,
-        help="accepted for az ml's command lines and ignored: workspaces are local",
-    )
+    for flags, metavar in ((("-g", "--resource-group"), "RG"), (("--subscription-id",), "ID")):
+        g.add_argument(
+            *flags,
+            metavar=metavar,
+            default=argparse.SUPPRESS,
+            help="accepted for az ml's command lines and ignored: workspaces are local",
+        )
     g.add_argument(
         "-o",
         "--output",

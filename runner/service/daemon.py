@@ -39,9 +39,11 @@ from runner.keeper import remove_empty_cgroups
 from runner.liveness import heartbeat_s
 from runner.run import RUN_TYPE_SCRIPT
 from runner.service import registry
+from runner.service.proc import groups_of
 from runner.service.scheduler import Scheduler
 from runner.service.settings import load_settings
 from runner.service.supervisor import RunSupervisor
+from runner.service.sysmetrics import Sampler
 from runner.status import BEFORE_LAUNCH_VALUES, SUPERVISED_VALUES, RunStatus
 from runner.store import Store
 from runner.workspace import Workspace, declare_mlflow_plugin
@@ -294,7 +296,7 @@ class Daemon:
         if uid in self._trusted_uids:
             return None
         group = self.ws._access.group
-        if group is not None and (gid == group or group in _groups_of(pid)):
+        if group is not None and (gid == group or group in groups_of(pid)):
             return None
         self._refused += 1
         now = time.monotonic()
@@ -455,8 +457,6 @@ class Daemon:
 
     def _sample_loop(self) -> None:
         """Record CPU, memory and GPU use of every running run as ``sys/...`` metrics."""
-        from runner.service.sysmetrics import Sampler  # psutil: only once the loop runs
-
         sampler = Sampler(self.ws)
         while not self.stopping.is_set():
             interval = self.settings.system_metrics_s
@@ -476,18 +476,6 @@ class Daemon:
             sys.stderr.flush()
         except OSError:
             pass  # daemon.log on a full disk: the daemon's work matters more than its log
-
-
-def _groups_of(pid: int) -> set[int]:
-    """The supplementary groups of a process (from /proc), empty if it is gone."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Groups:"):
-                    return {int(g) for g in line.split()[1:]}
-    except (OSError, ValueError):
-        pass
-    return set()
 
 
 # -- process entry -------------------------------------------------------------------

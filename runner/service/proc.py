@@ -152,3 +152,15 @@ def _signal_all(procs: object, sig: int) -> None:
     for p in procs:  # type: ignore[attr-defined]
         with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
             p.send_signal(sig)
+
+
+def groups_of(pid: int) -> set[int]:
+    """The supplementary groups of a process (from /proc), empty if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Groups:"):
+                    return {int(g) for g in line.split()[1:]}
+    except (OSError, ValueError):
+        pass
+    return set()

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from runner.errors import TargetUnavailableError
 from runner.liveness import heartbeat_s
-from targets.base import LocalTree, RunEvents
+from targets.base import LocalTree, ReportedExit, RunEvents
 from targets.ssh.connection import BOOTSTRAP
 from targets.ssh.session import AgentSession, RemoteError
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from targets.ssh import SshTarget
 
 
-class SshHandle:
+class SshHandle(ReportedExit):
     """A run on a host: follows its log and journal into this machine's history from the
     moment it is made, reconnecting when the link drops."""
 
@@ -39,8 +39,7 @@ class SshHandle:
         self.target = target
         self.run_id = run_id
         self.events = events
-        self._code: int | None = None
-        self._exited = threading.Event()
+        self._init_exit()
         self._session = session
         self.link_up = True
         self.error: str | None = None
@@ -82,8 +81,7 @@ class SshHandle:
                 raise TargetUnavailableError("no heartbeat from the host")
             except RemoteError as exc:  # not the link: trying again would not help
                 self.error = str(exc)
-                self._code = -1
-                self._exited.set()
+                self._report_exit(-1)
                 return
             except (TargetUnavailableError, OSError, ValueError) as exc:
                 if session is not None:
@@ -145,19 +143,9 @@ class SshHandle:
             code = header.get("code")
             if header.get("missing"):
                 self.error = "the run's folder on the host is gone"
-            self._code = -1 if code is None else int(code)
-            self._exited.set()
+            self._report_exit(-1 if code is None else int(code))
 
     # -- RunHandle -----------------------------------------------------------------------
-
-    def poll(self) -> int | None:
-        """The exit code once the host reported it."""
-        return self._code if self._exited.is_set() else None
-
-    def wait(self, timeout_s: float | None = None) -> int | None:
-        """Wait for the exit code."""
-        self._exited.wait(timeout_s)
-        return self.poll()
 
     def cancel(self, grace_s: float = 10.0) -> None:
         """TERM the run's session on the host, wait ``grace_s``, KILL the rest.

@@ -30,7 +30,7 @@ from tests.daemon.conftest import (
     wait_details,
     wait_status,
 )
-from tests.helpers import StatusRecorder, daemon_pid, wait_until
+from tests.helpers import StatusRecorder, daemon_pid, heartbeat_of, wait_until
 
 HEARTBEAT_S = 0.2
 
@@ -43,9 +43,7 @@ def fast_heartbeats(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def heartbeat(run: Run) -> float:
-    row = run._store.get_run(run.id)
-    assert row is not None
-    return float(row.heartbeat_utc or 0.0)
+    return heartbeat_of(run)
 
 
 def driver_log(run: Run) -> str:

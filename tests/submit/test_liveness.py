@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from runner import Run, Workspace, daemon_client
-from tests.helpers import StatusRecorder, daemon_pid, run_script, wait_until
+from tests.helpers import StatusRecorder, daemon_pid, heartbeat_of, run_script, wait_until
 from tests.submit.conftest import (
     Kit,
     alive_recorded,
@@ -35,9 +35,7 @@ def fast_heartbeats(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def heartbeat(run: Run) -> float:
-    row = run._store.get_run(run.id)
-    assert row is not None
-    return float(row.heartbeat_utc or 0)
+    return heartbeat_of(run)
 
 
 def stop_between_writes(ws: Workspace, pid: int) -> None:
