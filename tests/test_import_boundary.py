@@ -112,3 +112,65 @@ def test_conda_dependencies_has_its_spec_path():
 def test_unknown_names_are_attribute_errors():
     with pytest.raises(AttributeError, match=r"module 'runner' has no attribute 'Nope'"):
         _ = runner.Nope  # type: ignore[attr-defined]
+
+
+CLIENT_COPY = """
+import sys
+from runner import Workspace
+from runner.service.daemon import Daemon
+
+ws = Workspace.create(sys.argv[1])
+print("CLIENT " + str(Daemon(ws, None).client_dir()))
+"""
+
+IN_THE_COPY = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import runner
+found = {}
+for name in ("runner.service", "runner.cli", "targets", "environments", "runner.run"):
+    try:
+        __import__(name)
+        found[name] = True
+    except ImportError:
+        found[name] = False
+print("FOUND " + json.dumps(found))
+print("FROM " + runner.__file__)
+"""
+
+
+@pytest.mark.skipif(
+    not PY39.exists(), reason=f"no Python 3.9 at {PY39} to play a user's environment"
+)
+def test_the_client_copy_a_run_gets_holds_no_host_side_package(tmp_path):
+    """What the daemon puts on a run's PYTHONPATH (Daemon.client_dir), in an interpreter
+    without runner installed (Python 3.9, isolated): the client imports, and nothing of
+    runner/service/, runner/cli/, targets/ or environments/ can be imported from it."""
+    made = subprocess.run(
+        [sys.executable, "-c", CLIENT_COPY, str(tmp_path / "ws")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    client = next(x for x in made.stdout.splitlines() if x.startswith("CLIENT "))[7:]
+    proc = subprocess.run(
+        [str(PY39), "-I", "-c", IN_THE_COPY, client],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("FOUND "))
+    assert json.loads(line[6:]) == {
+        "runner.service": False,
+        "runner.cli": False,
+        "targets": False,
+        "environments": False,
+        "runner.run": True,
+    }
+    assert proc.stdout.split("FROM ")[1].strip().startswith(client)
