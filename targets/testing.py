@@ -15,6 +15,10 @@ Use it: ``RUNNER_TARGETS=fake=targets.testing:KIND`` in the environment of the p
 that submits (the daemon it starts inherits it), then
 ``ComputeTarget.attach(ws, "pretend", FakeTarget.attach_configuration())`` and submit
 with ``compute_target="pretend"``.
+
+Like a mock transport, it can be told to misbehave, to test what the supervisor does
+when a target does (``attach_configuration(launch_error=..., link_down_s=...)``): a
+launch that fails, a link to the host that drops and comes back while the run goes on.
 """
 
 from __future__ import annotations
@@ -27,11 +31,13 @@ import subprocess
 import sys
 import threading
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from environments.base import PreparedEnvironment
 from runner.definition import RunDefinition
+from runner.errors import TargetUnavailableError
 from runner.service.proc import ProcessId, terminate_tree
 from runner.shim import read_exit_file
 from runner.snapshot import materialize
@@ -47,12 +53,29 @@ COMPUTE_TYPE = "fake"
 _WRAPPER = 'cd "$1" && shift && "$@"; code=$?; echo "$code" > "$RUNNER_FAKE_EXIT"; exit "$code"'
 
 
+@dataclass(frozen=True)
+class Misbehaviour:
+    """What a FakeTarget is told to get wrong (nothing, by default)."""
+
+    #: ``launch`` raises TargetUnavailableError with this message
+    launch_error: str | None = None
+    #: (after, for): seconds into the run the link to the host drops, and how long it
+    #: stays down (the run goes on meanwhile, as on a real host)
+    link_down_s: tuple[float, float] | None = None
+
+
 class FakeAttachConfiguration:
     """What ``ComputeTarget.attach`` records for a FakeTarget."""
 
+    def __init__(self, misbehaviour: Misbehaviour) -> None:
+        self.misbehaviour = misbehaviour
+
     def to_config(self, workspace: Workspace, name: str) -> tuple[str, dict[str, Any]]:
         """(compute type, JSON configuration)."""
-        return COMPUTE_TYPE, {"host_dir": str(Path(workspace.path) / "fake-host")}
+        return COMPUTE_TYPE, {
+            "host_dir": str(Path(workspace.path) / "fake-host"),
+            "misbehaviour": asdict(self.misbehaviour),
+        }
 
 
 class FakeTarget:
@@ -61,14 +84,23 @@ class FakeTarget:
     kind: ClassVar[str] = "fake"
     shares_host: ClassVar[bool] = False
 
-    def __init__(self, host_dir: Path, client_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        host_dir: Path,
+        client_dir: Path | None = None,
+        misbehaviour: Misbehaviour | None = None,
+    ) -> None:
         self.host_dir = host_dir
         self.client_dir = client_dir
+        self.misbehaviour = misbehaviour or Misbehaviour()
 
     @staticmethod
-    def attach_configuration() -> FakeAttachConfiguration:
-        """For ``ComputeTarget.attach(ws, name, FakeTarget.attach_configuration())``."""
-        return FakeAttachConfiguration()
+    def attach_configuration(
+        launch_error: str | None = None, link_down_s: tuple[float, float] | None = None
+    ) -> FakeAttachConfiguration:
+        """For ``ComputeTarget.attach(ws, name, FakeTarget.attach_configuration())``;
+        the arguments make it misbehave (see ``Misbehaviour``)."""
+        return FakeAttachConfiguration(Misbehaviour(launch_error, link_down_s))
 
     def _run_dir(self, run_id: str) -> Path:
         return self.host_dir / run_id
@@ -98,6 +130,8 @@ class FakeTarget:
 
     def launch(self, spec: LaunchSpec, events: RunEvents) -> FakeHandle:
         """Start the run's process on the pretend host, in a session of its own."""
+        if self.misbehaviour.launch_error is not None:
+            raise TargetUnavailableError(self.misbehaviour.launch_error)
         run_dir = self._run_dir(spec.run_id)
         env = {**os.environ, **spec.env, "RUNNER_FAKE_EXIT": str(run_dir / "exit_code")}
         if self.client_dir is not None:  # as a host puts its copy of runner's client
@@ -111,7 +145,10 @@ class FakeTarget:
                 env=env,
                 start_new_session=True,
             )
-        return FakeHandle(run_dir, ProcessId.of(proc.pid), events, proc)
+        handle = FakeHandle(run_dir, ProcessId.of(proc.pid), events, proc)
+        if self.misbehaviour.link_down_s is not None:
+            handle.drop_link(*self.misbehaviour.link_down_s)
+        return handle
 
     def recover(self, job: Job) -> dict[str, str] | None:
         """Nothing recorded where a launch began: the pretend host never keeps a trace."""
@@ -142,6 +179,19 @@ class FakeHandle(ReportedExit):
         self.events = events
         self._popen = popen
         threading.Thread(target=self._stream, name=f"fake-{self.run_id}", daemon=True).start()
+
+    def drop_link(self, after_s: float, for_s: float) -> None:
+        """Report the link to the host down ``after_s`` into the run, and back up
+        ``for_s`` later (the run goes on meanwhile)."""
+
+        def flap() -> None:
+            if self._exited.wait(after_s):
+                return
+            self.events.link_changed(False, "the fake host's link was cut on purpose")
+            if not self._exited.wait(for_s):
+                self.events.link_changed(True, None)
+
+        threading.Thread(target=flap, name=f"fake-link-{self.run_id}", daemon=True).start()
 
     def _alive(self) -> bool:
         if self._popen is not None:
@@ -205,7 +255,13 @@ class FakeHandle(ReportedExit):
 
 def _for_run(place: Place, definition: RunDefinition) -> FakeTarget:
     host = Path(str(place.config.get("host_dir") or Path(place.ws.path) / "fake-host"))
-    return FakeTarget(host, place.client_dir)
+    told = dict(place.config.get("misbehaviour") or {})
+    down = told.get("link_down_s")
+    misbehaviour = Misbehaviour(
+        launch_error=told.get("launch_error"),
+        link_down_s=(float(down[0]), float(down[1])) if down else None,
+    )
+    return FakeTarget(host, place.client_dir, misbehaviour)
 
 
 #: What the registry loads for compute type ``fake``.
