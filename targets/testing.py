@@ -84,15 +84,10 @@ class FakeTarget:
     kind: ClassVar[str] = "fake"
     shares_host: ClassVar[bool] = False
 
-    def __init__(
-        self,
-        host_dir: Path,
-        client_dir: Path | None = None,
-        misbehaviour: Misbehaviour | None = None,
-    ) -> None:
+    def __init__(self, host_dir: Path, client_dir: Path | None, told: Misbehaviour) -> None:
         self.host_dir = host_dir
         self.client_dir = client_dir
-        self.misbehaviour = misbehaviour or Misbehaviour()
+        self.misbehaviour = told
 
     @staticmethod
     def attach_configuration(

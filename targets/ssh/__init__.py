@@ -123,6 +123,7 @@ class SshTarget:
         ws: Any,
         name: str,
         config: Mapping[str, Any],
+        *,
         endpoint: Endpoint | None = None,
         client_dir: Path | None = None,
     ) -> None:
@@ -138,7 +139,7 @@ class SshTarget:
     @classmethod
     def from_endpoint(cls, ws: Any, endpoint: Endpoint) -> SshTarget:
         """A target not recorded (yet): attach checks the login with it."""
-        return cls(ws, endpoint.name, {}, endpoint)
+        return cls(ws, endpoint.name, {}, endpoint=endpoint)
 
     @property
     def remote_client(self) -> str:
