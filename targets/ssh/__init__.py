@@ -123,7 +123,6 @@ class SshTarget:
         ws: Any,
         name: str,
         config: Mapping[str, Any],
-        *,
         endpoint: Endpoint | None = None,
         client_dir: Path | None = None,
     ) -> None:
@@ -139,7 +138,7 @@ class SshTarget:
     @classmethod
     def from_endpoint(cls, ws: Any, endpoint: Endpoint) -> SshTarget:
         """A target not recorded (yet): attach checks the login with it."""
-        return cls(ws, endpoint.name, {}, endpoint=endpoint)
+        return cls(ws, endpoint.name, {}, endpoint)
 
     @property
     def remote_client(self) -> str:
