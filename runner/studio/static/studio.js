@@ -1,0 +1,298 @@
+// runner studio: the live parts of the server-rendered pages. No inline script (CSP);
+// everything this needs is in data- attributes. Live data comes as Server-Sent Events.
+"use strict";
+(function () {
+  const body = document.body;
+  const $ = (sel, el) => (el || document).querySelector(sel);
+  const $$ = (sel, el) => Array.from((el || document).querySelectorAll(sel));
+  const TERMINAL = new Set(["Completed", "Failed", "Canceled"]);
+  const PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948",
+    "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"];
+
+  function setStatus(runId, status) {
+    for (const el of $$(`[data-status-of="${CSS.escape(runId)}"]`)) {
+      el.textContent = status;
+      el.className = "status s-" + status;
+    }
+  }
+
+  function utc(t) {
+    if (t === null || t === undefined) return "";
+    return new Date(t * 1000).toISOString().replace("T", " ").slice(0, 19);
+  }
+
+  // -- charts -------------------------------------------------------------------------
+  const css = getComputedStyle(document.documentElement);
+  const ink = () => css.getPropertyValue("--ink").trim() || "#222";
+  const grid = () => css.getPropertyValue("--grid").trim() || "#ddd";
+
+  function smooth(ys, alpha) {
+    if (!alpha) return ys;
+    const out = new Array(ys.length);
+    let s = null;
+    for (let i = 0; i < ys.length; i++) {
+      const v = ys[i];
+      if (v === null) { out[i] = s; continue; }
+      s = s === null ? v : alpha * s + (1 - alpha) * v;
+      out[i] = s;
+    }
+    return out;
+  }
+
+  function chartOptions(el, labels, onZoom) {
+    const width = Math.max(320, el.clientWidth - 8);
+    const logy = $("#logy") && $("#logy").checked;
+    return {
+      width, height: 240,
+      scales: { x: { time: false }, y: logy ? { distr: 3 } : {} },
+      axes: [
+        { stroke: ink(), grid: { stroke: grid() } },
+        { stroke: ink(), grid: { stroke: grid() } },
+      ],
+      series: [{ label: "step" }].concat(labels.map((label, i) => ({
+        label, stroke: PALETTE[i % PALETTE.length], width: 1.5, spanGaps: true,
+      }))),
+      hooks: onZoom ? { setSelect: [onZoom] } : {},
+      legend: { live: true },
+    };
+  }
+
+  class LiveChart {
+    constructor(el, runId, name) {
+      this.el = el; this.runId = runId; this.name = name;
+      this.x = []; this.y = []; this.u = null; this.zoomed = false;
+    }
+    url(extra) {
+      const q = new URLSearchParams({ name: this.name, buckets: String(Math.max(100, this.el.clientWidth)) });
+      for (const [k, v] of Object.entries(extra || {})) q.set(k, v);
+      return `/api/runs/${encodeURIComponent(this.runId)}/metric?${q}`;
+    }
+    async load() {
+      const data = await (await fetch(this.url())).json();
+      this.x = data.x; this.y = data.y; this.draw();
+      return data.lastId || 0;
+    }
+    draw() {
+      if (this.u) this.u.destroy();
+      const zoom = (u) => {
+        if (u.select.width < 2) return;
+        const xmin = u.posToVal(u.select.left, "x");
+        const xmax = u.posToVal(u.select.left + u.select.width, "x");
+        this.zoom(xmin, xmax);
+      };
+      this.u = new uPlot(chartOptions(this.el, [this.name], zoom), this.data(), this.el);
+      this.el.dataset.points = String(this.x.length);
+    }
+    data() {
+      const alpha = Number(($("#smooth") || {}).value || 0);
+      return [this.x, smooth(this.y, alpha)];
+    }
+    async zoom(xmin, xmax) {
+      // Re-bucket on the server: the zoomed range gets its own first/min/max/last.
+      const data = await (await fetch(this.url({ xmin, xmax }))).json();
+      this.zoomed = true;
+      this.u.setData([data.x, smooth(data.y, Number(($("#smooth") || {}).value || 0))]);
+      this.u.setScale("x", { min: xmin, max: xmax });
+    }
+    append(xs, ys) {
+      for (let i = 0; i < xs.length; i++) { this.x.push(xs[i]); this.y.push(ys[i]); }
+      this.el.dataset.points = String(this.x.length);
+      if (this.u && !this.zoomed) this.u.setData(this.data());
+    }
+  }
+
+  // -- the run page ---------------------------------------------------------------------
+  async function runPage() {
+    const runId = body.dataset.runId;
+    const charts = new Map();
+    const box = $(".charts") || (() => {
+      const d = document.createElement("div"); d.className = "charts";
+      const h = $("#no-metrics") || $("h2 + .chart-tools");
+      (h ? h.parentNode : $("main")).insertBefore(d, h ? h.nextSibling : null);
+      return d;
+    })();
+    function chartFor(name) {
+      let c = charts.get(name);
+      if (c) return c;
+      let el = $(`.chart[data-metric="${CSS.escape(name)}"]`);
+      if (!el) {
+        el = document.createElement("div"); el.className = "chart"; el.dataset.metric = name;
+        const h = document.createElement("h3"); h.textContent = name; el.appendChild(h);
+        box.appendChild(el);
+        const none = $("#no-metrics"); if (none) none.remove();
+      }
+      c = new LiveChart(el, runId, name); charts.set(name, c);
+      return c;
+    }
+    let after = 0;
+    for (const el of $$(".chart[data-metric]")) {
+      const c = chartFor(el.dataset.metric);
+      after = Math.max(after, await c.load());
+    }
+    for (const el of $$(".other[data-metric]")) otherMetric(el, runId);
+    for (const id of ["smooth", "logy"]) {
+      const ctl = $("#" + id);
+      if (ctl) ctl.addEventListener("input", () => charts.forEach((c) => c.draw()));
+    }
+    const events = new EventSource(`/api/runs/${encodeURIComponent(runId)}/events?after=${after}`);
+    events.addEventListener("status", (ev) => {
+      const run = JSON.parse(ev.data);
+      setStatus(runId, run.status);
+      body.dataset.status = run.status;
+      $("#status-details").textContent = run.statusDetails || "";
+      $("#started").textContent = utc(run.startUtc);
+      $("#ended").textContent = utc(run.endUtc);
+      if (TERMINAL.has(run.status)) { const b = $("#cancel"); if (b) b.closest("form").remove(); }
+    });
+    events.addEventListener("metric", (ev) => {
+      for (const m of JSON.parse(ev.data)) {
+        const c = chartFor(m.name);
+        if (!c.u) { c.x = m.x; c.y = m.y; c.draw(); } else c.append(m.x, m.y);
+      }
+    });
+    events.addEventListener("end", () => events.close());
+    followLog();
+  }
+
+  function followLog() {
+    const pre = $("#log");
+    if (!pre) return;
+    let text = "";
+    const search = $("#log-search");
+    const follow = $("#follow");
+    const render = () => {
+      const q = search.value;
+      pre.textContent = q ? text.split("\n").filter((l) => l.includes(q)).join("\n") : text;
+      if (follow.checked) pre.scrollTop = pre.scrollHeight;
+    };
+    search.addEventListener("input", render);
+    // EventSource resends Last-Event-ID (the byte offset) when it reconnects.
+    const src = new EventSource(pre.dataset.src);
+    src.addEventListener("log", (ev) => {
+      text += JSON.parse(ev.data).text;
+      if (search.value) render();
+      else {
+        pre.appendChild(document.createTextNode(JSON.parse(ev.data).text));
+        if (follow.checked) pre.scrollTop = pre.scrollHeight;
+      }
+      pre.dataset.bytes = ev.lastEventId;
+    });
+    src.addEventListener("end", () => { src.close(); pre.dataset.ended = "1"; });
+  }
+
+  // -- metrics that are not scalar series ----------------------------------------------
+  async function otherMetric(el, runId) {
+    const q = new URLSearchParams({ name: el.dataset.metric });
+    const m = await (await fetch(`/api/runs/${encodeURIComponent(runId)}/metric?${q}`)).json();
+    const last = m.values[m.values.length - 1];
+    if (m.kind === "image") return gallery(el, runId, m.values);
+    if (m.kind === "confusion_matrix" || (last && last.schema_type === "confusion_matrix")) {
+      return heatmap(el, last);
+    }
+    if ((m.kind === "table" || m.kind === "row") && m.values.length) return columnsChart(el, m);
+    if (m.kind === "list" && m.values.length) {
+      const chart = document.createElement("div"); el.appendChild(chart);
+      const ys = m.values.map(Number);
+      new uPlot(chartOptions(chart, [el.dataset.metric]), [ys.map((_, i) => i), ys], chart);
+      return;
+    }
+    const pre = document.createElement("pre"); pre.className = "json";
+    pre.textContent = JSON.stringify(last, null, 1);
+    el.appendChild(pre);
+  }
+
+  function columnsChart(el, m) {
+    // A row/table metric: its numeric columns as lines, x = the row index (or the first column).
+    const rows = [];
+    for (const v of m.values) {
+      if (Array.isArray(v)) rows.push(...v);
+      else if (v && typeof v === "object") {
+        const keys = Object.keys(v);
+        if (keys.length && Array.isArray(v[keys[0]])) {
+          for (let i = 0; i < v[keys[0]].length; i++) {
+            const r = {}; for (const k of keys) r[k] = v[k][i]; rows.push(r);
+          }
+        } else rows.push(v);
+      }
+    }
+    const cols = rows.length ? Object.keys(rows[0]).filter((k) => typeof rows[0][k] === "number") : [];
+    if (!cols.length) return;
+    const chart = document.createElement("div"); el.appendChild(chart);
+    const xs = rows.map((_, i) => i);
+    new uPlot(chartOptions(chart, cols), [xs, ...cols.map((c) => rows.map((r) => r[c]))], chart);
+  }
+
+  function gallery(el, runId, values) {
+    const names = values.map((v) => (v && (v.path || v.name)) || v).filter(Boolean);
+    if (!names.length) return;
+    const img = document.createElement("img"); img.className = "gallery";
+    const slider = document.createElement("input");
+    Object.assign(slider, { type: "range", min: 0, max: names.length - 1, value: names.length - 1 });
+    const label = document.createElement("span");
+    const show = () => {
+      const n = names[Number(slider.value)];
+      img.src = `/runs/${encodeURIComponent(runId)}/file?` + new URLSearchParams({ name: n });
+      label.textContent = ` step ${slider.value} of ${names.length - 1}: ${n}`;
+    };
+    slider.addEventListener("input", show);
+    el.append(slider, label, document.createElement("br"), img);
+    show();
+  }
+
+  function heatmap(el, value) {
+    const data = value && value.data ? value.data : value;
+    const matrix = data && (data.matrix || data);
+    const labels = (data && data.class_labels) || [];
+    if (!Array.isArray(matrix) || !matrix.length) return;
+    const n = matrix.length, cell = Math.max(24, Math.min(60, 360 / n));
+    const canvas = document.createElement("canvas");
+    canvas.width = n * cell + 80; canvas.height = n * cell + 40;
+    const ctx = canvas.getContext("2d");
+    const max = Math.max(...matrix.flat().map(Number), 1);
+    ctx.font = "12px sans-serif"; ctx.textAlign = "center"; ctx.textBaseline = "middle";
+    for (let i = 0; i < n; i++) {
+      for (let j = 0; j < matrix[i].length; j++) {
+        const v = Number(matrix[i][j]);
+        ctx.fillStyle = `rgba(78,121,167,${0.1 + 0.9 * v / max})`;
+        ctx.fillRect(80 + j * cell, i * cell, cell - 1, cell - 1);
+        ctx.fillStyle = v / max > 0.5 ? "#fff" : ink();
+        ctx.fillText(String(v), 80 + j * cell + cell / 2, i * cell + cell / 2);
+      }
+      ctx.fillStyle = ink(); ctx.textAlign = "right";
+      ctx.fillText(String(labels[i] ?? i), 74, i * cell + cell / 2); ctx.textAlign = "center";
+    }
+    el.appendChild(canvas);
+  }
+
+  // -- the runs table: live status cells --------------------------------------------------
+  function runsPage() {
+    const ids = body.dataset.liveIds;
+    if (!ids) return;
+    const src = new EventSource("/api/status?ids=" + encodeURIComponent(ids));
+    src.addEventListener("status", (ev) => {
+      for (const [id, s] of Object.entries(JSON.parse(ev.data))) setStatus(id, s.status);
+    });
+    src.addEventListener("end", () => src.close());
+  }
+
+  // -- compare: overlaid curves ------------------------------------------------------------
+  async function comparePage() {
+    const runs = body.dataset.runs.split(",");
+    for (const el of $$(".chart[data-metric]")) {
+      const name = el.dataset.metric;
+      const got = await Promise.all(runs.map(async (id) => {
+        const r = await fetch(`/api/runs/${encodeURIComponent(id)}/metric?` + new URLSearchParams({ name, buckets: "600" }));
+        return r.ok ? r.json() : null;
+      }));
+      const present = got.map((g, i) => [g, runs[i]]).filter(([g]) => g && g.x);
+      if (!present.length) continue;
+      const joined = uPlot.join(present.map(([g]) => [g.x, g.y]));
+      const labels = present.map(([, id]) => id);
+      new uPlot(chartOptions(el, labels), joined, el);
+      el.dataset.series = String(labels.length);
+    }
+  }
+
+  const pages = { run: runPage, runs: runsPage, compare: comparePage };
+  if (pages[body.dataset.page]) pages[body.dataset.page]();
+})();
