@@ -26,7 +26,7 @@ from starlette.responses import (
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from runner import views
+from runner import daemon_client, views
 from runner.control import request_cancel
 from runner.errors import UserError
 from runner.status import ACTIVE_VALUES
@@ -133,8 +133,6 @@ class Studio:
         return self.html(pages.compare_page(runs, sorted(names), show_all, self.guard.csrf_token))
 
     def daemon(self, request: Request) -> Response:
-        from runner import daemon_client
-
         try:
             answer = daemon_client.request(self.ws.path, {"op": "status"}, timeout_s=2.0)
             state = {"running": True, **{k: v for k, v in answer.items() if k != "ok"}}
@@ -310,8 +308,8 @@ def _rerun_command(run: dict[str, Any], definition: dict[str, Any]) -> str | Non
     if not script:
         return None
     words = ["runner", "run", "submit-script", "-e", run["experiment"]]
-    if definition.get("source_directory"):
-        words += ["-d", str(definition["source_directory"])]
+    if definition.get("sourceDirectory"):
+        words += ["-d", str(definition["sourceDirectory"])]
     if run["target"] and run["target"] != "local":
         words += ["-t", run["target"]]
     words += [str(script), *map(str, definition.get("arguments") or [])]

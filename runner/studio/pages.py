@@ -58,6 +58,7 @@ def page(title: str, body: str, csrf: str, page_kind: str, **data: str) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f'<meta name="csrf-token" content="{e(csrf)}">'
         f"<title>{e(title)} · runner studio</title>"
+        '<link rel="icon" href="data:,">'
         '<link rel="stylesheet" href="/static/uPlot.min.css">'
         '<link rel="stylesheet" href="/static/studio.css">'
         '<script src="/static/uPlot.iife.min.js" defer></script>'
@@ -243,7 +244,7 @@ def run_page(
         ("created (UTC)", e(when(run["createdUtc"]))),
         ("started (UTC)", f'<span id="started">{e(when(run["startUtc"]))}</span>'),
         ("ended (UTC)", f'<span id="ended">{e(when(run["endUtc"]))}</span>'),
-        ("duration", e(duration(run["durationS"]))),
+        ("duration", f'<span id="duration">{e(duration(run["durationS"]))}</span>'),
         ("parent", parent),
     ]
     if details.get("command"):

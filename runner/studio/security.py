@@ -8,7 +8,7 @@
 - **Writes**: only POST changes anything, and a POST needs the page's CSRF token and an
   ``Origin`` of this very server; else 403. No GET changes anything.
 - **Headers**: a strict Content-Security-Policy (scripts and styles only from the
-  studio's own static files, no inline script), no framing, no sniffing, no referrer.
+  studio's own static files, no inline script), no framing, no sniffing, no referrer to other sites.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from urllib.parse import parse_qs, urlencode
 
+import psutil
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: The session cookie that a token is exchanged for.
@@ -37,7 +38,7 @@ _HEADERS = [
     (b"content-security-policy", CSP.encode()),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),  # "no-referrer" would make a form's Origin "null"
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"cross-origin-resource-policy", b"same-origin"),
 ]
@@ -60,8 +61,6 @@ def _local_names(bind_host: str) -> set[str]:
     if ":" in bind_host and not bind_host.startswith("["):
         names.add(f"[{bind_host.lower()}]")
     if bind_host in ("0.0.0.0", "::"):  # noqa: S104 - naming the wildcard, not binding it
-        import psutil
-
         names.update({socket.gethostname().lower(), socket.getfqdn().lower()})
         for addresses in psutil.net_if_addrs().values():
             for address in addresses:

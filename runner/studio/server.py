@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import sys
 import webbrowser
@@ -71,12 +72,27 @@ def serve(
     server = uvicorn.Server(config)
     if open_browser:
         webbrowser.open(first)
+    # uvicorn re-raises the signal that stopped it once it is done: with these handlers
+    # that ends here, where the address file is removed, instead of killing the process.
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         server.run(sockets=[sock])
+    except _Stopped:
+        pass
     finally:
         _remove_record(record)
         sock.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
+
+
+class _Stopped(BaseException):
+    """SIGTERM or SIGINT after the server shut down."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise _Stopped
 
 
 def _remove_record(record: Path) -> None:

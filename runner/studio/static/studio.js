@@ -21,6 +21,14 @@
     return new Date(t * 1000).toISOString().replace("T", " ").slice(0, 19);
   }
 
+  function duration(s) {
+    if (s === null || s === undefined) return "";
+    if (s < 60) return s.toFixed(1) + "s";
+    const m = Math.floor(s / 60);
+    if (m < 60) return `${m}m ${String(Math.floor(s % 60)).padStart(2, "0")}s`;
+    return `${Math.floor(m / 60)}h ${String(m % 60).padStart(2, "0")}m`;
+  }
+
   // -- charts -------------------------------------------------------------------------
   const css = getComputedStyle(document.documentElement);
   const ink = () => css.getPropertyValue("--ink").trim() || "#222";
@@ -142,6 +150,7 @@
       $("#status-details").textContent = run.statusDetails || "";
       $("#started").textContent = utc(run.startUtc);
       $("#ended").textContent = utc(run.endUtc);
+      $("#duration").textContent = duration(run.durationS);
       if (TERMINAL.has(run.status)) { const b = $("#cancel"); if (b) b.closest("form").remove(); }
     });
     events.addEventListener("metric", (ev) => {
@@ -223,7 +232,12 @@
   }
 
   function gallery(el, runId, values) {
-    const names = values.map((v) => (v && (v.path || v.name)) || v).filter(Boolean);
+    // An image metric's value is "aml://artifactId/ExperimentRun/dcid.<run id>/<stored name>":
+    // the page asks for the stored name of this run, never for a path.
+    const names = values.map((v) => {
+      const s = String(v), at = s.indexOf("dcid.");
+      return at < 0 ? s : s.slice(s.indexOf("/", at) + 1);
+    }).filter(Boolean);
     if (!names.length) return;
     const img = document.createElement("img"); img.className = "gallery";
     const slider = document.createElement("input");

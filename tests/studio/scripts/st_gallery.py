@@ -1,0 +1,51 @@
+"""A run that logs the other metric kinds: an image per step (a gallery), a table, a
+row, a list and a confusion matrix, and a scalar; then ends."""
+
+import json
+import struct
+import sys
+import zlib
+from pathlib import Path
+
+from runner import Run
+
+
+def png(shade: int) -> bytes:
+    """A 16x16 grey PNG, written by hand (no imaging library in the run)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = b"".join(b"\x00" + bytes([shade]) * 16 for _ in range(16))
+    header = struct.pack(">IIBBBBB", 16, 16, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+run = Run.get_context()
+work = Path(sys.argv[1])
+for step in range(3):
+    path = work / f"sample_{step}.png"
+    path.write_bytes(png(60 + 80 * step))
+    run.log_image("samples", path=str(path), description=f"step {step}")
+run.log_table(
+    "curve", {"epoch": [1, 2, 3, 4], "acc": [0.5, 0.7, 0.8, 0.85], "loss": [1.0, 0.6, 0.4, 0.3]}
+)
+run.log_row("per_class", cls=0, f1=0.8)
+run.log_row("per_class", cls=1, f1=0.6)
+run.log_list("accuracies", [0.1, 0.4, 0.7, 0.9])
+run.log_confusion_matrix(
+    "confusion",
+    {
+        "schema_type": "confusion_matrix",
+        "schema_version": "1.0.0",
+        "data": {"class_labels": ["cat", "dog"], "matrix": [[5, 1], [2, 7]]},
+    },
+)
+run.log("loss", 0.25)
+print(json.dumps({"done": True}))
