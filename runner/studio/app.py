@@ -89,7 +89,7 @@ class Studio:
             error = str(exc)
             result = {"total": 0, "offset": 0, "limit": size, "runs": []}
         text = pages.runs_page(experiment, result, params, cols, self.guard.csrf_token, error)
-        return self.html(text, 400 if error else 200)
+        return self.html(text)  # a bad filter is said on the page, as a form would
 
     def run(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]
