@@ -38,6 +38,8 @@ SORT_COLUMNS = {
     "ended": "r.end_utc",
     "duration": "(COALESCE(r.end_utc, r.heartbeat_utc) - r.start_utc)",
 }
+#: Sort keys whose value may be missing (those runs go last either way).
+_MAYBE_NULL = frozenset({"started", "ended", "duration"})
 #: Most rows one page of a runs table holds.
 MAX_PAGE = 500
 
@@ -163,6 +165,10 @@ def _order(sort: str, descending: bool) -> tuple[str, list[Any]]:
         raise ValueError(
             f"cannot sort by {sort!r}; use one of {', '.join(SORT_COLUMNS)} or metrics.NAME"
         )
+    if sort == "created":  # the rowid itself: SQLite walks the table backwards, no sort
+        return f"r.rowid {direction}", []
+    if sort not in _MAYBE_NULL:
+        return f"{column} {direction}, r.rowid {direction}", []
     return f"{column} IS NULL, {column} {direction}, r.rowid {direction}", []
 
 

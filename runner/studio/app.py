@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ from starlette.responses import (
 )
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runner import daemon_client, views
 from runner.control import request_cancel
@@ -337,7 +339,29 @@ def make_app(ws: Workspace, guard: Guard) -> GuardMiddleware:
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(routes=routes, exception_handlers={UserError: _user_error})
-    return GuardMiddleware(app, guard)
+    return GuardMiddleware(_ServerTiming(app), guard)
+
+
+class _ServerTiming:
+    """Adds ``Server-Timing: app;dur=MS``: the time until the response starts (a page's
+    or a chart's whole work; for an event stream, until its first byte). bench/studio.py
+    reads it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+
+        async def timed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                dur = (time.perf_counter() - started) * 1000
+                headers = list(message.get("headers", []))
+                headers.append((b"server-timing", f"app;dur={dur:.2f}".encode()))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, timed)
 
 
 async def _user_error(request: Request, exc: Exception) -> Response:
