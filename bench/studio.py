@@ -4,7 +4,8 @@
 Run: ``python bench/studio.py [--points 1000000] [--runs 100000] [--reps 7] [--ticks 15]
 [--no-mlflow] [--no-browser]``
 
-Server time is the studio's ``Server-Timing: app;dur=`` (until the response starts: the
+Start: from starting ``python -m runner studio`` until its first page is answered
+(goal: under a second). Server time is the studio's ``Server-Timing: app;dur=`` (until the response starts: the
 handler's whole work); the client's wall time over loopback is shown beside it.
 
 - chart: ``GET /api/runs/ID/metric?name=m&buckets=B`` on a run with ``--points`` values,
@@ -43,6 +44,7 @@ import common
 
 # bench/mlflow.py would shadow the mlflow package while bench/ is on sys.path.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+START_GOAL_MS = 1000.0
 CHART_GOAL_MS = 300.0
 CHART_VS_MLFLOW = 10.0
 RUNS_PAGE_GOAL_MS = 200.0
@@ -60,6 +62,20 @@ def get(url: str, headers: dict[str, str] | None = None) -> tuple[float, float, 
     wall = (time.perf_counter() - t0) * 1000
     server = float(timing.split("dur=")[1]) if "dur=" in timing else float("nan")
     return server, wall, body
+
+
+def startup_case(ws_path: Path, reps: int) -> list[float]:
+    """Wall ms from starting ``python -m runner studio`` to its first page answered."""
+    walls = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        proc, url = start_studio(ws_path)
+        try:
+            get(f"{url}/")
+            walls.append((time.perf_counter() - t0) * 1000)
+        finally:
+            stop(proc)
+    return walls
 
 
 def start_studio(ws_path: Path) -> tuple[subprocess.Popen[str], str]:
@@ -402,6 +418,18 @@ def main() -> int:
     rows: list[list[object]] = []
     with common.temp_workspace("runner-bench-studio-") as ws:
         try:
+            starts = startup_case(ws.path, 3)
+            ok = common.med(starts) <= START_GOAL_MS
+            checks["start < 1 s"] = ok
+            rows.append(
+                [
+                    "start -> first page answered",
+                    "",
+                    f"{common.med(starts):.1f}",
+                    f"< {START_GOAL_MS:.0f}",
+                    common.verdict(ok),
+                ]
+            )
             server, wall, sizes = chart_case(ws, args.points, args.reps)
             ok = common.med(server) <= CHART_GOAL_MS
             checks["chart <= 300 ms"] = ok

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,9 +29,10 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from runner import daemon_client, views
+from runner import daemon_client, snapshot, views
 from runner.control import request_cancel
 from runner.errors import UserError
+from runner.service import gpus as gpus_mod
 from runner.status import ACTIVE_VALUES
 from runner.store import loads_or_none
 from runner.studio import live, pages
@@ -103,6 +105,8 @@ class Studio:
         details = {
             "error": _error_text(row.error if row else None),
             "command": _rerun_command(summary, definition),
+            "environment": definition.get("environment"),
+            "snapshot": self._snapshot_id(run_id) is not None,
         }
         metrics = views.metric_names(self.store, run_id)
         files = [(name, size) for name, _digest, size in self.store.list_files(run_id)]
@@ -137,29 +141,27 @@ class Studio:
     def daemon(self, request: Request) -> Response:
         try:
             answer = daemon_client.request(self.ws.path, {"op": "status"}, timeout_s=2.0)
-            state = {"running": True, **{k: v for k, v in answer.items() if k != "ok"}}
+            state: dict[str, Any] = {"running": True, **answer}
         except OSError:
             state = {"running": False}
+        gpus = [
+            {
+                "index": g.index,
+                "name": g.name,
+                "memoryTotalMb": g.memory_total_mb,
+                **gpus_mod.sample(g.index),
+            }
+            for g in gpus_mod.discover()
+        ]
         active = views.runs_page(
             self.store,
-            filter_text="status IN (Starting, Preparing, Queued, Running, CancelRequested)",
+            filter_text="status IN (NotStarted, Starting, Preparing, Queued, Running, "
+            "Finalizing, CancelRequested)",
             limit=200,
+            descending=False,
         )
-        rows = [
-            [
-                f'<a href="/runs/{pages.e(r["runId"])}">{pages.e(r["displayName"])}</a>',
-                pages.badge(r["status"], r["runId"]),
-                pages.e(r["statusDetails"] or ""),
-            ]
-            for r in active["runs"]
-        ]
-        body = (
-            "<h1>Daemon</h1>"
-            + f'<pre class="json">{pages.e(json.dumps(state, indent=2, default=str))}</pre>'
-            + "<h2>Active runs and what they wait for</h2>"
-            + pages.table(["run", "status", "details"], rows, "grid")
-        )
-        return self.html(pages.page("Daemon", body, self.guard.csrf_token, "daemon"))
+        text = pages.daemon_page(state, gpus, active["runs"], self.guard.csrf_token)
+        return self.html(text)
 
     # -- data ---------------------------------------------------------------------------
 
@@ -229,6 +231,33 @@ class Studio:
             "content-security-policy": "sandbox; default-src 'none'; img-src 'self'",
         }
         return Response(data, media_type=media, headers=headers)
+
+    def _snapshot_id(self, run_id: str) -> str | None:
+        rows = self.store.query(
+            "SELECT snapshot_id FROM run_snapshots WHERE run_id = ? ORDER BY created_utc LIMIT 1",
+            (run_id,),
+        )
+        return str(rows[0][0]) if rows else None
+
+    def snapshot(self, request: Request) -> Response:
+        """The run's source snapshot as a zip (its id comes from the history)."""
+        run_id = request.path_params["run_id"]
+        snapshot_id = self._snapshot_id(run_id)
+        if snapshot_id is None:
+            return PlainTextResponse(f"run {run_id} has no snapshot", status_code=404)
+        with tempfile.TemporaryDirectory(prefix="runner-studio-") as tmp:
+            path = snapshot.to_zip(
+                snapshot.load_snapshot(self.ws.blobs, snapshot_id),
+                self.ws.blobs,
+                Path(tmp) / "snapshot.zip",
+            )
+            data = path.read_bytes()
+        name = f"{run_id}-snapshot.zip".replace('"', "")
+        return Response(
+            data,
+            media_type="application/zip",
+            headers={"content-disposition": f'attachment; filename="{name}"'},
+        )
 
     # -- streams ------------------------------------------------------------------------
 
@@ -327,6 +356,7 @@ def make_app(ws: Workspace, guard: Guard) -> GuardMiddleware:
         Route("/experiments/{name}", studio.runs),
         Route("/runs/{run_id}", studio.run),
         Route("/runs/{run_id}/file", studio.file),
+        Route("/runs/{run_id}/snapshot.zip", studio.snapshot),
         Route("/runs/{run_id}/cancel", studio.cancel, methods=["POST"]),
         Route("/runs/{run_id}/tags", studio.tags, methods=["POST"]),
         Route("/compare", studio.compare),

@@ -249,6 +249,10 @@ def run_page(
     ]
     if details.get("command"):
         facts.append(("re-run", f'<code class="copy">{e(details["command"])}</code>'))
+    if details.get("snapshot"):
+        facts.append(
+            ("snapshot", f'<a href="/runs/{qid}/snapshot.zip">download the source (zip)</a>')
+        )
     if details.get("error"):
         facts.append(("error", f'<pre class="error">{e(details["error"])}</pre>'))
     tag_form = (
@@ -304,8 +308,16 @@ def run_page(
             if children
             else ""
         )
+        + (
+            "<details><summary>Environment</summary>"
+            f'<pre class="json">{e(json.dumps(details["environment"], indent=2))}</pre></details>'
+            if details.get("environment")
+            else ""
+        )
         + "<h2>Logs</h2>"
-        '<div class="log-tools"><label><input type="checkbox" id="follow" checked> follow</label>'
+        '<div class="log-tools"><select id="log-which"><option value="">driver log</option>'
+        '<option value="prep">environment preparation log</option></select>'
+        '<label><input type="checkbox" id="follow" checked> follow</label>'
         '<input id="log-search" placeholder="search the log"></div>'
         f'<pre id="log" data-src="/api/runs/{qid}/log"></pre>'
         + "<h2>Files</h2>"
@@ -362,3 +374,73 @@ def compare_page(
         + "</div>"
     )
     return page("Compare", body, csrf, "compare", runs=",".join(ids))
+
+
+def _run_link(run_id: str) -> str:
+    return f'<a href="/runs/{quote(run_id, safe="")}">{e(run_id)}</a>'
+
+
+def daemon_page(
+    state: JSONDict, gpus: Sequence[JSONDict], active: Sequence[JSONDict], csrf: str
+) -> str:
+    """The workspace daemon: whether it runs, its slots and queue, the GPUs with their
+    utilisation and memory, and what each active run waits for."""
+    if state.get("running"):
+        limit = state.get("maxConcurrent") or "no limit"
+        head = (
+            f"<p>running, pid {e(state.get('pid'))}; runs at once: {e(limit)}; "
+            f"system metrics every {e(state.get('systemMetricsSeconds'))} s</p>"
+        )
+    else:
+        head = '<p class="muted">not running (a submit starts it)</p>'
+    slots = state.get("slots") or {}
+    slot_rows = [[_run_link(rid), e(", ".join(map(str, ids)) or "-")] for rid, ids in slots.items()]
+    queue_rows = [[e(i + 1), _run_link(rid)] for i, rid in enumerate(state.get("queue") or [])]
+    gpu_rows = [
+        [
+            e(g["index"]),
+            e(g["name"]),
+            e(f"{g['utilization']:.0f} %" if "utilization" in g else "?"),
+            e(
+                f"{g['memory_used_mb']:.0f} / {g['memoryTotalMb']} MiB"
+                if "memory_used_mb" in g
+                else f"? / {g['memoryTotalMb']} MiB"
+            ),
+            e("free" if g["index"] in (state.get("freeGpus") or []) else "in use"),
+        ]
+        for g in gpus
+    ]
+    run_rows = [
+        [
+            f'<a href="/runs/{quote(r["runId"], safe="")}">{e(r["displayName"])}</a>',
+            badge(r["status"], r["runId"]),
+            f'<span data-details-of="{e(r["runId"])}">{e(r["statusDetails"] or "")}</span>',
+        ]
+        for r in active
+    ]
+    body = (
+        "<h1>Daemon</h1>"
+        + head
+        + "<h2>Slots</h2>"
+        + (
+            table(["run", "GPUs"], slot_rows, "grid")
+            if slot_rows
+            else '<p class="muted">none taken</p>'
+        )
+        + "<h2>Queue</h2>"
+        + (table(["#", "run"], queue_rows, "grid") if queue_rows else '<p class="muted">empty</p>')
+        + "<h2>GPUs</h2>"
+        + (
+            table(["#", "name", "utilisation", "memory", "scheduler"], gpu_rows, "grid")
+            if gpu_rows
+            else '<p class="muted">no GPUs found (NVML)</p>'
+        )
+        + "<h2>Active runs and what they wait for</h2>"
+        + (
+            table(["run", "status", "details"], run_rows, "grid")
+            if run_rows
+            else '<p class="muted">none</p>'
+        )
+    )
+    ids = ",".join(r["runId"] for r in active)
+    return page("Daemon", body, csrf, "runs", live_ids=ids)

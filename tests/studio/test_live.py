@@ -39,6 +39,13 @@ def test_a_run_goes_queued_running_completed_live_with_chart_and_logs(
 
     page.goto(f"{url}runs/{run_b}")
     status_is(page, "Queued")
+    daemon = page.context.new_page()
+    daemon.goto(f"{url}daemon")
+    expect(daemon.locator("main")).to_contain_text("runs at once: 1")
+    expect(daemon.locator("table").nth(0)).to_contain_text(run_a)  # the slot
+    expect(daemon.locator("table").nth(1)).to_contain_text(run_b)  # the queue
+    screenshot(daemon, "daemon")
+    daemon.close()
     navigations: list[str] = []
     page.on("framenavigated", lambda frame: navigations.append(frame.url))
 

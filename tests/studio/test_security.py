@@ -5,7 +5,9 @@ files only by (run id, stored name), a token off loopback, a strict CSP; and
 
 from __future__ import annotations
 
+import io
 import re
+import zipfile
 from urllib.parse import quote, urlsplit
 
 import pytest
@@ -78,6 +80,13 @@ def test_security_rules_of_a_loopback_studio(served) -> None:
         status, _, _ = http(f"{url}runs/{run_id}/file?name={quote(name)}")
         assert status == 404, name
     assert http(f"{url}runs/{quote('../' + run_id)}/file?name={quote(log_name)}")[0] == 404
+
+    # The source snapshot as a zip, found through the history.
+    status, headers, data = http(f"{url}runs/{run_id}/snapshot.zip")
+    assert status == 200
+    assert headers["content-disposition"].startswith("attachment")
+    with zipfile.ZipFile(io.BytesIO(data)) as zipped:
+        assert "st_train.py" in zipped.namelist(), zipped.namelist()
 
 
 def test_a_studio_off_loopback_needs_its_token(sws: StudioWorkspace) -> None:

@@ -175,18 +175,27 @@
       if (follow.checked) pre.scrollTop = pre.scrollHeight;
     };
     search.addEventListener("input", render);
-    // EventSource resends Last-Event-ID (the byte offset) when it reconnects.
-    const src = new EventSource(pre.dataset.src);
-    src.addEventListener("log", (ev) => {
-      text += JSON.parse(ev.data).text;
-      if (search.value) render();
-      else {
-        pre.appendChild(document.createTextNode(JSON.parse(ev.data).text));
-        if (follow.checked) pre.scrollTop = pre.scrollHeight;
-      }
-      pre.dataset.bytes = ev.lastEventId;
-    });
-    src.addEventListener("end", () => { src.close(); pre.dataset.ended = "1"; });
+    let src = null;
+    const open = (which) => {
+      if (src) src.close();
+      text = ""; pre.textContent = ""; delete pre.dataset.ended;
+      // EventSource resends Last-Event-ID (the byte offset) when it reconnects.
+      src = new EventSource(pre.dataset.src + (which ? "?log=" + which : ""));
+      src.addEventListener("log", (ev) => {
+        const chunk = JSON.parse(ev.data).text;
+        text += chunk;
+        if (search.value) render();
+        else {
+          pre.appendChild(document.createTextNode(chunk));
+          if (follow.checked) pre.scrollTop = pre.scrollHeight;
+        }
+        pre.dataset.bytes = ev.lastEventId;
+      });
+      src.addEventListener("end", () => { src.close(); pre.dataset.ended = "1"; });
+    };
+    const which = $("#log-which");
+    which.addEventListener("change", () => open(which.value));
+    open("");
   }
 
   // -- metrics that are not scalar series ----------------------------------------------
@@ -284,7 +293,11 @@
     if (!ids) return;
     const src = new EventSource("/api/status?ids=" + encodeURIComponent(ids));
     src.addEventListener("status", (ev) => {
-      for (const [id, s] of Object.entries(JSON.parse(ev.data))) setStatus(id, s.status);
+      for (const [id, s] of Object.entries(JSON.parse(ev.data))) {
+        setStatus(id, s.status);
+        const d = $(`[data-details-of="${CSS.escape(id)}"]`);
+        if (d) d.textContent = s.statusDetails || "";
+      }
     });
     src.addEventListener("end", () => src.close());
   }
