@@ -310,8 +310,10 @@ def _max(enc: str, data: bytes) -> float | None:
 
 def register_functions(store: Store) -> None:
     """Make ``metric_last/min/max(enc, data)`` (of one stored chunk) known to the
-    store's connection; the filters and metric columns use them."""
-    conn = store.conn
-    conn.create_function("metric_last", 2, _last, deterministic=True)
-    conn.create_function("metric_min", 2, _min, deterministic=True)
-    conn.create_function("metric_max", 2, _max, deterministic=True)
+    store's connection; the filters and metric columns use them. Done on every call
+    (a few microseconds): the store may have reopened its connection since."""
+    with store._lock:
+        conn = store.conn
+        conn.create_function("metric_last", 2, _last, deterministic=True)
+        conn.create_function("metric_min", 2, _min, deterministic=True)
+        conn.create_function("metric_max", 2, _max, deterministic=True)

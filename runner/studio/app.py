@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -32,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from runner import daemon_client, snapshot, views
 from runner.control import request_cancel
 from runner.errors import UserError
+from runner.run_tags import _check_tag_key, _check_tag_value
 from runner.service import gpus as gpus_mod
 from runner.status import ACTIVE_VALUES
 from runner.store import loads_or_none
@@ -223,10 +225,9 @@ class Studio:
         }.get(
             suffix, "text/plain; charset=utf-8" if suffix in _INLINE else "application/octet-stream"
         )
-        filename = Path(name).name.replace('"', "")
         disposition = "inline" if suffix in _INLINE else "attachment"
         headers = {
-            "content-disposition": f'{disposition}; filename="{filename}"',
+            "content-disposition": _disposition(disposition, Path(name).name),
             # Whatever it is, it never runs as this studio's page.
             "content-security-policy": "sandbox; default-src 'none'; img-src 'self'",
         }
@@ -252,11 +253,10 @@ class Studio:
                 Path(tmp) / "snapshot.zip",
             )
             data = path.read_bytes()
-        name = f"{run_id}-snapshot.zip".replace('"', "")
         return Response(
             data,
             media_type="application/zip",
-            headers={"content-disposition": f'attachment; filename="{name}"'},
+            headers={"content-disposition": _disposition("attachment", f"{run_id}-snapshot.zip")},
         )
 
     # -- streams ------------------------------------------------------------------------
@@ -302,11 +302,21 @@ class Studio:
             return PlainTextResponse(f"no run {run_id} in this workspace", status_code=404)
         if not key:
             return PlainTextResponse("a tag needs a key", status_code=400)
+        key = _check_tag_key(key)  # the rules of run.tag(): a ConfigError is a 400
         if form.get("remove"):
             self.store.remove_tags(run_id, [key])
         else:
-            self.store.set_tags(run_id, {key: value})
+            self.store.set_tags(run_id, {key: _check_tag_value(key, value)})
         return RedirectResponse(f"/runs/{run_id}", status_code=303)
+
+
+def _disposition(kind: str, filename: str) -> str:
+    """A Content-Disposition header value for any file name (RFC 6266: an ASCII
+    fallback, and the UTF-8 name percent-encoded)."""
+    fallback = "".join(
+        c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in filename
+    )
+    return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 def _int(text: str | None, default: int) -> int:

@@ -5,10 +5,12 @@ matrix as a heat map)."""
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
 
 from tests.helpers import wait_until
-from tests.studio.conftest import StudioWorkspace, screenshot
+from tests.studio.conftest import StudioWorkspace, http, screenshot
 
 pytestmark = pytest.mark.slow
 
@@ -91,3 +93,23 @@ def test_other_metric_kinds_and_image_gallery(sws: StudioWorkspace, page) -> Non
         expect(page.locator(f'.other[data-metric="{name}"] canvas').first).to_be_visible()
     expect(page.locator('.other[data-metric="confusion"] canvas')).to_be_visible()
     screenshot(page, "run-metric-kinds")
+
+    # Stored files: a non-ASCII name downloads under its name; HTML never runs as a page.
+    status, headers, body = http(f"{url}runs/{run_id}/file?name={quote('notes/résumé ü.txt')}")
+    assert status == 200
+    assert body.decode() == "résumé"
+    assert "filename*=UTF-8''r%C3%A9sum%C3%A9%20%C3%BC.txt" in headers["content-disposition"]
+    status, headers, _ = http(f"{url}runs/{run_id}/file?name=outputs/page.html")
+    assert status == 200
+    assert headers["content-disposition"].startswith("attachment")
+    assert headers["content-security-policy"].startswith("sandbox")
+    assert headers["content-type"] == "application/octet-stream"
+    # Tags are edited with run.tag()'s rules: a bad key is a 400 that says why.
+    token = page.locator('meta[name="csrf-token"]').get_attribute("content")
+    status, _, body = http(
+        f"{url}runs/{run_id}/tags",
+        "POST",
+        {"Origin": url.rstrip("/"), "Content-Type": "application/x-www-form-urlencoded"},
+        f"csrf={token}&key=a%00b&value=1".encode(),
+    )
+    assert status == 400, body

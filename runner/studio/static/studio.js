@@ -147,6 +147,7 @@
       const run = JSON.parse(ev.data);
       setStatus(runId, run.status);
       body.dataset.status = run.status;
+      body.dataset.startUtc = run.startUtc || "";
       $("#status-details").textContent = run.statusDetails || "";
       $("#started").textContent = utc(run.startUtc);
       $("#ended").textContent = utc(run.endUtc);
@@ -160,6 +161,13 @@
       }
     });
     events.addEventListener("end", () => events.close());
+    // A running run's duration ticks here; status events bring the recorded one.
+    setInterval(() => {
+      const start = Number(body.dataset.startUtc || 0);
+      if (start && !TERMINAL.has(body.dataset.status)) {
+        $("#duration").textContent = duration(Date.now() / 1000 - start);
+      }
+    }, 1000);
     followLog();
   }
 

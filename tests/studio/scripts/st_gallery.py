@@ -48,4 +48,10 @@ run.log_confusion_matrix(
     },
 )
 run.log("loss", 0.25)
+note = work / "note.txt"
+note.write_text("résumé")
+run.upload_file("notes/résumé ü.txt", str(note))
+page = work / "page.html"
+page.write_text("<script>alert(1)</script>")
+run.upload_file("outputs/page.html", str(page))
 print(json.dumps({"done": True}))
