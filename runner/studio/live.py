@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,9 @@ from runner.store import Store
 POLL_S = 0.05
 #: A comment line this often keeps proxies and the browser from closing an idle stream.
 KEEPALIVE_S = 15.0
-#: The most bytes of log one event carries.
+#: The most bytes of log one event carries, and events one look sends.
 LOG_CHUNK = 256 * 1024
+_CHUNKS_PER_STEP = 16
 _TERMINAL = frozenset(TERMINAL_VALUES)
 
 Disconnected = Callable[[], Any]
@@ -51,35 +52,46 @@ def _finite(value: Any) -> Any:
     return value
 
 
-async def _idle(disconnected: Disconnected) -> bool:
-    """Sleep one poll; True when the browser has gone."""
-    await asyncio.sleep(POLL_S)
-    return bool(await disconnected())
+#: What one look for news gives: the events to send, and whether the stream is over.
+Step = Callable[[], Awaitable[tuple[list[bytes], bool]]]
 
 
-async def statuses(
+async def _paced(step: Step, disconnected: Disconnected) -> AsyncIterator[bytes]:
+    """Call ``step`` every POLL_S and send what it finds, until it says the stream is
+    over or the browser has gone; a keepalive comment after KEEPALIVE_S of silence."""
+    quiet = 0.0
+    while True:
+        events, done = await step()
+        for item in events:
+            yield item
+        if done:
+            return
+        quiet = 0.0 if events else quiet + POLL_S
+        if quiet >= KEEPALIVE_S:
+            quiet = 0.0
+            yield b": keepalive\n\n"
+        await asyncio.sleep(POLL_S)
+        if await disconnected():
+            return
+
+
+def statuses(
     store: Store, run_ids: Sequence[str], disconnected: Disconnected
 ) -> AsyncIterator[bytes]:
     """``status`` events ({runId: {...}}) whenever one of the runs changes; ends when all
     have ended."""
     known: dict[str, Any] = {}
-    quiet = 0.0
-    while True:
+
+    async def step() -> tuple[list[bytes], bool]:
         now = await asyncio.to_thread(views.statuses, store, run_ids)
         changed = {k: v for k, v in now.items() if known.get(k) != v}
-        if changed:
-            known.update(changed)
-            yield event(changed, "status")
-            quiet = 0.0
+        known.update(changed)
+        events = [event(changed, "status")] if changed else []
         if all(v["status"] in _TERMINAL for v in now.values()):
-            yield event({}, "end")
-            return
-        quiet += POLL_S
-        if quiet >= KEEPALIVE_S:
-            quiet = 0.0
-            yield b": keepalive\n\n"
-        if await _idle(disconnected):
-            return
+            return [*events, event({}, "end")], True
+        return events, False
+
+    return _paced(step, disconnected)
 
 
 def _new_metric_rows(store: Store, run_id: str, after_id: int) -> list[tuple[str, int]]:
@@ -105,37 +117,33 @@ def _news(store: Store, run_id: str, after_id: int) -> tuple[JSONDictOrNone, lis
     return summary, points, top
 
 
-async def run_events(
+def run_events(
     store: Store, run_id: str, after_id: int, disconnected: Disconnected
 ) -> AsyncIterator[bytes]:
     """A run's ``status`` events (on change) and ``metric`` events (the scalar points
     stored after metric row ``after_id``; id: the last row sent). Ends after the run
     ended and its last points were sent."""
     last_status: Any = None
-    quiet = 0.0
-    while True:
-        summary, points, top = await asyncio.to_thread(_news, store, run_id, after_id)
+    after = after_id
+
+    async def step() -> tuple[list[bytes], bool]:
+        nonlocal last_status, after
+        summary, points, top = await asyncio.to_thread(_news, store, run_id, after)
         if summary is None:
-            yield event({"error": f"no run {run_id}"}, "end")
-            return
+            return [event({"error": f"no run {run_id}"}, "end")], True
+        events = []
         status = (summary["status"], summary["statusDetails"], summary["endUtc"])
         if status != last_status:
             last_status = status
-            yield event(summary, "status")
-            quiet = 0.0
+            events.append(event(summary, "status"))
         if points:
-            after_id = top
-            yield event(points, "metric", top)
-            quiet = 0.0
+            after = top
+            events.append(event(points, "metric", top))
         if summary["status"] in _TERMINAL and not points:
-            yield event({}, "end")
-            return
-        quiet += POLL_S
-        if quiet >= KEEPALIVE_S:
-            quiet = 0.0
-            yield b": keepalive\n\n"
-        if await _idle(disconnected):
-            return
+            return [*events, event({}, "end")], True
+        return events, False
+
+    return _paced(step, disconnected)
 
 
 def _read_log(path: Path, offset: int) -> bytes:
@@ -155,30 +163,32 @@ def _read_log(path: Path, offset: int) -> bytes:
     return data  # not UTF-8 at all: sent with replacement characters
 
 
-async def log_lines(
+def log_lines(
     store: Store, run_id: str, path: Path, offset: int, disconnected: Disconnected
 ) -> AsyncIterator[bytes]:
     """``log`` events with the text after byte ``offset`` of the log (id: the offset
     after it), as it grows; ``end`` once the run ended and everything was sent."""
-    quiet = 0.0
-    while True:
-        data = await asyncio.to_thread(_read_log, path, offset)
-        if data:
-            offset += len(data)
-            yield event({"text": data.decode("utf-8", errors="replace")}, "log", offset)
-            quiet = 0.0
-            continue
+    at = offset
+
+    async def step() -> tuple[list[bytes], bool]:
+        nonlocal at
+        events = []
+        for _ in range(_CHUNKS_PER_STEP):
+            data = await asyncio.to_thread(_read_log, path, at)
+            if not data:
+                break
+            at += len(data)
+            events.append(event({"text": data.decode("utf-8", errors="replace")}, "log", at))
+        if events:
+            return events, False
         rows = await asyncio.to_thread(
             store.query, "SELECT status FROM runs WHERE id = ?", (run_id,)
         )
-        if not rows or rows[0][0] in _TERMINAL:
-            if not await asyncio.to_thread(_read_log, path, offset):
-                yield event({"offset": offset}, "end")
-                return
-            continue
-        quiet += POLL_S
-        if quiet >= KEEPALIVE_S:
-            quiet = 0.0
-            yield b": keepalive\n\n"
-        if await _idle(disconnected):
-            return
+        # Ended: one more read catches what was written just before the end.
+        if (not rows or rows[0][0] in _TERMINAL) and not await asyncio.to_thread(
+            _read_log, path, at
+        ):
+            return [event({"offset": at}, "end")], True
+        return [], False
+
+    return _paced(step, disconnected)
