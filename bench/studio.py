@@ -450,7 +450,9 @@ def main() -> int:
                     ]
                 )
             elif not args.no_mlflow:
-                rows.append(["mlflow server not found: pip install mlflow (--mlflow PATH)", *[""] * 4])
+                rows.append(
+                    ["mlflow server not found: pip install mlflow (--mlflow PATH)", *[""] * 4]
+                )
             server, wall = runs_page_case(ws, args.runs, args.reps)
             check(f"runs page, first 50 of {args.runs:,} runs", server, wall, RUNS_PAGE_GOAL_MS)
             use_browser = (
