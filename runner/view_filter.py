@@ -7,7 +7,7 @@ parameterised SQL: the text never reaches ``eval`` nor the SQL text, only bound 
     tags.baseline                          # the run has the tag (any value)
 
 Fields: ``status``, ``target``, ``type``, ``name`` (display name, else the id), ``id``,
-``experiment``, ``created``, ``started``, ``ended`` (ISO dates/times in UTC, or seconds
+``parent`` (the parent run's id), ``experiment``, ``created``, ``started``, ``ended`` (ISO dates/times in UTC, or seconds
 since the epoch), ``duration`` (seconds, or ``90s``/``5m``/``2h``/``1d``),
 ``tags.KEY``, ``properties.KEY`` (``props.KEY``) and ``metrics.NAME`` (the metric's last
 logged value). Operators: ``= != < <= > >=``, ``~`` / ``!~`` (a glob: ``*``, ``?``,
@@ -39,6 +39,7 @@ _PLAIN = {
     "target": "r.target",
     "type": "r.type",
     "id": "r.id",
+    "parent": "r.parent_id",
     "name": "COALESCE(r.display_name, r.id)",
     "experiment": "e.name",
 }
@@ -194,7 +195,7 @@ class _Parser:
             return self.compare(_DURATION, op, [_seconds(v) for v in values])
         raise FilterError(
             f"filter: unknown field {field!r} at column {tok.pos + 1}; use status, target, "
-            "type, name, id, experiment, created, started, ended, duration, tags.KEY, "
+            "type, name, id, parent, experiment, created, started, ended, duration, tags.KEY, "
             "properties.KEY or metrics.NAME"
         )
 

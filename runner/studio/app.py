@@ -75,7 +75,9 @@ class Studio:
     def runs(self, request: Request) -> Response:
         experiment = request.path_params.get("name")
         q = request.query_params
-        params = {k: q[k] for k in ("filter", "sort", "desc", "cols", "size") if q.get(k)}
+        params = {k: q[k] for k in ("filter", "sort", "desc", "cols", "size", "all") if q.get(k)}
+        # Top-level runs, children behind their parent's link; a filter searches all levels.
+        top_level_only = q.get("all") != "1" and not q.get("filter", "").strip()
         cols = [c.strip() for c in q.get("cols", "").split(",") if c.strip()]
         size = _int(q.get("size"), 50)
         page_no = _int(q.get("page"), 0)
@@ -90,6 +92,7 @@ class Studio:
                 offset=page_no * size,
                 limit=size,
                 metric_columns=cols,
+                top_level_only=top_level_only,
             )
         except ValueError as exc:
             error = str(exc)

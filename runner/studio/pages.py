@@ -155,11 +155,10 @@ def runs_page(
     rows = []
     for run in result["runs"]:
         indent = "↳ " if run["parentRunId"] else ""
-        kids = (
-            f' <span class="muted">({run["childCount"]} children)</span>'
-            if run["childCount"]
-            else ""
-        )
+        kids = ""
+        if run["childCount"]:
+            href = _link(base, {}, filter=f"parent = {json.dumps(run['runId'])}")
+            kids = f' <a class="muted" href="{e(href)}">({run["childCount"]} child runs)</a>'
         rows.append(
             [
                 f'<input type="checkbox" name="runs" value="{e(run["runId"])}" form="compare">',
@@ -198,6 +197,13 @@ def runs_page(
         "<button>Apply</button></form>"
     )
     problem = f'<p class="error" id="filter-error">{e(error)}</p>' if error else ""
+    if not params.get("filter"):
+        flat = params.get("all") == "1"
+        levels = _link(base, params, all=None if flat else "1", page=None)
+        problem += (
+            f'<p><a id="levels" href="{e(levels)}">'
+            f"{'top-level runs only' if flat else 'show child runs too'}</a></p>"
+        )
     ids = ",".join(r["runId"] for r in result["runs"] if r["status"] in _ACTIVE)
     body = (
         f"<h1>{e(title)}</h1>{form}{problem}"

@@ -73,6 +73,25 @@ def test_filter_sort_and_compare(sws: StudioWorkspace, page) -> None:
     expect(page.locator("table.compare")).to_contain_text("status")
 
 
+def test_child_runs_sit_under_their_parent(sws: StudioWorkspace, page) -> None:
+    """The runs table lists top-level runs; a parent's link shows its children (the
+    filter ``parent = ID``), and "show child runs too" lists every level."""
+    from playwright.sync_api import expect
+
+    parent, _ = sws.submit("st_children.py")
+    finished(sws, parent)
+    url = sws.start_studio()
+    page.goto(f"{url}experiments/studio")
+    rows = page.locator("table.runs tbody tr")
+    expect(rows).to_have_count(1)
+    page.click("text=(2 child runs)")
+    expect(rows).to_have_count(2)
+    expect(rows.first).to_contain_text("↳ fold")
+    page.goto(f"{url}experiments/studio")
+    page.click("#levels")
+    expect(rows).to_have_count(3)
+
+
 def test_other_metric_kinds_and_image_gallery(sws: StudioWorkspace, page) -> None:
     from playwright.sync_api import expect
 

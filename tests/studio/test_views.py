@@ -109,3 +109,19 @@ def test_big_metric_is_served_downsampled_and_rebucketed_and_logs_resume(
     last_id = int(events[-1].split("id: ", 1)[1].split("\n", 1)[0])
     assert last_id == len(log)
     assert "event: end" in stream
+
+
+def test_daemon_page_shows_gpus_as_nvml_reports_them() -> None:
+    """The GPU rows as gpus.discover()/sample() report an H200 (shape checked on one)."""
+    from runner.studio.pages import daemon_page
+
+    gpu = {"index": 0, "name": "NVIDIA H200", "memoryTotalMb": 143771}
+    state = {"running": True, "pid": 7, "maxConcurrent": 2, "freeGpus": [], "slots": {"r1": [0]}}
+    html = daemon_page(state, [{**gpu, "utilization": 37.0, "memory_used_mb": 615.0}], [], "t")
+    assert "NVIDIA H200" in html
+    assert "37 %" in html
+    assert "615 / 143771 MiB" in html
+    assert "in use" in html
+    unreadable = daemon_page({"running": False}, [gpu], [], "t")
+    assert "? / 143771 MiB" in unreadable
+    assert "not running" in unreadable
