@@ -249,13 +249,15 @@ def metric_names(store: Store, run_id: str) -> list[JSONDict]:
 
 
 class Series:
-    """One scalar metric's points: x (step, else the index) and y, and the last row id."""
+    """One scalar metric's points: x (step, else the index), y, t (when each value was
+    stored: values written together share a time), and the last row id."""
 
-    __slots__ = ("last_id", "x", "y")
+    __slots__ = ("last_id", "t", "x", "y")
 
-    def __init__(self, x: list[float], y: list[float], last_id: int) -> None:
+    def __init__(self, x: list[float], y: list[float], t: list[float], last_id: int) -> None:
         self.x = x
         self.y = y
+        self.t = t
         self.last_id = last_id
 
 
@@ -276,15 +278,16 @@ def read_series(store: Store, run_id: str, name: str, after_id: int = 0) -> Seri
             else 0
         )
         rows = store.query(
-            "SELECT id, enc, data, steps FROM metrics WHERE run_id = ? AND name = ? AND id > ? "
-            "ORDER BY id",
+            "SELECT id, enc, data, steps, time_utc FROM metrics WHERE run_id = ? AND name = ? "
+            "AND id > ? ORDER BY id",
             (run_id, name, after_id),
         )
     xs: list[float] = []
     ys: list[float] = []
+    ts: list[float] = []
     last_id = after_id
     index = start
-    for row_id, enc, data, steps in rows:
+    for row_id, enc, data, steps, when in rows:
         values = _decode_values(enc, data)
         if steps is not None:
             a = array("q")
@@ -297,12 +300,14 @@ def read_series(store: Store, run_id: str, name: str, after_id: int = 0) -> Seri
         if enc in ("f8", "i8"):
             xs.extend(step_list)
             ys.extend(values)
+            ts.extend([when] * len(values))
             continue
         for x, y in zip(step_list, values):
             if isinstance(y, (int, float)):
                 xs.append(x)
                 ys.append(float(y))
-    return Series(xs, ys, last_id)
+                ts.append(when)
+    return Series(xs, ys, ts, last_id)
 
 
 def downsample(
@@ -359,20 +364,22 @@ class SeriesCache:
         buckets: int = 1000,
         x_min: float | None = None,
         x_max: float | None = None,
+        by_time: bool = False,
     ) -> JSONDict:
         """``{"x", "y", "lastId", "count", "downsampled"}`` of a metric, at most about
-        ``4 * buckets`` points between ``x_min`` and ``x_max`` (a zoomed chart)."""
+        ``4 * buckets`` points between ``x_min`` and ``x_max`` (a zoomed chart); x is the
+        step, or with ``by_time`` the wall-clock time (UTC seconds) each value was stored."""
         last = store.query(
             "SELECT MAX(id) FROM metrics WHERE run_id = ? AND name = ?", (run_id, name)
         )[0][0]
-        key = (run_id, name, last, buckets, x_min, x_max)
+        key = (run_id, name, last, buckets, x_min, x_max, by_time)
         with self._lock:
             hit = self._items.get(key)
             if hit is not None:
                 self._items.move_to_end(key)
                 return hit
         series = read_series(store, run_id, name)
-        xs, ys = series.x, series.y
+        xs, ys = (series.t if by_time else series.x), series.y
         if x_min is not None or x_max is not None:
             lo_x = -math.inf if x_min is None else x_min
             hi_x = math.inf if x_max is None else x_max

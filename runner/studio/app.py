@@ -188,6 +188,7 @@ class Studio:
             buckets=max(10, min(_int(q.get("buckets"), 1000), 10000)),
             x_min=_float(q.get("xmin")),
             x_max=_float(q.get("xmax")),
+            by_time=q.get("x") == "time",
         )
         return JSONResponse(chart)
 

@@ -112,7 +112,7 @@ def _news(store: Store, run_id: str, after_id: int) -> tuple[JSONDictOrNone, lis
     top = after_id
     for name, last in _new_metric_rows(store, run_id, after_id):
         series = views.read_series(store, run_id, name, after_id)
-        points.append({"name": name, "x": series.x, "y": series.y})
+        points.append({"name": name, "x": series.x, "y": series.y, "t": series.t})
         top = max(top, last)
     return summary, points, top
 

@@ -305,7 +305,10 @@ def run_page(
         + "</div></section>"
         + '<h2>Metrics</h2><div class="chart-tools"><label>smoothing '
         '<input type="range" id="smooth" min="0" max="0.99" step="0.01" value="0"></label>'
-        '<label><input type="checkbox" id="logy"> log y</label></div>'
+        '<label><input type="checkbox" id="logy"> log y</label>'
+        '<label>x <select id="xaxis"><option value="step">step</option>'
+        '<option value="relative">time since start (s)</option>'
+        '<option value="wall">wall clock (UTC)</option></select></label></div>'
         + (f'<div class="charts">{"".join(charts)}</div>' if charts else "")
         + "".join(others)
         + ("" if metrics else '<p class="muted" id="no-metrics">no metrics yet</p>')
@@ -333,7 +336,15 @@ def run_page(
             else '<p class="muted">none yet</p>'
         )
     )
-    return page(run["displayName"], body, csrf, "run", run_id=rid, status=run["status"])
+    return page(
+        run["displayName"],
+        body,
+        csrf,
+        "run",
+        run_id=rid,
+        status=run["status"],
+        start_utc=str(run["startUtc"] or ""),
+    )
 
 
 def compare_page(

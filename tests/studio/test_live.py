@@ -69,6 +69,9 @@ def test_a_run_goes_queued_running_completed_live_with_chart_and_logs(
     assert navigations == [], f"the page reloaded: {navigations}"
     assert chart.locator("canvas").count() >= 1
     screenshot(page, "run-completed")
+    page.select_option("#xaxis", "wall")  # x by wall clock: the chart is drawn again
+    expect(chart.locator(".u-legend th").first).to_have_text("time", timeout=LIVE_S)
+    expect(chart).to_have_attribute("data-points", "10")
 
     page.goto(f"{url}experiments/studio?cols=loss")
     expect(page.locator(f'[data-status-of="{run_a}"]')).to_have_text("Completed")

@@ -5,6 +5,7 @@ re-bucketed on zoom; logs resumed at a byte offset)."""
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from urllib.parse import quote
 
@@ -95,6 +96,10 @@ def test_big_metric_is_served_downsampled_and_rebucketed_and_logs_resume(
     assert zoomed["x"][0] == 99_000
     assert zoomed["x"][-1] == 101_000
     assert 1000.0 in zoomed["y"]
+    by_time = json.loads(http(f"{url}api/runs/{run_id}/metric?name=big&buckets=500&x=time")[2])
+    assert by_time["count"] == 200_000
+    assert time.time() - 600 < by_time["x"][0] <= by_time["x"][-1] <= time.time()
+    assert by_time["x"] == sorted(by_time["x"])
 
     log = (sws.path / "runs" / run_id / "logs" / "70_driver_log.txt").read_bytes()
     offset = log.index(b"line 025")

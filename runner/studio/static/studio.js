@@ -47,17 +47,22 @@
     return out;
   }
 
+  // x of the run page's charts: "step", "relative" (s since the start) or "wall" (UTC).
+  const xMode = () => ($("#xaxis") || {}).value || "step";
+  const runStart = () => Number(body.dataset.startUtc || 0);
+
   function chartOptions(el, labels, onZoom) {
     const width = Math.max(320, el.clientWidth - 8);
     const logy = $("#logy") && $("#logy").checked;
+    const mode = body.dataset.page === "run" ? xMode() : "step";
     return {
       width, height: 240,
-      scales: { x: { time: false }, y: logy ? { distr: 3 } : {} },
+      scales: { x: { time: mode === "wall" }, y: logy ? { distr: 3 } : {} },
       axes: [
         { stroke: ink(), grid: { stroke: grid() } },
         { stroke: ink(), grid: { stroke: grid() } },
       ],
-      series: [{ label: "step" }].concat(labels.map((label, i) => ({
+      series: [{ label: { step: "step", relative: "s", wall: "time" }[mode] }].concat(labels.map((label, i) => ({
         label, stroke: PALETTE[i % PALETTE.length], width: 1.5, spanGaps: true,
       }))),
       hooks: onZoom ? { setSelect: [onZoom] } : {},
@@ -72,13 +77,22 @@
     }
     url(extra) {
       const q = new URLSearchParams({ name: this.name, buckets: String(Math.max(100, this.el.clientWidth)) });
+      if (xMode() !== "step") q.set("x", "time");
       for (const [k, v] of Object.entries(extra || {})) q.set(k, v);
       return `/api/runs/${encodeURIComponent(this.runId)}/metric?${q}`;
     }
     async load() {
       const data = await (await fetch(this.url())).json();
-      this.x = data.x; this.y = data.y; this.draw();
+      this.zoomed = false;
+      this.x = this.fromServer(data.x); this.y = data.y; this.draw();
       return data.lastId || 0;
+    }
+    fromServer(xs) {
+      const start = runStart();
+      return xMode() === "relative" ? xs.map((t) => t - start) : xs;
+    }
+    toServer(x) {
+      return xMode() === "relative" ? x + runStart() : x;
     }
     draw() {
       if (this.u) this.u.destroy();
@@ -97,12 +111,13 @@
     }
     async zoom(xmin, xmax) {
       // Re-bucket on the server: the zoomed range gets its own first/min/max/last.
-      const data = await (await fetch(this.url({ xmin, xmax }))).json();
+      const data = await (await fetch(this.url({ xmin: this.toServer(xmin), xmax: this.toServer(xmax) }))).json();
       this.zoomed = true;
-      this.u.setData([data.x, smooth(data.y, Number(($("#smooth") || {}).value || 0))]);
+      this.u.setData([this.fromServer(data.x), smooth(data.y, Number(($("#smooth") || {}).value || 0))]);
       this.u.setScale("x", { min: xmin, max: xmax });
     }
-    append(xs, ys) {
+    append(m) {
+      const xs = xMode() === "step" ? m.x : this.fromServer(m.t), ys = m.y;
       for (let i = 0; i < xs.length; i++) { this.x.push(xs[i]); this.y.push(ys[i]); }
       this.el.dataset.points = String(this.x.length);
       if (this.u && !this.zoomed) this.u.setData(this.data());
@@ -142,6 +157,8 @@
       const ctl = $("#" + id);
       if (ctl) ctl.addEventListener("input", () => charts.forEach((c) => c.draw()));
     }
+    const xaxis = $("#xaxis");
+    if (xaxis) xaxis.addEventListener("change", () => charts.forEach((c) => c.load()));
     const events = new EventSource(`/api/runs/${encodeURIComponent(runId)}/events?after=${after}`);
     events.addEventListener("status", (ev) => {
       const run = JSON.parse(ev.data);
@@ -157,7 +174,7 @@
     events.addEventListener("metric", (ev) => {
       for (const m of JSON.parse(ev.data)) {
         const c = chartFor(m.name);
-        if (!c.u) { c.x = m.x; c.y = m.y; c.draw(); } else c.append(m.x, m.y);
+        if (!c.u) { c.x = []; c.y = []; c.append(m); c.draw(); } else c.append(m);
       }
     });
     events.addEventListener("end", () => events.close());
