@@ -380,10 +380,18 @@ def compare_page(
     ]
     ids = [r["runId"] for r in runs]
     toggle = _link("/compare", {"runs": ids}, all=None if show_all else "1")
+    axes = _parallel_axes(runs)
+    parallel = (
+        '<h2>Parameters and final metrics</h2><canvas id="parallel" width="1100" height="320" '
+        f'data-axes="{e(json.dumps(axes))}"></canvas>'
+        if len(axes["names"]) >= 2
+        else ""
+    )
     body = (
         "<h1>Compare</h1>"
         f'<p><a href="{e(toggle)}">{"only what differs" if show_all else "show everything"}</a></p>'
         + table(head, rows, "grid compare")
+        + parallel
         + '<h2>Metrics</h2><div class="charts">'
         + "".join(
             f'<div class="chart" data-metric="{e(m)}"><h3>{e(m)}</h3></div>' for m in metric_names
@@ -391,6 +399,36 @@ def compare_page(
         + "</div>"
     )
     return page("Compare", body, csrf, "compare", runs=",".join(ids))
+
+
+def _parallel_axes(runs: Sequence[JSONDict]) -> JSONDict:
+    """Parallel coordinates: one axis per numeric tag, property and final metric that
+    differs between the runs; ``{"names": [...], "runs": [{"id", "values": [...]}]}``."""
+    table_: dict[str, list[float | None]] = {}
+    for i, run in enumerate(runs):
+        found: dict[str, Any] = {
+            **{f"tags.{k}": v for k, v in run["tags"].items()},
+            **{f"properties.{k}": v for k, v in run["properties"].items()},
+            **{f"metrics.{k}": v["last"] for k, v in run.get("metrics", {}).items()},
+        }
+        for name, value in found.items():
+            try:
+                number_ = float(value)
+            except (TypeError, ValueError):
+                continue
+            table_.setdefault(name, [None] * len(runs))[i] = number_
+    names = [
+        n
+        for n in sorted(table_, key=lambda n: (n.startswith("metrics."), n))
+        if len({v for v in table_[n] if v is not None}) > 1
+    ]
+    return {
+        "names": names,
+        "runs": [
+            {"id": run["runId"], "values": [table_[n][i] for n in names]}
+            for i, run in enumerate(runs)
+        ],
+    }
 
 
 def _run_link(run_id: str) -> str:

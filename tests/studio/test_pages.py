@@ -68,6 +68,10 @@ def test_filter_sort_and_compare(sws: StudioWorkspace, page) -> None:
     expect(page.locator("table.compare")).not_to_contain_text("status")  # same everywhere
     chart = page.locator('.chart[data-metric="loss"]')
     expect(chart).to_have_attribute("data-series", "3", timeout=10_000)
+    expect(page.locator("#parallel")).to_have_attribute("data-drawn", "3")
+    axes = page.locator("#parallel").get_attribute("data-axes") or ""
+    assert '"tags.lr"' in axes
+    assert '"metrics.loss"' in axes
     screenshot(page, "compare")
     page.click("text=show everything")
     expect(page.locator("table.compare")).to_contain_text("status")

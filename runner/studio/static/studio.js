@@ -330,6 +330,8 @@
   // -- compare: overlaid curves ------------------------------------------------------------
   async function comparePage() {
     const runs = body.dataset.runs.split(",");
+    const parallel = $("#parallel");
+    if (parallel) parallelCoordinates(parallel);
     for (const el of $$(".chart[data-metric]")) {
       const name = el.dataset.metric;
       const got = await Promise.all(runs.map(async (id) => {
@@ -343,6 +345,43 @@
       new uPlot(chartOptions(el, labels), joined, el);
       el.dataset.series = String(labels.length);
     }
+  }
+
+  function parallelCoordinates(canvas) {
+    // One vertical axis per parameter/final metric, one line per run (scaled per axis).
+    const { names, runs } = JSON.parse(canvas.dataset.axes);
+    const ctx = canvas.getContext("2d");
+    const pad = 60, top = 30, bottom = canvas.height - 40;
+    const step = (canvas.width - 2 * pad) / Math.max(1, names.length - 1);
+    const ranges = names.map((_, a) => {
+      const vals = runs.map((r) => r.values[a]).filter((v) => v !== null);
+      return [Math.min(...vals), Math.max(...vals)];
+    });
+    const y = (a, v) => {
+      const [lo, hi] = ranges[a];
+      return hi === lo ? (top + bottom) / 2 : bottom - (v - lo) / (hi - lo) * (bottom - top);
+    };
+    ctx.font = "12px sans-serif"; ctx.textAlign = "center";
+    names.forEach((name, a) => {
+      const x = pad + a * step;
+      ctx.strokeStyle = grid(); ctx.beginPath(); ctx.moveTo(x, top); ctx.lineTo(x, bottom); ctx.stroke();
+      ctx.fillStyle = ink();
+      ctx.fillText(name, x, bottom + 18);
+      ctx.fillText(String(+ranges[a][1].toPrecision(4)), x, top - 8);
+      ctx.fillText(String(+ranges[a][0].toPrecision(4)), x, bottom + 32);
+    });
+    runs.forEach((run, i) => {
+      ctx.strokeStyle = PALETTE[i % PALETTE.length]; ctx.lineWidth = 2; ctx.beginPath();
+      let started = false;
+      run.values.forEach((v, a) => {
+        if (v === null) { started = false; return; }
+        const x = pad + a * step;
+        if (started) ctx.lineTo(x, y(a, v)); else ctx.moveTo(x, y(a, v));
+        started = true;
+      });
+      ctx.stroke();
+    });
+    canvas.dataset.drawn = String(runs.length);
   }
 
   const pages = { run: runPage, runs: runsPage, compare: comparePage };
