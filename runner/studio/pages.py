@@ -87,11 +87,26 @@ def table(head: Sequence[str], rows: Iterable[Sequence[str]], cls: str = "") -> 
     return "".join(out)
 
 
-def key_values(values: Mapping[str, Any]) -> str:
-    """Key/value pairs as a two-column table, or a note when there are none."""
+def key_values(values: Mapping[str, Any], remove: str | None = None, csrf: str = "") -> str:
+    """Key/value pairs as a table, or a note when there are none; with ``remove`` (a form
+    action) each row has a button that POSTs the key's removal."""
     if not values:
         return '<p class="muted">none</p>'
-    return table(["key", "value"], ([e(k), e(v)] for k, v in sorted(values.items())), "kv")
+
+    def row(k: str, v: Any) -> list[str]:
+        cells = [e(k), e(v)]
+        if remove:
+            cells.append(
+                f'<form method="post" action="{e(remove)}" class="inline">'
+                f'<input type="hidden" name="csrf" value="{e(csrf)}">'
+                f'<input type="hidden" name="key" value="{e(k)}">'
+                '<input type="hidden" name="remove" value="1">'
+                f'<button class="small" title="remove tag {e(k)}">×</button></form>'
+            )
+        return cells
+
+    head = ["key", "value", ""] if remove else ["key", "value"]
+    return table(head, (row(k, v) for k, v in sorted(values.items())), "kv")
 
 
 def experiments_page(items: Sequence[JSONDict], csrf: str, workspace: str) -> str:
@@ -298,7 +313,7 @@ def run_page(
         '<section class="cols"><div>'
         + table(["", ""], ([f"<b>{k}</b>", v] for k, v in facts), "facts")
         + "</div><div><h2>Tags</h2>"
-        + key_values(run["tags"])
+        + key_values(run["tags"], f"/runs/{qid}/tags", csrf)
         + tag_form
         + "<h2>Properties</h2>"
         + key_values(run["properties"])

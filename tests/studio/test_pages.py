@@ -117,6 +117,17 @@ def test_other_metric_kinds_and_image_gallery(sws: StudioWorkspace, page) -> Non
     expect(page.locator('.other[data-metric="confusion"] canvas')).to_be_visible()
     screenshot(page, "run-metric-kinds")
 
+    # Tags are edited on the page: set one, then remove it (POSTs with the page's token).
+    page.fill('#tag-form input[name="key"]', "reviewed")
+    page.fill('#tag-form input[name="value"]', "by me")
+    page.click("#tag-form button")
+    tags = page.locator("table.kv").first
+    expect(tags).to_contain_text("by me")
+    assert sws.cli("run", "show", "-r", run_id)["tags"]["reviewed"] == "by me"
+    page.click('button[title="remove tag reviewed"]')
+    expect(page.locator("text=by me")).to_have_count(0)
+    assert "reviewed" not in sws.cli("run", "show", "-r", run_id)["tags"]
+
     # Stored files: a non-ASCII name downloads under its name; HTML never runs as a page.
     status, headers, body = http(f"{url}runs/{run_id}/file?name={quote('notes/résumé ü.txt')}")
     assert status == 200
