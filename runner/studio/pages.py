@@ -319,11 +319,14 @@ def run_page(
         + key_values(run["properties"])
         + "</div></section>"
         + '<h2>Metrics</h2><div class="chart-tools"><label>smoothing '
+        '<select id="smooth-kind"><option value="ema">EMA</option>'
+        '<option value="ma">moving average</option></select> '
         '<input type="range" id="smooth" min="0" max="0.99" step="0.01" value="0"></label>'
+        '<label><input type="checkbox" id="band"> min/max band</label>'
         '<label><input type="checkbox" id="logy"> log y</label>'
         '<label>x <select id="xaxis"><option value="step">step</option>'
         '<option value="relative">time since start (s)</option>'
-        '<option value="wall">wall clock (UTC)</option></select></label></div>'
+        '<option value="wall">wall clock</option></select></label></div>'
         + (f'<div class="charts">{"".join(charts)}</div>' if charts else "")
         + "".join(others)
         + ("" if metrics else '<p class="muted" id="no-metrics">no metrics yet</p>')

@@ -72,6 +72,12 @@ def test_a_run_goes_queued_running_completed_live_with_chart_and_logs(
     page.select_option("#xaxis", "wall")  # x by wall clock: the chart is drawn again
     expect(chart.locator(".u-legend th").first).to_have_text("time", timeout=LIVE_S)
     expect(chart).to_have_attribute("data-points", "10")
+    # Smoothing: a moving average with its min/max band (two more series in the legend).
+    page.select_option("#smooth-kind", "ma")
+    page.locator("#smooth").fill("0.1")
+    page.check("#band")
+    expect(chart.locator(".u-legend tr")).to_have_count(4, timeout=LIVE_S)
+    screenshot(page, "run-smoothed")
 
     page.goto(f"{url}experiments/studio?cols=loss")
     expect(page.locator(f'[data-status-of="{run_a}"]')).to_have_text("Completed")

@@ -34,24 +34,57 @@
   const ink = () => css.getPropertyValue("--ink").trim() || "#222";
   const grid = () => css.getPropertyValue("--grid").trim() || "#ddd";
 
-  function smooth(ys, alpha) {
-    if (!alpha) return ys;
+  // Smoothing: EMA (the slider is its weight) or a centred moving average (the slider
+  // sets its window, 1-101 points); the band is the rolling min and max of that window.
+  const smoothing = () => ({
+    kind: ($("#smooth-kind") || {}).value || "ema",
+    strength: Number(($("#smooth") || {}).value || 0),
+    band: Boolean($("#band") && $("#band").checked),
+  });
+  const windowOf = (strength) => 1 + 2 * Math.round(strength * 50);
+
+  function rolling(ys, w, pick) {
+    const half = (w - 1) / 2, out = new Array(ys.length);
+    for (let i = 0; i < ys.length; i++) {
+      const part = ys.slice(Math.max(0, i - half), i + half + 1).filter((v) => v !== null);
+      out[i] = part.length ? pick(part) : null;
+    }
+    return out;
+  }
+
+  function smooth(ys, opts) {
+    const { kind, strength } = opts || smoothing();
+    if (!strength) return ys;
+    if (kind === "ma") {
+      return rolling(ys, windowOf(strength), (p) => p.reduce((a, b) => a + b, 0) / p.length);
+    }
     const out = new Array(ys.length);
     let s = null;
     for (let i = 0; i < ys.length; i++) {
       const v = ys[i];
       if (v === null) { out[i] = s; continue; }
-      s = s === null ? v : alpha * s + (1 - alpha) * v;
+      s = s === null ? v : strength * s + (1 - strength) * v;
       out[i] = s;
     }
     return out;
+  }
+
+  // The y columns of a chart: the (smoothed) series, then the band's min and max.
+  function columns(ys) {
+    const opts = smoothing();
+    const cols = [smooth(ys, opts)];
+    if (opts.band) {
+      const w = windowOf(opts.strength || 0.1);
+      cols.push(rolling(ys, w, (p) => Math.min(...p)), rolling(ys, w, (p) => Math.max(...p)));
+    }
+    return cols;
   }
 
   // x of the run page's charts: "step", "relative" (s since the start) or "wall" (UTC).
   const xMode = () => ($("#xaxis") || {}).value || "step";
   const runStart = () => Number(body.dataset.startUtc || 0);
 
-  function chartOptions(el, labels, onZoom) {
+  function chartOptions(el, labels, onZoom, band) {
     const width = Math.max(320, el.clientWidth - 8);
     const logy = $("#logy") && $("#logy").checked;
     const mode = body.dataset.page === "run" ? xMode() : "step";
@@ -64,7 +97,11 @@
       ],
       series: [{ label: { step: "step", relative: "s", wall: "time" }[mode] }].concat(labels.map((label, i) => ({
         label, stroke: PALETTE[i % PALETTE.length], width: 1.5, spanGaps: true,
-      }))),
+      }))).concat(band ? [
+        { label: "min", stroke: "rgba(78,121,167,0.35)", width: 1, spanGaps: true },
+        { label: "max", stroke: "rgba(78,121,167,0.35)", width: 1, spanGaps: true },
+      ] : []),
+      bands: band ? [{ series: [3, 2], fill: "rgba(78,121,167,0.15)" }] : [],
       hooks: onZoom ? { setSelect: [onZoom] } : {},
       legend: { live: true },
     };
@@ -102,18 +139,18 @@
         const xmax = u.posToVal(u.select.left + u.select.width, "x");
         this.zoom(xmin, xmax);
       };
-      this.u = new uPlot(chartOptions(this.el, [this.name], zoom), this.data(), this.el);
+      const band = smoothing().band;
+      this.u = new uPlot(chartOptions(this.el, [this.name], zoom, band), this.data(), this.el);
       this.el.dataset.points = String(this.x.length);
     }
     data() {
-      const alpha = Number(($("#smooth") || {}).value || 0);
-      return [this.x, smooth(this.y, alpha)];
+      return [this.x, ...columns(this.y)];
     }
     async zoom(xmin, xmax) {
       // Re-bucket on the server: the zoomed range gets its own first/min/max/last.
       const data = await (await fetch(this.url({ xmin: this.toServer(xmin), xmax: this.toServer(xmax) }))).json();
       this.zoomed = true;
-      this.u.setData([this.fromServer(data.x), smooth(data.y, Number(($("#smooth") || {}).value || 0))]);
+      this.u.setData([this.fromServer(data.x), ...columns(data.y)]);
       this.u.setScale("x", { min: xmin, max: xmax });
     }
     append(m) {
@@ -153,7 +190,7 @@
       after = Math.max(after, await c.load());
     }
     for (const el of $$(".other[data-metric]")) otherMetric(el, runId);
-    for (const id of ["smooth", "logy"]) {
+    for (const id of ["smooth", "smooth-kind", "band", "logy"]) {
       const ctl = $("#" + id);
       if (ctl) ctl.addEventListener("input", () => charts.forEach((c) => c.draw()));
     }
