@@ -112,7 +112,7 @@ def test_other_metric_kinds_and_image_gallery(sws: StudioWorkspace, page) -> Non
     gallery.locator('input[type="range"]').fill("0")
     expect(gallery).to_contain_text("step 0 of 2")
     assert image.get_attribute("src") != first_src
-    for name in ("curve", "per_class", "accuracies"):
+    for name in ("curve", "per_class", "accuracies", "residuals", "predictions"):
         expect(page.locator(f'.other[data-metric="{name}"] canvas').first).to_be_visible()
     expect(page.locator('.other[data-metric="confusion"] canvas')).to_be_visible()
     screenshot(page, "run-metric-kinds")

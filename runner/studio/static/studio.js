@@ -270,6 +270,18 @@
       return heatmap(el, last);
     }
     if ((m.kind === "table" || m.kind === "row") && m.values.length) return columnsChart(el, m);
+    // residuals, predictions (and other schema_type values): their equal-length numeric
+    // arrays (bin_counts, bin_averages, ...) as lines over the bin index.
+    const data = last && typeof last === "object" ? (last.data || last) : null;
+    if (data && !Array.isArray(data) && Object.values(data).some((v) => Array.isArray(v) && v.length && typeof v[0] === "number")) {
+      // Bin edges are one longer than the bins: the bins' own arrays are drawn.
+      const arrays = Object.fromEntries(Object.entries(data).filter(
+        ([k, v]) => !k.endsWith("edges") && Array.isArray(v) && typeof v[0] === "number"));
+      const n = Math.max(...Object.values(arrays).map((v) => v.length));
+      const same = Object.fromEntries(Object.entries(arrays).filter(([, v]) => v.length === n));
+      columnsChart(el, { values: [same] });
+      if (el.querySelector("canvas")) return;
+    }
     if (m.kind === "list" && m.values.length) {
       const chart = document.createElement("div"); el.appendChild(chart);
       const ys = m.values.map(Number);

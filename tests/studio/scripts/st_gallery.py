@@ -47,6 +47,27 @@ run.log_confusion_matrix(
         "data": {"class_labels": ["cat", "dog"], "matrix": [[5, 1], [2, 7]]},
     },
 )
+run.log_residuals(
+    "residuals",
+    {
+        "schema_type": "residuals",
+        "schema_version": "1.0.0",
+        "data": {"bin_edges": [-1.0, -0.5, 0.0, 0.5, 1.0], "bin_counts": [2, 10, 12, 3]},
+    },
+)
+run.log_predictions(
+    "predictions",
+    {
+        "schema_type": "predictions",
+        "schema_version": "1.0.0",
+        "data": {
+            "bin_averages": [0.1, 0.4, 0.8],
+            "bin_errors": [0.05, 0.1, 0.05],
+            "bin_counts": [5, 9, 4],
+            "bin_edges": [0.0, 0.3, 0.6, 1.0],
+        },
+    },
+)
 run.log("loss", 0.25)
 note = work / "note.txt"
 note.write_text("résumé")
