@@ -237,6 +237,12 @@ class Studio:
         }
         return Response(data, media_type=media, headers=headers)
 
+    def files_json(self, request: Request) -> Response:
+        """The run's stored files (name, bytes), for the page to refresh its list."""
+        run_id = request.path_params["run_id"]
+        files = [[name, size] for name, _digest, size in self.store.list_files(run_id)]
+        return JSONResponse({"files": files})
+
     def _snapshot_id(self, run_id: str) -> str | None:
         rows = self.store.query(
             "SELECT snapshot_id FROM run_snapshots WHERE run_id = ? ORDER BY created_utc LIMIT 1",
@@ -377,6 +383,7 @@ def make_app(ws: Workspace, guard: Guard) -> GuardMiddleware:
         Route("/daemon", studio.daemon),
         Route("/api/runs", studio.runs_json),
         Route("/api/runs/{run_id}/metric", studio.metric),
+        Route("/api/runs/{run_id}/files", studio.files_json),
         Route("/api/runs/{run_id}/events", studio.run_stream),
         Route("/api/runs/{run_id}/log", studio.log_stream),
         Route("/api/status", studio.status_stream),

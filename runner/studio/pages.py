@@ -348,11 +348,13 @@ def run_page(
         '<input id="log-search" placeholder="search the log"></div>'
         f'<pre id="log" data-src="/api/runs/{qid}/log"></pre>'
         + "<h2>Files</h2>"
+        + f'<div id="files" data-src="/api/runs/{qid}/files">'
         + (
             table(["name", "bytes"], file_rows, "grid")
             if file_rows
             else '<p class="muted">none yet</p>'
         )
+        + "</div>"
     )
     return page(
         run["displayName"],

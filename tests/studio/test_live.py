@@ -66,6 +66,7 @@ def test_a_run_goes_queued_running_completed_live_with_chart_and_logs(
     status_is(page, "Completed")
     expect(log).to_contain_text("done", timeout=LIVE_S)
     expect(page.locator("#cancel")).to_have_count(0)
+    expect(page.locator("#files")).to_contain_text("azureml-logs/70_driver_log.txt")
     assert navigations == [], f"the page reloaded: {navigations}"
     assert chart.locator("canvas").count() >= 1
     screenshot(page, "run-completed")

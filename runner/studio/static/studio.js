@@ -206,7 +206,10 @@
       $("#started").textContent = utc(run.startUtc);
       $("#ended").textContent = utc(run.endUtc);
       $("#duration").textContent = duration(run.durationS);
-      if (TERMINAL.has(run.status)) { const b = $("#cancel"); if (b) b.closest("form").remove(); }
+      if (TERMINAL.has(run.status)) {
+        const b = $("#cancel"); if (b) b.closest("form").remove();
+        refreshFiles();
+      }
     });
     events.addEventListener("metric", (ev) => {
       for (const m of JSON.parse(ev.data)) {
@@ -223,6 +226,28 @@
       }
     }, 1000);
     followLog();
+  }
+
+  async function refreshFiles() {
+    // A run's outputs and logs are stored as it ends: list them without a reload.
+    const box = $("#files");
+    if (!box) return;
+    const { files } = await (await fetch(box.dataset.src)).json();
+    if (!files.length) return;
+    const runId = body.dataset.runId;
+    const table = document.createElement("table"); table.className = "grid";
+    table.innerHTML = "<thead><tr><th>name</th><th>bytes</th></tr></thead>";
+    const tbody = document.createElement("tbody");
+    for (const [name, size] of files) {
+      const tr = document.createElement("tr"), a = document.createElement("a");
+      a.href = `/runs/${encodeURIComponent(runId)}/file?` + new URLSearchParams({ name });
+      a.textContent = name;
+      const td1 = document.createElement("td"), td2 = document.createElement("td");
+      td1.appendChild(a); td2.textContent = String(size);
+      tr.append(td1, td2); tbody.appendChild(tr);
+    }
+    table.appendChild(tbody);
+    box.replaceChildren(table);
   }
 
   function followLog() {
