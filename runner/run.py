@@ -21,6 +21,7 @@ import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import quote
 
 from runner.errors import ConfigError, NotFoundError, StoreError
 from runner.models import register_from_run
@@ -40,6 +41,7 @@ from runner.run_tags import _RunTags
 from runner.run_tags import parse_filter as parse_filter
 from runner.status import RunStatus
 from runner.store import NewRun, RunRow, loads_or_none
+from runner.workspace_paths import studio_url
 
 if TYPE_CHECKING:
     from runner.experiment import Experiment
@@ -459,7 +461,12 @@ class Run(_RunStatus, _RunMetrics, _RunFiles, _RunTags):
         return self._workspace.get_default_keyvault().get_secrets(secrets)
 
     def get_portal_url(self) -> str:
-        """Where to look at the run: its folder in the workspace, as a file URL."""
+        """Where to look at the run: its page in ``runner studio`` when a studio serves
+        the workspace (``http://127.0.0.1:PORT/runs/<id>``), else its folder in the
+        workspace as a file URL."""
+        url = studio_url(self._workspace.path)
+        if url is not None:
+            return f"{url}/runs/{quote(self._id, safe='')}"
         return self._run_dir().as_uri()
 
 

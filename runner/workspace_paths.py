@@ -154,3 +154,28 @@ def check_experiment_name(name: object) -> str:
             "starting with a letter or digit (at most 255 characters)"
         )
     return name
+
+
+def studio_file(ws_path: Path) -> Path:
+    """Where a running ``runner studio`` records its address: in the workspace's daemon
+    folder, written at start and removed at exit (runner.studio.server)."""
+    return ws_path / "daemon" / "studio.json"
+
+
+def studio_url(ws_path: Path) -> str | None:
+    """The address (``http://127.0.0.1:PORT``) of the studio serving this workspace, or
+    None when none runs (no file, or its process is gone)."""
+    try:
+        data = json.loads(studio_file(ws_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    pid, url = (data.get("pid"), data.get("url")) if isinstance(data, dict) else (None, None)
+    if not isinstance(pid, int) or not isinstance(url, str):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # another user's process took the pid: not our studio
+        return None
+    return url

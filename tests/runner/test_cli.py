@@ -863,7 +863,7 @@ def test_env_list_empty(capsys, workspace: Workspace) -> None:
         (["run", "show"], "required: -r/--run; see 'runner run show --help'"),
         (["run", "list", "-e", "x", "--bogus"], "unrecognized arguments: --bogus"),
         (["run", "list", "--exp", "x"], "unrecognized arguments: --exp"),  # no abbreviations
-        (["studio"], "invalid choice: 'studio'"),
+        (["studio", "--port", "x"], "'x' is not a port number"),
     ],
 )
 def test_usage_errors_are_one_line(capsys, workspace: Workspace, argv, fragment) -> None:

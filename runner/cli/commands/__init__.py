@@ -7,12 +7,12 @@ from __future__ import annotations
 import argparse
 
 from runner import __version__
-from runner.cli.commands import daemon, env, experiment, folder, run, target, workspace
+from runner.cli.commands import daemon, env, experiment, folder, run, studio, target, workspace
 from runner.cli.parser import Parser, Tree, dedent, global_options
 from runner.cli.render import PROG
 
 #: In the order ``runner --help`` lists them.
-COMMAND_MODULES = (experiment, run, folder, target, env, daemon, workspace)
+COMMAND_MODULES = (experiment, run, folder, target, env, daemon, workspace, studio)
 
 
 def build_parser() -> argparse.ArgumentParser:
