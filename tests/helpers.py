@@ -7,6 +7,7 @@ assert. Scripts under ``tests/scripts`` are real programs run as real processes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import os
@@ -463,3 +464,38 @@ def heartbeat_of(run: Any) -> float:
     row = run._store.get_run(run.id)
     assert row is not None
     return float(row.heartbeat_utc or 0.0)
+
+
+def source_folder(tmp_path: Path, code: str, name: str = "main.py") -> Path:
+    """A new source folder under ``tmp_path`` holding one script (``code``, dedented)."""
+    folder = tmp_path / f"src-{len(list(tmp_path.glob('src-*')))}"
+    folder.mkdir()
+    (folder / name).write_text(textwrap.dedent(code), encoding="utf-8")
+    return folder
+
+
+@dataclasses.dataclass
+class CliResult:
+    """What ``runner ARGV`` did in-process: its exit code and both streams."""
+
+    code: int
+    out: str
+    err: str
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+    @property
+    def err_lines(self) -> list[str]:
+        return self.err.splitlines()
+
+
+def call_cli(capsys: Any, *argv: object) -> CliResult:
+    """``runner ARGV`` in-process (paths are passed as their text); never a traceback."""
+    from runner import cli
+
+    code = cli.main([os.fspath(a) if isinstance(a, os.PathLike) else str(a) for a in argv])
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    return CliResult(code, captured.out, captured.err)

@@ -49,18 +49,20 @@ print("LOADED " + json.dumps(loaded))
 PY39 = Path("/root/.pyenv/versions/3.9.18/bin/python")
 
 
-def _probe(python: str, cwd: Path) -> list[str]:
-    proc = subprocess.run(
-        [python, "-I", "-c", PROBE],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cwd,
-        check=False,
-    )
+def _python(argv: list[str], cwd: Path) -> str:
+    """Run a Python process; its stdout (it must exit 0)."""
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=cwd, check=False)
     assert proc.returncode == 0, proc.stderr
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("LOADED "))
-    return json.loads(line[len("LOADED ") :])
+    return proc.stdout
+
+
+def _line(out: str, prefix: str) -> str:
+    """What follows ``prefix`` on the line of ``out`` that starts with it."""
+    return next(x for x in out.splitlines() if x.startswith(prefix))[len(prefix) :]
+
+
+def _probe(python: str, cwd: Path) -> list[str]:
+    return json.loads(_line(_python([python, "-I", "-c", PROBE], cwd), "LOADED "))
 
 
 def test_import_runner_and_get_context_load_no_third_party_module(tmp_path):
@@ -146,31 +148,15 @@ def test_the_client_copy_a_run_gets_holds_no_host_side_package(tmp_path):
     """What the daemon puts on a run's PYTHONPATH (Daemon.client_dir), in an interpreter
     without runner installed (Python 3.9, isolated): the client imports, and nothing of
     runner/service/, runner/cli/, targets/ or environments/ can be imported from it."""
-    made = subprocess.run(
-        [sys.executable, "-c", CLIENT_COPY, str(tmp_path / "ws")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-        check=False,
+    client = _line(
+        _python([sys.executable, "-c", CLIENT_COPY, str(tmp_path / "ws")], REPO), "CLIENT "
     )
-    assert made.returncode == 0, made.stderr
-    client = next(x for x in made.stdout.splitlines() if x.startswith("CLIENT "))[7:]
-    proc = subprocess.run(
-        [str(PY39), "-I", "-c", IN_THE_COPY, client],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("FOUND "))
-    assert json.loads(line[6:]) == {
+    out = _python([str(PY39), "-I", "-c", IN_THE_COPY, client], tmp_path)
+    assert json.loads(_line(out, "FOUND ")) == {
         "runner.service": False,
         "runner.cli": False,
         "targets": False,
         "environments": False,
         "runner.run": True,
     }
-    assert proc.stdout.split("FROM ")[1].strip().startswith(client)
+    assert _line(out, "FROM ").startswith(client)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from runner.workspace import Workspace
 from targets.base import LaunchSpec
 from targets.docker import DockerTarget, cleanup_leftovers, container_config
 from tests.docker.conftest import BASE_IMAGE
-from tests.helpers import wait_until
+from tests.helpers import source_folder, wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -40,11 +39,7 @@ def docker_env(name: str = "docker-env", image: str = BASE_IMAGE) -> Environment
     return env
 
 
-def source(tmp_path: Path, code: str, name: str = "main.py") -> Path:
-    folder = tmp_path / f"src-{len(list(tmp_path.glob('src-*')))}"
-    folder.mkdir()
-    (folder / name).write_text(textwrap.dedent(code), encoding="utf-8")
-    return folder
+source = source_folder  # a source folder holding one script
 
 
 def submit(exp: Experiment, src: Path, env: Environment, **rc: Any) -> Run:

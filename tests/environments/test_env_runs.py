@@ -48,7 +48,7 @@ from runner.experiment import Experiment
 from runner.run import Run
 from runner.workspace import Workspace
 from tests.environments.conda_channel import LocalChannel, build_channel
-from tests.helpers import StatusRecorder, wait_until
+from tests.helpers import StatusRecorder, source_folder, wait_until
 
 HERE_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 PREP_LOG = "azureml-logs/55_environment_prep_log.txt"
@@ -135,12 +135,7 @@ def pip_env(*packages: str, name: str = "pip-env") -> Environment:
     return env
 
 
-def source(tmp_path: Path, code: str, name: str = "main.py") -> Path:
-    """A source folder holding one script."""
-    folder = tmp_path / f"src-{len(list(tmp_path.glob('src-*')))}"
-    folder.mkdir()
-    (folder / name).write_text(textwrap.dedent(code), encoding="utf-8")
-    return folder
+source = source_folder  # a source folder holding one script
 
 
 def submit(exp: Experiment, src: Path, env: Environment | None, script: str = "main.py") -> Run:

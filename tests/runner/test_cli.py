@@ -14,7 +14,6 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -24,6 +23,7 @@ from runner.environment import Environment
 from runner.experiment import Experiment
 from runner.run import Run
 from runner.workspace import Workspace
+from tests.helpers import CliResult, call_cli
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,27 +43,8 @@ SUMMARY_KEYS = [
 ]
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-    @property
-    def err_lines(self) -> list[str]:
-        return self.err.splitlines()
-
-
-def call(capsys: pytest.CaptureFixture[str], *argv: object) -> Result:
-    """``runner ARGV`` in-process (paths are passed as their text)."""
-    code = cli.main([os.fspath(a) if isinstance(a, os.PathLike) else str(a) for a in argv])
-    captured = capsys.readouterr()
-    assert "Traceback" not in captured.err
-    return Result(code, captured.out, captured.err)
+Result = CliResult
+call = call_cli
 
 
 def assert_user_error(result: Result, *fragments: str) -> None:

@@ -4,23 +4,20 @@ recorded on failure, and detach cleaning up. Real sshd hosts (tests/ssh/conftest
 from __future__ import annotations
 
 import io
-import json
-import os
 import socket
 import stat
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from runner import cli
 from runner.compute import ComputeTarget, RemoteCompute
 from runner.errors import ConfigError, HostKeyError, TargetUnavailableError
 from runner.workspace import Workspace
 from targets.ssh import SshTarget
+from tests.helpers import CliResult, call_cli
 from tests.ssh.conftest import SshHost
 
 pytestmark = pytest.mark.ssh
@@ -261,22 +258,8 @@ def test_detach_removes_secrets_and_the_key_when_no_target_uses_it(
 # -- the CLI -------------------------------------------------------------------------------
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-def runner_cli(capsys: pytest.CaptureFixture[str], *argv: object) -> Result:
-    code = cli.main([os.fspath(a) if isinstance(a, os.PathLike) else str(a) for a in argv])
-    captured = capsys.readouterr()
-    assert "Traceback" not in captured.err
-    return Result(code, captured.out, captured.err)
+Result = CliResult
+runner_cli = call_cli
 
 
 def attach_argv(ws: Workspace, host: SshHost, name: str = "box") -> list[object]:
