@@ -49,6 +49,8 @@ _INLINE = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".txt", ".log", ".json", ".
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 _DRIVER_LOG = "logs/70_driver_log.txt"
 _PREP_LOG = "logs/55_environment_prep_log.txt"
+#: How much of an environment lock the run page shows (the download has all of it).
+_LOCK_SHOWN = 200_000
 
 
 class Studio:
@@ -114,12 +116,25 @@ class Studio:
             "snapshot": self._snapshot_id(run_id) is not None,
         }
         metrics = views.metric_names(self.store, run_id)
-        files = [(name, size) for name, _digest, size in self.store.list_files(run_id)]
+        stored = self.store.list_files(run_id)
+        files = [(name, size) for name, _digest, size in stored]
+        details["lock"] = self._lock(stored)
         children = views.runs_page(self.store, parent_id=run_id, limit=100, descending=False)
         text = pages.run_page(
             summary, details, metrics, files, children["runs"], self.guard.csrf_token
         )
         return self.html(text)
+
+    def _lock(self, stored: list[tuple[str, str, int]]) -> tuple[str, str] | None:
+        """(name, text) of the environment lock the supervisor stored with the run."""
+        from runner.envbuild import LOCK_ARTIFACTS  # host side only, and only here
+
+        for name, digest, size in stored:
+            if name in LOCK_ARTIFACTS:
+                data = self.ws.blobs.read_bytes(digest, what=name)[:_LOCK_SHOWN]
+                cut = f"\n… ({size:,} bytes in all; download it)" if size > _LOCK_SHOWN else ""
+                return name, data.decode("utf-8", "replace") + cut
+        return None
 
     def compare(self, request: Request) -> Response:
         ids = [i for value in request.query_params.getlist("runs") for i in value.split(",") if i]

@@ -335,12 +335,7 @@ def run_page(
             if children
             else ""
         )
-        + (
-            "<details><summary>Environment</summary>"
-            f'<pre class="json">{e(json.dumps(details["environment"], indent=2))}</pre></details>'
-            if details.get("environment")
-            else ""
-        )
+        + _environment(qid, details.get("environment"), details.get("lock"))
         + "<h2>Logs</h2>"
         '<div class="log-tools"><select id="log-which"><option value="">driver log</option>'
         '<option value="prep">environment preparation log</option></select>'
@@ -365,6 +360,21 @@ def run_page(
         status=run["status"],
         start_utc=str(run["startUtc"] or ""),
     )
+
+
+def _environment(qid: str, environment: Any, lock: tuple[str, str] | None) -> str:
+    """The run's environment definition and, next to it, the lock it was built from."""
+    if not environment and lock is None:
+        return ""
+    body = f'<pre class="json">{e(json.dumps(environment, indent=2))}</pre>' if environment else ""
+    if lock is not None:
+        name, text = lock
+        link = f"/runs/{qid}/file?{urlencode({'name': name})}"
+        body += (
+            f'<p>lock: <a id="lock-download" href="{e(link)}" download>{e(name)}</a></p>'
+            f'<pre id="lock">{e(text)}</pre>'
+        )
+    return f'<details id="environment"><summary>Environment</summary>{body}</details>'
 
 
 def compare_page(

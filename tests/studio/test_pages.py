@@ -117,6 +117,15 @@ def test_other_metric_kinds_and_image_gallery(sws: StudioWorkspace, page) -> Non
     expect(page.locator('.other[data-metric="confusion"] canvas')).to_be_visible()
     screenshot(page, "run-metric-kinds")
 
+    # The environment's lock, next to the environment: its text and a download link.
+    page.click("#environment summary")
+    expect(page.locator("#lock")).to_contain_text("six==1.16.0 --hash=sha256:8abb")
+    href = page.locator("#lock-download").get_attribute("href") or ""
+    status, headers, body = http(url.rstrip("/") + href)
+    assert status == 200
+    assert headers["content-disposition"].startswith("attachment")
+    assert body.decode().startswith("# python: 3.12.3")
+
     # Tags are edited on the page: set one, then remove it (POSTs with the page's token).
     page.fill('#tag-form input[name="key"]', "reviewed")
     page.fill('#tag-form input[name="value"]', "by me")

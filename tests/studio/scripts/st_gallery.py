@@ -75,4 +75,9 @@ run.upload_file("notes/résumé ü.txt", str(note))
 page = work / "page.html"
 page.write_text("<script>alert(1)</script>")
 run.upload_file("outputs/page.html", str(page))
+# The page shows an environment lock where the supervisor stores one (a venv or conda
+# build); this run has none of its own, so it stores one under the same name.
+lock = work / "requirements.lock"
+lock.write_text("# python: 3.12.3\nsix==1.16.0 --hash=sha256:8abb\n")
+run.upload_file("azureml-environment/requirements.lock", str(lock))
 print(json.dumps({"done": True}))
