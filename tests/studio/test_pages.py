@@ -115,6 +115,13 @@ def test_other_metric_kinds_and_image_gallery(sws: StudioWorkspace, page) -> Non
     for name in ("curve", "per_class", "accuracies", "residuals", "predictions"):
         expect(page.locator(f'.other[data-metric="{name}"] canvas').first).to_be_visible()
     expect(page.locator('.other[data-metric="confusion"] canvas')).to_be_visible()
+    # An accuracy table: precision and recall of each class by threshold, not JSON.
+    roc = page.locator('.other[data-metric="roc"]')
+    expect(roc).to_have_attribute("data-series", "4")
+    expect(roc.locator("canvas").first).to_be_visible()
+    expect(roc).to_contain_text("dog recall")
+    expect(roc).to_contain_text("probability threshold")
+    expect(roc.locator("pre.json")).to_have_count(0)
     screenshot(page, "run-metric-kinds")
 
     # The environment's lock, next to the environment: its text and a download link.

@@ -68,6 +68,26 @@ run.log_predictions(
         },
     },
 )
+run.log_accuracy_table(
+    "roc",
+    {
+        "schema_type": "accuracy_table",
+        "schema_version": "1.0.1",
+        "data": {
+            "probability_tables": [
+                [[6, 4, 0, 0], [5, 1, 3, 1], [0, 0, 4, 6]],
+                [[4, 6, 0, 0], [3, 2, 4, 1], [0, 0, 6, 4]],
+            ],
+            "percentile_tables": [
+                [[6, 4, 0, 0], [5, 1, 3, 1], [0, 0, 4, 6]],
+                [[4, 6, 0, 0], [3, 2, 4, 1], [0, 0, 6, 4]],
+            ],
+            "probability_thresholds": [0.0, 0.5, 1.0],
+            "percentile_thresholds": [0.0, 0.5, 1.0],
+            "class_labels": ["cat", "dog"],
+        },
+    },
+)
 run.log("loss", 0.25)
 note = work / "note.txt"
 note.write_text("résumé")
