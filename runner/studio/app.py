@@ -39,6 +39,7 @@ from runner.status import ACTIVE_VALUES
 from runner.store import loads_or_none
 from runner.studio import live, pages
 from runner.studio.security import Guard, GuardMiddleware
+from runner.view_filter import KV_TABLES
 
 if TYPE_CHECKING:
     from runner.workspace import Workspace
@@ -93,7 +94,7 @@ class Studio:
                 descending=q.get("desc", "1") != "0",
                 offset=page_no * size,
                 limit=size,
-                metric_columns=cols,
+                metric_columns=_metric_columns(cols),
                 top_level_only=top_level_only,
             )
         except ValueError as exc:
@@ -218,7 +219,7 @@ class Studio:
                 descending=q.get("desc", "1") != "0",
                 offset=_int(q.get("offset"), 0),
                 limit=_int(q.get("limit"), 50),
-                metric_columns=[c for c in q.get("cols", "").split(",") if c],
+                metric_columns=_metric_columns(q.get("cols", "").split(",")),
             )
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
@@ -342,6 +343,16 @@ def _disposition(kind: str, filename: str) -> str:
         c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in filename
     )
     return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+def _metric_columns(columns: list[str]) -> list[str]:
+    """The metrics among chosen columns: a column is tags.KEY, properties.KEY (their
+    values come with every run) or a metric, NAME or metrics.NAME."""
+    return [
+        c.strip().removeprefix("metrics.")
+        for c in columns
+        if c.strip() and c.partition(".")[0] not in KV_TABLES
+    ]
 
 
 def _int(text: str | None, default: int) -> int:

@@ -54,6 +54,19 @@ def test_filter_sort_and_compare(sws: StudioWorkspace, page) -> None:
     # Sorting by a metric column, server-side: ascending loss puts lr=0.01 first.
     page.goto(f"{url}experiments/studio?cols=loss&sort=metrics.loss&desc=0")
     expect(rows.first).to_contain_text(ids["0.01"])
+    # Chosen tag and property columns, sortable by their header (numbers numerically).
+    page.goto(f"{url}experiments/studio?cols=tags.lr,properties.azureml.runsource&sort=tags.lr")
+    expect(rows.first).to_contain_text(ids["0.05"])
+    expect(rows.first.locator("td").nth(8)).to_have_text("0.05")
+    expect(rows.first.locator("td").nth(9)).to_have_text("experiment")
+    page.click("table.runs thead >> text=tags.lr")
+    assert "desc=0" in page.url
+    expect(rows.first).to_contain_text(ids["0.01"])
+    expect(page.locator("table.runs thead")).to_contain_text("tags.lr ▲")
+    for lr, n in (("0.01", "10"), ("0.03", "2"), ("0.05", "n/a")):
+        sws.cli("run", "update", "-r", ids[lr], "--add-tag", f"n={n}")
+    page.goto(f"{url}experiments/studio?cols=tags.n&sort=tags.n&desc=0")
+    expect(rows.locator("td:nth-child(9)")).to_have_text(["2", "10", "n/a"])
     page.goto(f"{url}experiments/studio?cols=loss&size=2")
     expect(rows).to_have_count(2)
     expect(page.locator(".pager")).to_contain_text("1-2 of 3")
