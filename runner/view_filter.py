@@ -45,7 +45,8 @@ _PLAIN = {
 }
 _TIMES = {"created": "r.created_utc", "started": "r.start_utc", "ended": "r.end_utc"}
 _DURATION = "(COALESCE(r.end_utc, r.heartbeat_utc) - r.start_utc)"
-_KV_TABLES = {"tags": "tags", "properties": "properties", "props": "properties"}
+#: The key-value fields (``tags.KEY``, ...) and their tables; the runs table sorts by them too.
+KV_TABLES = {"tags": "tags", "properties": "properties", "props": "properties"}
 _COMPARE = {"=", "!=", "<", "<=", ">", ">="}
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -170,8 +171,8 @@ class _Parser:
 
     def field_sql(self, tok: _Token, field: str, op: str, values: list[_Token]) -> str:
         head, dot, rest = field.partition(".")
-        if dot and head in _KV_TABLES:
-            return self.key_value(_KV_TABLES[head], rest, op, values)
+        if dot and head in KV_TABLES:
+            return self.key_value(KV_TABLES[head], rest, op, values)
         if dot and head == "metrics":
             expr = (
                 "(SELECT metric_last(m.enc, m.data) FROM metrics m WHERE m.run_id = r.id "
@@ -309,8 +310,18 @@ def _max(enc: str, data: bytes) -> float | None:
     return float(max(values)) if values else None
 
 
+def _as_number(text: object) -> float | None:
+    """A tag or property value as a number, or NULL when it is not one (sorting puts
+    numbers in numeric order, ``2`` before ``10``)."""
+    try:
+        return float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
 def register_functions(store: Store) -> None:
-    """Make ``metric_last/min/max(enc, data)`` (of one stored chunk) known to the
+    """Make ``metric_last/min/max(enc, data)`` (of one stored chunk) and
+    ``as_number(text)`` known to the
     store's connection; the filters and metric columns use them. Done on every call
     (a few microseconds): the store may have reopened its connection since."""
     with store._lock:
@@ -318,3 +329,4 @@ def register_functions(store: Store) -> None:
         conn.create_function("metric_last", 2, _last, deterministic=True)
         conn.create_function("metric_min", 2, _min, deterministic=True)
         conn.create_function("metric_max", 2, _max, deterministic=True)
+        conn.create_function("as_number", 1, _as_number, deterministic=True)

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from runner.store_metrics import _decode_values
-from runner.view_filter import compile_filter, register_functions
+from runner.view_filter import KV_TABLES, compile_filter, register_functions
 
 if TYPE_CHECKING:
     from runner.store import Store
@@ -117,7 +117,8 @@ def runs_page(
 ) -> JSONDict:
     """One page of a runs table: ``{"total", "offset", "limit", "runs": [summary, ...]}``.
 
-    ``sort`` is a key of SORT_COLUMNS or ``metrics.NAME`` (the metric's last value);
+    ``sort`` is a key of SORT_COLUMNS, ``metrics.NAME`` (the metric's last value) or
+    ``tags.KEY`` / ``properties.KEY`` (numbers in numeric order, then text);
     ``filter_text`` is the filter language of :mod:`runner.view_filter`. Each summary has
     the run's tags, properties and, for ``metric_columns``, ``metrics[name] = {"last",
     "min", "max"}``. ValueError (its message says what is wrong) for a bad sort or filter.
@@ -160,10 +161,22 @@ def _order(sort: str, descending: bool) -> tuple[str, list[Any]]:
         )
         # NULLs (runs without the metric) last either way.
         return f"{expr} IS NULL, {expr} {direction}, r.rowid DESC", [sort[8:], sort[8:]]
+    prefix, _, key = sort.partition(".")
+    if key and prefix in KV_TABLES:
+        value = (
+            f"(SELECT kv.value FROM {KV_TABLES[prefix]} kv WHERE kv.run_id = r.id AND kv.key = ?)"
+        )
+        # Numbers in numeric order, then other values as text; runs without the key last.
+        return (
+            f"{value} IS NULL, as_number({value}) IS NULL, as_number({value}) {direction}, "
+            f"{value} {direction}, r.rowid {direction}",
+            [key, key, key, key],
+        )
     column = SORT_COLUMNS.get(sort)
     if column is None:
         raise ValueError(
-            f"cannot sort by {sort!r}; use one of {', '.join(SORT_COLUMNS)} or metrics.NAME"
+            f"cannot sort by {sort!r}; use one of {', '.join(SORT_COLUMNS)}, metrics.NAME, "
+            "tags.KEY or properties.KEY"
         )
     if sort == "created":  # the rowid itself: SQLite walks the table backwards, no sort
         return f"r.rowid {direction}", []

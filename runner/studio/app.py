@@ -39,6 +39,7 @@ from runner.status import ACTIVE_VALUES
 from runner.store import loads_or_none
 from runner.studio import live, pages
 from runner.studio.security import Guard, GuardMiddleware
+from runner.view_filter import KV_TABLES
 
 if TYPE_CHECKING:
     from runner.workspace import Workspace
@@ -49,6 +50,8 @@ _INLINE = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".txt", ".log", ".json", ".
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 _DRIVER_LOG = "logs/70_driver_log.txt"
 _PREP_LOG = "logs/55_environment_prep_log.txt"
+#: How much of an environment lock the run page shows (the download has all of it).
+_LOCK_SHOWN = 200_000
 
 
 class Studio:
@@ -91,7 +94,7 @@ class Studio:
                 descending=q.get("desc", "1") != "0",
                 offset=page_no * size,
                 limit=size,
-                metric_columns=cols,
+                metric_columns=_metric_columns(cols),
                 top_level_only=top_level_only,
             )
         except ValueError as exc:
@@ -114,12 +117,25 @@ class Studio:
             "snapshot": self._snapshot_id(run_id) is not None,
         }
         metrics = views.metric_names(self.store, run_id)
-        files = [(name, size) for name, _digest, size in self.store.list_files(run_id)]
+        stored = self.store.list_files(run_id)
+        files = [(name, size) for name, _digest, size in stored]
+        details["lock"] = self._lock(stored)
         children = views.runs_page(self.store, parent_id=run_id, limit=100, descending=False)
         text = pages.run_page(
             summary, details, metrics, files, children["runs"], self.guard.csrf_token
         )
         return self.html(text)
+
+    def _lock(self, stored: list[tuple[str, str, int]]) -> tuple[str, str] | None:
+        """(name, text) of the environment lock the supervisor stored with the run."""
+        from runner.envbuild import LOCK_ARTIFACTS  # host side only, and only here
+
+        for name, digest, size in stored:
+            if name in LOCK_ARTIFACTS:
+                data = self.ws.blobs.read_bytes(digest, what=name)[:_LOCK_SHOWN]
+                cut = f"\n… ({size:,} bytes in all; download it)" if size > _LOCK_SHOWN else ""
+                return name, data.decode("utf-8", "replace") + cut
+        return None
 
     def compare(self, request: Request) -> Response:
         ids = [i for value in request.query_params.getlist("runs") for i in value.split(",") if i]
@@ -203,7 +219,7 @@ class Studio:
                 descending=q.get("desc", "1") != "0",
                 offset=_int(q.get("offset"), 0),
                 limit=_int(q.get("limit"), 50),
-                metric_columns=[c for c in q.get("cols", "").split(",") if c],
+                metric_columns=_metric_columns(q.get("cols", "").split(",")),
             )
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
@@ -327,6 +343,16 @@ def _disposition(kind: str, filename: str) -> str:
         c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in filename
     )
     return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+def _metric_columns(columns: list[str]) -> list[str]:
+    """The metrics among chosen columns: a column is tags.KEY, properties.KEY (their
+    values come with every run) or a metric, NAME or metrics.NAME."""
+    return [
+        c.strip().removeprefix("metrics.")
+        for c in columns
+        if c.strip() and c.partition(".")[0] not in KV_TABLES
+    ]
 
 
 def _int(text: str | None, default: int) -> int:

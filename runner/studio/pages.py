@@ -142,11 +142,13 @@ def runs_page(
     experiment: str | None,
     result: JSONDict,
     params: Mapping[str, Any],
-    metric_columns: Sequence[str],
+    columns: Sequence[str],
     csrf: str,
     error: str | None = None,
 ) -> str:
-    """A runs table with its filter, sort links, pager and compare selection."""
+    """A runs table with its filter, sort links, pager and compare selection. ``columns``
+    are the chosen ones: ``tags.KEY``, ``properties.KEY`` (``props.KEY``) or a metric
+    (``NAME`` or ``metrics.NAME``, its last value); each sorts the table."""
     base = f"/experiments/{quote(experiment, safe='')}" if experiment else "/runs"
     sort, desc = params.get("sort", "created"), params.get("desc", "1") != "0"
 
@@ -165,7 +167,7 @@ def runs_page(
         header("created (UTC)", "created"),
         header("duration", "duration"),
         "tags",
-        *[header(m, f"metrics.{m}") for m in metric_columns],
+        *[header(c, _column_key(c)) for c in columns],
     ]
     rows = []
     for run in result["runs"]:
@@ -188,7 +190,7 @@ def runs_page(
                     f'<span class="tag">{e(k)}{"=" + e(v) if v is not None else ""}</span>'
                     for k, v in sorted(run["tags"].items())
                 ),
-                *[number(run.get("metrics", {}).get(m, {}).get("last")) for m in metric_columns],
+                *[_column_cell(run, c) for c in columns],
             ]
         )
     total, offset, limit = result["total"], result["offset"], result["limit"]
@@ -205,8 +207,8 @@ def runs_page(
         f'<form class="filter" method="get" action="{e(base)}">'
         f'<input name="filter" size="60" value="{e(params.get("filter", ""))}" '
         'placeholder="status IN (Running, Failed) AND tags.lr >= 0.01 AND metrics.loss < 0.2">'
-        f'<input name="cols" size="20" value="{e(",".join(metric_columns))}" '
-        'placeholder="metric columns: loss,acc">'
+        f'<input name="cols" size="30" value="{e(",".join(columns))}" '
+        'placeholder="columns: loss,tags.lr,properties.x">'
         f'<input type="hidden" name="sort" value="{e(sort)}">'
         f'<input type="hidden" name="desc" value="{"1" if desc else "0"}">'
         "<button>Apply</button></form>"
@@ -227,6 +229,22 @@ def runs_page(
         + f'<p class="pager">{" ".join(pager)}</p>'
     )
     return page(title, body, csrf, "runs", live_ids=ids)
+
+
+def _column_key(column: str) -> str:
+    """The sort key of a chosen column: itself for tags/properties, else metrics.NAME."""
+    prefix, dot, _ = column.partition(".")
+    if dot and prefix in ("tags", "properties", "props", "metrics"):
+        return column
+    return f"metrics.{column}"
+
+
+def _column_cell(run: JSONDict, column: str) -> str:
+    prefix, _, key = _column_key(column).partition(".")
+    if prefix == "metrics":
+        return number(run.get("metrics", {}).get(key, {}).get("last"))
+    value = run["tags" if prefix == "tags" else "properties"].get(key)
+    return "" if value is None else e(value)
 
 
 def run_page(
@@ -335,12 +353,7 @@ def run_page(
             if children
             else ""
         )
-        + (
-            "<details><summary>Environment</summary>"
-            f'<pre class="json">{e(json.dumps(details["environment"], indent=2))}</pre></details>'
-            if details.get("environment")
-            else ""
-        )
+        + _environment(qid, details.get("environment"), details.get("lock"))
         + "<h2>Logs</h2>"
         '<div class="log-tools"><select id="log-which"><option value="">driver log</option>'
         '<option value="prep">environment preparation log</option></select>'
@@ -365,6 +378,21 @@ def run_page(
         status=run["status"],
         start_utc=str(run["startUtc"] or ""),
     )
+
+
+def _environment(qid: str, environment: Any, lock: tuple[str, str] | None) -> str:
+    """The run's environment definition and, next to it, the lock it was built from."""
+    if not environment and lock is None:
+        return ""
+    body = f'<pre class="json">{e(json.dumps(environment, indent=2))}</pre>' if environment else ""
+    if lock is not None:
+        name, text = lock
+        link = f"/runs/{qid}/file?{urlencode({'name': name})}"
+        body += (
+            f'<p>lock: <a id="lock-download" href="{e(link)}" download>{e(name)}</a></p>'
+            f'<pre id="lock">{e(text)}</pre>'
+        )
+    return f'<details id="environment"><summary>Environment</summary>{body}</details>'
 
 
 def compare_page(

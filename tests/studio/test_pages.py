@@ -54,6 +54,19 @@ def test_filter_sort_and_compare(sws: StudioWorkspace, page) -> None:
     # Sorting by a metric column, server-side: ascending loss puts lr=0.01 first.
     page.goto(f"{url}experiments/studio?cols=loss&sort=metrics.loss&desc=0")
     expect(rows.first).to_contain_text(ids["0.01"])
+    # Chosen tag and property columns, sortable by their header (numbers numerically).
+    page.goto(f"{url}experiments/studio?cols=tags.lr,properties.azureml.runsource&sort=tags.lr")
+    expect(rows.first).to_contain_text(ids["0.05"])
+    expect(rows.first.locator("td").nth(8)).to_have_text("0.05")
+    expect(rows.first.locator("td").nth(9)).to_have_text("experiment")
+    page.click("table.runs thead >> text=tags.lr")
+    assert "desc=0" in page.url
+    expect(rows.first).to_contain_text(ids["0.01"])
+    expect(page.locator("table.runs thead")).to_contain_text("tags.lr ▲")
+    for lr, n in (("0.01", "10"), ("0.03", "2"), ("0.05", "n/a")):
+        sws.cli("run", "update", "-r", ids[lr], "--add-tag", f"n={n}")
+    page.goto(f"{url}experiments/studio?cols=tags.n&sort=tags.n&desc=0")
+    expect(rows.locator("td:nth-child(9)")).to_have_text(["2", "10", "n/a"])
     page.goto(f"{url}experiments/studio?cols=loss&size=2")
     expect(rows).to_have_count(2)
     expect(page.locator(".pager")).to_contain_text("1-2 of 3")
@@ -115,7 +128,23 @@ def test_other_metric_kinds_and_image_gallery(sws: StudioWorkspace, page) -> Non
     for name in ("curve", "per_class", "accuracies", "residuals", "predictions"):
         expect(page.locator(f'.other[data-metric="{name}"] canvas').first).to_be_visible()
     expect(page.locator('.other[data-metric="confusion"] canvas')).to_be_visible()
+    # An accuracy table: precision and recall of each class by threshold, not JSON.
+    roc = page.locator('.other[data-metric="roc"]')
+    expect(roc).to_have_attribute("data-series", "4")
+    expect(roc.locator("canvas").first).to_be_visible()
+    expect(roc).to_contain_text("dog recall")
+    expect(roc).to_contain_text("probability threshold")
+    expect(roc.locator("pre.json")).to_have_count(0)
     screenshot(page, "run-metric-kinds")
+
+    # The environment's lock, next to the environment: its text and a download link.
+    page.click("#environment summary")
+    expect(page.locator("#lock")).to_contain_text("six==1.16.0 --hash=sha256:8abb")
+    href = page.locator("#lock-download").get_attribute("href") or ""
+    status, headers, body = http(url.rstrip("/") + href)
+    assert status == 200
+    assert headers["content-disposition"].startswith("attachment")
+    assert body.decode().startswith("# python: 3.12.3")
 
     # Tags are edited on the page: set one, then remove it (POSTs with the page's token).
     page.fill('#tag-form input[name="key"]', "reviewed")

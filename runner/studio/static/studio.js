@@ -295,6 +295,9 @@
       return heatmap(el, last);
     }
     if ((m.kind === "table" || m.kind === "row") && m.values.length) return columnsChart(el, m);
+    if (m.kind === "accuracy_table" || (last && last.schema_type === "accuracy_table")) {
+      if (accuracyChart(el, last)) return;
+    }
     // residuals, predictions (and other schema_type values): their equal-length numeric
     // arrays (bin_counts, bin_averages, ...) as lines over the bin index.
     const data = last && typeof last === "object" ? (last.data || last) : null;
@@ -337,6 +340,27 @@
     const chart = document.createElement("div"); el.appendChild(chart);
     const xs = rows.map((_, i) => i);
     new uPlot(chartOptions(chart, cols), [xs, ...cols.map((c) => rows.map((r) => r[c]))], chart);
+  }
+
+  function accuracyChart(el, value) {
+    // An accuracy table: precision and recall of each class by probability threshold,
+    // from its [class][threshold][TP, FP, TN, FN] counts. False when it has no such table.
+    const data = value && value.data ? value.data : value;
+    const xs = data && data.probability_thresholds, tables = data && data.probability_tables;
+    if (!Array.isArray(xs) || !Array.isArray(tables) || !tables.length) return false;
+    const labels = [], ys = [];
+    const ratio = (a, b) => (a + b ? a / (a + b) : null);
+    tables.forEach((table, c) => {
+      const cls = String((data.class_labels || [])[c] ?? c);
+      labels.push(`${cls} precision`, `${cls} recall`);
+      ys.push(table.map(([tp, fp]) => ratio(tp, fp)), table.map(([tp, , , fn]) => ratio(tp, fn)));
+    });
+    const chart = document.createElement("div"); el.appendChild(chart);
+    const opts = chartOptions(chart, labels);
+    opts.series[0].label = "probability threshold";
+    new uPlot(opts, [xs, ...ys], chart);
+    el.dataset.series = String(ys.length);
+    return true;
   }
 
   function gallery(el, runId, values) {

@@ -68,6 +68,26 @@ run.log_predictions(
         },
     },
 )
+run.log_accuracy_table(
+    "roc",
+    {
+        "schema_type": "accuracy_table",
+        "schema_version": "1.0.1",
+        "data": {
+            "probability_tables": [
+                [[6, 4, 0, 0], [5, 1, 3, 1], [0, 0, 4, 6]],
+                [[4, 6, 0, 0], [3, 2, 4, 1], [0, 0, 6, 4]],
+            ],
+            "percentile_tables": [
+                [[6, 4, 0, 0], [5, 1, 3, 1], [0, 0, 4, 6]],
+                [[4, 6, 0, 0], [3, 2, 4, 1], [0, 0, 6, 4]],
+            ],
+            "probability_thresholds": [0.0, 0.5, 1.0],
+            "percentile_thresholds": [0.0, 0.5, 1.0],
+            "class_labels": ["cat", "dog"],
+        },
+    },
+)
 run.log("loss", 0.25)
 note = work / "note.txt"
 note.write_text("résumé")
@@ -75,4 +95,9 @@ run.upload_file("notes/résumé ü.txt", str(note))
 page = work / "page.html"
 page.write_text("<script>alert(1)</script>")
 run.upload_file("outputs/page.html", str(page))
+# The page shows an environment lock where the supervisor stores one (a venv or conda
+# build); this run has none of its own, so it stores one under the same name.
+lock = work / "requirements.lock"
+lock.write_text("# python: 3.12.3\nsix==1.16.0 --hash=sha256:8abb\n")
+run.upload_file("azureml-environment/requirements.lock", str(lock))
 print(json.dumps({"done": True}))
