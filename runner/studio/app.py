@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runner import daemon_client, snapshot, views
 from runner.control import request_cancel
+from runner.envbuild import LOCK_ARTIFACTS
 from runner.errors import UserError
 from runner.run_tags import _check_tag_key, _check_tag_value
 from runner.service import gpus as gpus_mod
@@ -128,7 +129,6 @@ class Studio:
 
     def _lock(self, stored: list[tuple[str, str, int]]) -> tuple[str, str] | None:
         """(name, text) of the environment lock the supervisor stored with the run."""
-        from runner.envbuild import LOCK_ARTIFACTS  # host side only, and only here
 
         for name, digest, size in stored:
             if name in LOCK_ARTIFACTS:
