@@ -46,8 +46,9 @@ def submit(
     config.validate()
     ws = experiment.workspace
     env = config.effective_environment()  # with docker_runtime_config applied
+    env_json = env.to_dict()  # once: the target check and the definition both need it
     distributed = _check_distributed(config, config.run_config.target_name, env)
-    shares_host = _check_target(ws, config.run_config.target_name, env)
+    shares_host = _check_target(ws, config.run_config.target_name, env, env_json)
     python: str | None = None
     # A docker environment's interpreter is in its image, not on this machine; a remote
     # one is on its host.
@@ -60,7 +61,7 @@ def submit(
     snap = take_snapshot(source, ws.blobs, cache_path=cache)
     props: dict[str, str | None] = {"ContentSnapshotId": snap.id, "azureml.runsource": "experiment"}
     props.update(git_properties(source))
-    definition = _definition(config, env, source, snap.id, distributed, python)
+    definition = _definition(config, env, env_json, source, snap.id, distributed, python)
     # One transaction: a run the daemon can see is whole (definition, properties,
     # snapshot), and a submitter killed half-way leaves nothing behind.
     (run_id,) = ws.store.create_runs(
@@ -87,6 +88,7 @@ def submit(
 def _definition(
     config: ScriptRunConfig,
     env: Environment,
+    env_json: dict[str, Any],
     source: Path,
     snapshot_id: str,
     distributed: dict[str, Any] | None,
@@ -102,7 +104,7 @@ def _definition(
         target=rc.target_name,
         source_directory=str(source),
         snapshot_id=snapshot_id,
-        environment=env.to_dict(),
+        environment=env_json,
         python=python,
         environment_variables={**env.environment_variables, **rc.environment_variables},
         max_run_duration_seconds=rc.max_run_duration_seconds,
@@ -157,7 +159,7 @@ def _check_distributed(config: Any, target: str, env: Any) -> dict[str, Any] | N
     return found
 
 
-def _check_target(ws: Any, name: str, env: Any) -> bool:
+def _check_target(ws: Any, name: str, env: Any, env_json: dict[str, Any]) -> bool:
     """Everything about the run's target that can fail, checked before the run is
     recorded: the compute target exists and can run jobs, the environment can be
     prepared there, and the target answers (for a host: its key, the login, python3).
@@ -170,7 +172,7 @@ def _check_target(ws: Any, name: str, env: Any) -> bool:
         raise TargetUnavailableError(
             f"runs on target {name!r} can be submitted only where runner is installed"
         ) from exc
-    target = registry.target_for(ws, RunDefinition(target=name, environment=env.to_dict()))
+    target = registry.target_for(ws, RunDefinition(target=name, environment=env_json))
     target.check_environment(env)  # a ConfigError now, not a Failed run later
     target.check()
     return bool(target.shares_host)

@@ -65,9 +65,11 @@ def launch_spec(
     gpu_ids: tuple[int, ...],
     gpus_managed: bool,
     umask: int | None,
-    records: Mapping[str, Mapping[str, str | None]],
+    tags: Mapping[str, str | None],
+    properties: Mapping[str, str | None],
 ) -> LaunchSpec:
-    """The LaunchSpec of a prepared run (``records``: its tags and properties)."""
+    """The LaunchSpec of a prepared run (``tags``, ``properties``: for a host that keeps
+    records of its own; empty for one that shares this machine's store)."""
     # A container or a remote host starts from its own environment, not the daemon's.
     env = dict(os.environ) if shares_host and not prepared.image else {}
     for var in _DAEMON_ONLY:
@@ -115,8 +117,8 @@ def launch_spec(
         umask=umask,
         ranks=ranks,
         experiment=place.experiment,
-        tags=dict(records.get("tags") or {}),
-        properties=dict(records.get("properties") or {}),
+        tags=dict(tags),
+        properties=dict(properties),
     )
 
 

@@ -238,6 +238,9 @@ class RunSupervisor(RunEndings):
         if staged:
             self._prep_log(staged + "\n")
         self.exit_file.unlink(missing_ok=True)
+        # A host keeping records of its own starts the run's with its tags and properties;
+        # a run here records straight into this store (two queries fewer per launch).
+        remote = not target.shares_host
         spec = launch_spec(
             self.place,
             self.definition,
@@ -247,10 +250,8 @@ class RunSupervisor(RunEndings):
             gpu_ids=self.gpu_ids,
             gpus_managed=bool(self.daemon.scheduler.all_gpus),
             umask=self.daemon.run_umask,
-            records={
-                "tags": self.store.get_tags(self.run_id),
-                "properties": self.store.get_properties(self.run_id),
-            },
+            tags=self.store.get_tags(self.run_id) if remote else {},
+            properties=self.store.get_properties(self.run_id) if remote else {},
         )
         if not self._begin_launch(target.kind):
             return self._end_canceled_before_start()
