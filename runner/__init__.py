@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 VERSION = __version__
 
 if TYPE_CHECKING:
-    from runner.compute import ComputeTarget, RemoteCompute
+    from runner.compute import ComputeTarget, RemoteCompute, SlurmCompute
     from runner.conda_dependencies import CondaDependencies
     from runner.config import RunConfiguration, ScriptRunConfig
     from runner.environment import ContainerRegistry, Environment
@@ -64,6 +64,7 @@ _WHERE = {
     "Model": "runner.models",
     "ComputeTarget": "runner.compute",
     "RemoteCompute": "runner.compute",
+    "SlurmCompute": "runner.compute",
     "Keyvault": "runner.keyvault",
     "RunStatus": "runner.status",
     "RunnerError": "runner.errors",
@@ -105,6 +106,7 @@ __all__ = [
     "RunnerError",
     "ScriptRun",
     "ScriptRunConfig",
+    "SlurmCompute",
     "StoreError",
     "TargetUnavailableError",
     "TensorflowConfiguration",

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from runner.workspace import Workspace
 
 LOCAL = "local"
+#: Compute types reached over SSH (their host keys are the workspace's to keep).
+_SSH_TYPES = ("remote", "slurm")
 
 
 class ComputeTarget:
@@ -102,6 +104,7 @@ class ComputeTarget:
             attach_configuration.password,
             attach_configuration.host_key_fingerprint,
             passphrase=attach_configuration.private_key_passphrase,
+            then=attach_configuration.cluster_check,
         )
         inserted = False
         try:
@@ -137,13 +140,13 @@ class ComputeTarget:
                 if self.config.get(k)
             ],
         )
-        if self.type != "remote":
+        if self.type not in _SSH_TYPES:
             return
         label = _host_label(self.config)
         in_use = {
             _host_label(t.config)
             for t in list_targets(self.workspace).values()
-            if t.type == "remote"
+            if t.type in _SSH_TYPES
         }
         if label in in_use:
             return
@@ -164,6 +167,9 @@ class ComputeTarget:
 
 class RemoteComputeAttachConfiguration:
     """How to reach a host over SSH (made by ``RemoteCompute.attach_configuration``)."""
+
+    #: ``module:function`` checking what the target needs beyond the login (None: nothing)
+    cluster_check: str | None = None
 
     def __init__(
         self,
@@ -267,6 +273,134 @@ class RemoteCompute(ComputeTarget):
             private_key_file,
             private_key_passphrase,
             host_key_fingerprint,
+        )
+
+
+class SlurmComputeAttachConfiguration(RemoteComputeAttachConfiguration):
+    """A Slurm cluster: its login node over SSH, and how jobs are submitted there (made by
+    ``SlurmCompute.attach_configuration``)."""
+
+    cluster_check = "targets.slurm.attach:check_cluster"
+
+    def __init__(
+        self,
+        address: str,
+        ssh_port: int = 22,
+        username: str | None = None,
+        password: str | None = None,
+        private_key_file: str | None = None,
+        private_key_passphrase: str | None = None,
+        host_key_fingerprint: str | None = None,
+        *,
+        shared_dir: str | None = None,
+        partition: str | None = None,
+        account: str | None = None,
+        qos: str | None = None,
+        sbatch_args: list[str] | None = None,
+    ) -> None:
+        super().__init__(
+            address,
+            ssh_port,
+            username,
+            password,
+            private_key_file,
+            private_key_passphrase,
+            host_key_fingerprint,
+        )
+        if not isinstance(shared_dir, str) or not shared_dir:
+            raise ConfigError(
+                "SlurmCompute.attach_configuration needs shared_dir=: a folder the login node "
+                "and every compute node see at the same path (e.g. '~/runner' on a shared "
+                "home, or '/shared/me/runner')"
+            )
+        # (targets.slurm says why a path is refused; it is not importable inside a run)
+        if not (shared_dir.startswith(("/", "~/")) or shared_dir == "~"):
+            raise ConfigError(
+                f"shared_dir={shared_dir!r} is not an absolute path; give the folder every "
+                "node sees at the same path (e.g. '/shared/me/runner' or '~/runner')"
+            )
+        for what, value in (("partition", partition), ("account", account), ("qos", qos)):
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ConfigError(f"{what}={value!r}; pass a Slurm {what} name, or leave it out")
+        if sbatch_args is not None and (
+            not isinstance(sbatch_args, (list, tuple))
+            or not all(isinstance(a, str) and a.startswith("--") for a in sbatch_args)
+        ):
+            raise ConfigError(
+                f"sbatch_args={sbatch_args!r}; pass a list of long sbatch options such as "
+                "['--constraint=a100', '--mem=32G']"
+            )
+        self.shared_dir = shared_dir
+        self.partition = partition
+        self.account = account
+        self.qos = qos
+        self.sbatch_args = list(sbatch_args or [])
+
+    def _config(self, name: str) -> tuple[str, dict[str, Any], dict[str, str]]:
+        _, config, stored = super()._config(name)
+        config.update(
+            shared_dir=self.shared_dir,
+            partition=self.partition,
+            account=self.account,
+            qos=self.qos,
+            sbatch_args=self.sbatch_args,
+        )
+        return "slurm", config, stored
+
+
+class SlurmCompute(ComputeTarget):
+    """A Slurm cluster, reached through its login node over SSH (runner's addition: Azure
+    ML v1 had no Slurm target)."""
+
+    @staticmethod
+    def attach_configuration(
+        address: str | None = None,
+        ssh_port: int = 22,
+        username: str | None = None,
+        private_key_file: str | None = None,
+        password: str | None = None,
+        partition: str | None = None,
+        shared_dir: str | None = None,
+        account: str | None = None,
+        qos: str | None = None,
+        sbatch_args: list[str] | None = None,
+        private_key_passphrase: str | None = None,
+        host_key_fingerprint: str | None = None,
+    ) -> SlurmComputeAttachConfiguration:
+        """Describe a Slurm cluster to attach with ``ComputeTarget.attach``.
+
+        Attaching logs in to the login node (its host key checked as for
+        ``RemoteCompute``), and checks that ``sbatch`` is there, that the partition exists
+        and that ``shared_dir`` is writable; nothing is recorded when a check fails.
+
+        Args:
+            shared_dir: a folder the login node and every compute node see at the same
+                path; runner keeps its client, snapshots, environments and the runs'
+                folders there.
+            partition, account, qos: sbatch's ``--partition``, ``--account``, ``--qos``
+                (None: the cluster's defaults).
+            sbatch_args: more sbatch options for every job, e.g. ``["--mem=32G"]``.
+
+        Example:
+            >>> cfg = SlurmCompute.attach_configuration(
+            ...     address="login.cluster", username="me", private_key_file="~/.ssh/id_ed25519",
+            ...     partition="gpu", shared_dir="~/runner")
+            >>> ComputeTarget.attach(ws, "cluster", cfg)
+            ComputeTarget(name='cluster', type='slurm')
+        """
+        return SlurmComputeAttachConfiguration(
+            address or "",
+            ssh_port,
+            username,
+            password,
+            private_key_file,
+            private_key_passphrase,
+            host_key_fingerprint,
+            shared_dir=shared_dir,
+            partition=partition,
+            account=account,
+            qos=qos,
+            sbatch_args=sbatch_args,
         )
 
 

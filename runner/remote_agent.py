@@ -359,57 +359,15 @@ class Session:
 
     def op_launch(self, header: dict[str, Any], payload: bytes) -> None:
         """Materialize the snapshot, record the run in its own workspace, start it."""
-        from runner.artifacts import BlobStore
-        from runner.snapshot import Snapshot, SnapshotEntry, materialize
-        from runner.store import NewRun
-        from runner.workspace import Workspace
-
         run_id = str(header["run_id"])
         folder = self.run_dir(run_id)
         if (folder / "pid").exists():
             raise ValueError(f"run {run_id} was launched on this host already")
         shutil.rmtree(folder, ignore_errors=True)
-        work = folder / "work"
-        snap_id = header.get("snapshot")
-        if snap_id:
-            entries = json.loads((self.base / "snapshots" / f"{snap_id}.json").read_text())
-            snap = Snapshot(
-                id=snap_id,
-                entries=tuple(SnapshotEntry(p, d, int(s), bool(x)) for p, d, s, x in entries),
-            )
-            materialize(snap, BlobStore(self.blobs), work)
-        work.mkdir(parents=True, exist_ok=True)
-        (work / "outputs").mkdir(exist_ok=True)
-        (work / "logs").mkdir(exist_ok=True)
-        ws = Workspace.create(folder / "ws", exist_ok=True)
-        store = ws.store
-        exp_id = store.ensure_experiment(str(header.get("experiment") or "remote"))
-        store.create_runs(
-            exp_id,
-            [
-                NewRun(
-                    id=run_id,
-                    type="azureml.scriptrun",
-                    status="Running",
-                    target=str(header.get("target") or "remote"),
-                    tags=header.get("tags") or {},
-                )
-            ],
-        )
-        if header.get("properties"):
-            store.add_properties(run_id, header["properties"])
-        store.close()
+        work = self.materialize(folder, header.get("snapshot"))
+        record_run(folder / "ws", header)
         client = Path(__file__).resolve().parent.parent
-        env = dict(os.environ)
-        env.update(header.get("env") or {})
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(client), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
-        )
-        env["RUNNER_RUN_ID"] = run_id
-        env["AZUREML_RUN_ID"] = run_id
-        env["RUNNER_WORKSPACE"] = str(folder / "ws")
-        env["RUNNER_JOURNAL"] = str(folder / "journal")
-        env["PYTHONUNBUFFERED"] = "1"
+        env = run_environment(client, header, folder / "ws", folder / "journal")
         argv = [str(a) for a in header["argv"]]
         if header.get("python") and argv and argv[0] == "{python}":
             argv[0] = str(header["python"])
@@ -430,6 +388,24 @@ class Session:
         started = start_time(proc.pid)
         (folder / "pid").write_text(f"{proc.pid} {started}\n")
         self.reply({"pid": proc.pid, "started": started})
+
+    def materialize(self, folder: Path, snap_id: object) -> Path:
+        """The run's working folder ``folder/work``: its snapshot (if any), ./outputs, ./logs."""
+        from runner.artifacts import BlobStore
+        from runner.snapshot import Snapshot, SnapshotEntry, materialize
+
+        work = folder / "work"
+        if snap_id:
+            entries = json.loads((self.base / "snapshots" / f"{snap_id}.json").read_text())
+            snap = Snapshot(
+                id=str(snap_id),
+                entries=tuple(SnapshotEntry(p, d, int(s), bool(x)) for p, d, s, x in entries),
+            )
+            materialize(snap, BlobStore(self.blobs), work)
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "outputs").mkdir(exist_ok=True)
+        (work / "logs").mkdir(exist_ok=True)
+        return work
 
     def _in_container(
         self,
@@ -558,6 +534,50 @@ class Session:
     def op_cleanup(self, header: dict[str, Any], payload: bytes) -> None:
         shutil.rmtree(self.run_dir(str(header["run_id"])), ignore_errors=True)
         self.reply({"ok": True})
+
+
+def record_run(ws_path: Path, header: dict[str, Any]) -> None:
+    """Create the run (Running, its tags and properties) in a workspace of its own."""
+    from runner.store import NewRun
+    from runner.workspace import Workspace
+
+    run_id = str(header["run_id"])
+    store = Workspace.create(ws_path, exist_ok=True).store
+    exp_id = store.ensure_experiment(str(header.get("experiment") or "remote"))
+    store.create_runs(
+        exp_id,
+        [
+            NewRun(
+                id=run_id,
+                type="azureml.scriptrun",
+                status="Running",
+                target=str(header.get("target") or "remote"),
+                tags=header.get("tags") or {},
+            )
+        ],
+    )
+    if header.get("properties"):
+        store.add_properties(run_id, header["properties"])
+    store.close()
+
+
+def run_environment(
+    client: Path, header: dict[str, Any], ws_path: Path, journal: Path
+) -> dict[str, str]:
+    """The script's variables: this host's, the run's, runner's client first on the path,
+    its own workspace and the journal every change of it is appended to."""
+    run_id = str(header["run_id"])
+    env = dict(os.environ)
+    env.update(header.get("env") or {})
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(client), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]]
+    )
+    env["RUNNER_RUN_ID"] = run_id
+    env["AZUREML_RUN_ID"] = run_id
+    env["RUNNER_WORKSPACE"] = str(ws_path)
+    env["RUNNER_JOURNAL"] = str(journal)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
 
 
 def _read_from(path: Path, offset: int, limit: int = 4 << 20) -> bytes:

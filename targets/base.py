@@ -106,6 +106,21 @@ class RunEvents(Protocol):
     def link_changed(self, up: bool, error: str | None) -> None:
         """The link to the host went down (the run goes on there) or came back."""
 
+    def queued(self, why: str) -> None:
+        """The run waits in the target's own queue (a cluster's scheduler): Queued, ``why``
+        in its details, until ``started``. Said during ``launch`` (or ``reattach``), it keeps
+        the supervisor from marking the run Running itself."""
+
+    def started(self) -> None:
+        """The run's process started (after ``queued``), or runs again (after ``stalled``)."""
+
+    def stalled(self, why: str) -> None:
+        """The run is held up where it runs (suspended, preempted): NotResponding."""
+
+    def ending(self, reason: str, *, canceled: bool = False, kind: str = "target") -> None:
+        """How the run is ending, beyond its exit code: ``canceled`` (by someone other than
+        runner), or failed for ``reason`` (``kind`` names the cause in the run's error)."""
+
 
 class RunHandle(Protocol):
     """A launched run's process (or container, or remote process)."""

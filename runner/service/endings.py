@@ -99,16 +99,19 @@ class RunEndings:
         if refused is not None:
             raise refused
 
-    def _finalize(self, code: int | None, failure: str | None = None) -> None:
+    def _finalize(
+        self, code: int | None, failure: str | None = None, cause: str | None = None
+    ) -> None:
         """Store the run's outputs and logs, record its end, remove its working folder.
 
         When the outputs, logs or statuses cannot be stored (a full disk), the run ends
         Failed with that reason; its end is tried again until it is recorded (see
-        ``_until_recorded``), and ``STORE_FAILURE`` keeps the reason meanwhile.
+        ``_until_recorded``), and ``STORE_FAILURE`` keeps the reason meanwhile. ``cause``:
+        what a ``failure`` is called in the run's error.
         """
         self.phase = "finalizing"
         canceled = self.cancel_event.is_set()
-        kind = None
+        kind: str | None = None
         earlier = self._read_store_failure()
         if earlier is not None:  # an earlier try (of this daemon or the last one) failed
             failure, kind = earlier, "store_failed"
@@ -122,7 +125,7 @@ class RunEndings:
         except Exception as exc:  # the run fails, saying why; its end is recorded below
             if kind is None:
                 failure, kind = self._could_not_store(exc), "store_failed"
-        self._until_recorded(lambda: self._end(code, canceled, failure, kind))
+        self._until_recorded(lambda: self._end(code, canceled, failure, kind or cause))
         self._leave_workdir(kept=kind is None)
         (self.dir / STORE_FAILURE).unlink(missing_ok=True)
 

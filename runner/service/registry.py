@@ -1,7 +1,8 @@
 """Which Target runs a run: a compute target's type -> the kind of target that runs it.
 
 Built in: ``local`` (this machine: ``targets.local``, which runs a docker environment
-in a container) and ``remote`` (an SSH host: ``targets.ssh``). More kinds come as
+in a container), ``remote`` (an SSH host: ``targets.ssh``) and ``slurm`` (a Slurm cluster
+through its login node: ``targets.slurm``). More kinds come as
 plugins, like submitit's executors: a package declares an entry point in the group
 ``runner.targets`` whose name is the compute type and whose object is a ``TargetKind``;
 ``RUNNER_TARGETS=type=module:attr,...`` does the same without installing anything
@@ -31,7 +32,11 @@ ENTRY_POINT_GROUP = "runner.targets"
 #: ``type=module:attr`` pairs, comma-separated: target kinds not installed as plugins.
 ENV_VAR = "RUNNER_TARGETS"
 #: The kinds runner brings (compute type -> ``module:attr`` of its TargetKind).
-BUILTIN = {"local": "targets.local:KIND", "remote": "targets.ssh:KIND"}
+BUILTIN = {
+    "local": "targets.local:KIND",
+    "remote": "targets.ssh:KIND",
+    "slurm": "targets.slurm:KIND",
+}
 
 
 def _load(ref: str) -> TargetKind:

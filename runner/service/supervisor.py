@@ -258,7 +258,8 @@ class RunSupervisor(RunEndings):
         self.handle = target.launch(spec, self.events)
         self.described = {**self.handle.describe(), "gpus": ",".join(map(str, self.gpu_ids))}
         self.store.update_run(self.run_id, handle=json.dumps(self.described))
-        if not self._status(RunStatus.RUNNING, before, start=True):
+        # A run in the target's own queue (a cluster's) becomes Running when it starts.
+        if not self.events.waiting and not self._status(RunStatus.RUNNING, before, start=True):
             self.request_cancel(self.cancel_reason or "canceled while starting")
         self.phase = "running"
         self._watch()
@@ -339,8 +340,9 @@ class RunSupervisor(RunEndings):
         self.handle = self.target().reattach(described, self.events)
         self.gpu_ids = self.described_gpus()
         self.daemon.scheduler.reserve(self.run_id, self.gpu_ids)
-        # Launched, but the last daemon died before it recorded Running.
-        self._status(RunStatus.RUNNING, _BEFORE_LAUNCH, start=True)
+        if not self.events.waiting:
+            # Launched, but the last daemon died before it recorded Running.
+            self._status(RunStatus.RUNNING, _BEFORE_LAUNCH, start=True)
         self.phase = "running"
         self.daemon._log(f"re-adopted run {self.run_id} (pid {described.get('pid')})")
         self._watch(adopted=True)
@@ -363,15 +365,18 @@ class RunSupervisor(RunEndings):
         handle = self.handle
         assert handle is not None  # noqa: S101 - launched or reattached before
         duration = self.definition.max_run_duration_seconds
-        start = self.store.get_run(self.run_id)
-        started = start.start_utc if start and start.start_utc else time.time()
-        deadline = None if not duration else started + float(duration)
+        deadline: float | None = None
         noted = False
         while True:
             code = handle.wait(timeout_s=0.5)
             noted = noted or self._note_properties(handle)
             if code is not None:
                 break
+            if duration and deadline is None and not self.events.waiting:
+                # The time runs from the start, not from a wait in a cluster's queue.
+                start = self.store.get_run(self.run_id)
+                started = start.start_utc if start and start.start_utc else time.time()
+                deadline = started + float(duration)
             if self.daemon.stopping.is_set():
                 return None  # the run goes on; the next daemon re-adopts it
             if not self.cancel_event.is_set():
@@ -389,7 +394,15 @@ class RunSupervisor(RunEndings):
             # The script is done; stop what it left running in its session, as a
             # container's end would.
             handle.cancel(LEFTOVER_GRACE_S)
-        if code == -1:  # gone without an exit code
+        ending = self.events.said_ending
+        if ending is not None and not self.cancel_event.is_set():
+            reason, canceled, kind = ending
+            if canceled:
+                self.cancel_reason = reason
+                self.cancel_event.set()
+            else:
+                return self._finalize(None if code == -1 else code, failure=reason, cause=kind)
+        if code == -1 and not self.cancel_event.is_set():  # gone without an exit code
             return self._finalize(
                 None,
                 failure=(
@@ -433,6 +446,10 @@ class SupervisorEvents:
 
     def __init__(self, sup: RunSupervisor) -> None:
         self.sup = sup
+        #: the target said the run waits in its own queue, and has not said it started
+        self.waiting = False
+        #: (reason, canceled, kind) the target said of the run's end
+        self.said_ending: tuple[str, bool, str] | None = None
 
     @property
     def driver_log(self) -> Path:
@@ -466,3 +483,30 @@ class SupervisorEvents:
             {RunStatus.RUNNING.value},
             details=f"lost the connection to the host: {error}",
         )
+
+    def queued(self, why: str) -> None:
+        """Queued (from an earlier status only), ``why`` in the details."""
+        self.waiting = True
+        sup = self.sup
+        sup.phase = "queued"
+        sup._status(RunStatus.QUEUED, _BEFORE_LAUNCH, details=why)
+
+    def started(self) -> None:
+        """Running, from Queued or NotResponding (the start time set once)."""
+        self.waiting = False
+        sup = self.sup
+        sup.phase = "running"
+        sup._status(
+            RunStatus.RUNNING, {*_BEFORE_LAUNCH, RunStatus.NOT_RESPONDING.value}, start=True
+        )
+
+    def stalled(self, why: str) -> None:
+        """NotResponding while the target holds the run up."""
+        sup = self.sup
+        sup.phase = "lost"
+        sup._status(RunStatus.NOT_RESPONDING, {RunStatus.RUNNING.value}, details=why)
+
+    def ending(self, reason: str, *, canceled: bool = False, kind: str = "target") -> None:
+        """Kept for the end of ``_watch``: the first word on it counts."""
+        if self.said_ending is None:
+            self.said_ending = (reason, canceled, kind)

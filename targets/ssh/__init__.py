@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,6 +37,7 @@ from runner.definition import RunDefinition
 from runner.errors import ConfigError, TargetUnavailableError
 from targets.base import Job, LaunchSpec, Place, RunEvents, TargetKind
 from targets.ssh.connection import (
+    BOOTSTRAP,
     REMOTE_BASE,
     Connection,
     Endpoint,
@@ -117,6 +119,10 @@ class SshTarget:
 
     kind: ClassVar[str] = "ssh"
     shares_host: ClassVar[bool] = False
+    #: the host-side program (``remote_agent``) and its commands
+    bootstrap: ClassVar[str] = BOOTSTRAP
+    session_command: ClassVar[str] = "session"
+    cancel_command: ClassVar[str] = "cancel"
 
     def __init__(
         self,
@@ -131,6 +137,7 @@ class SshTarget:
         self.endpoint = endpoint or Endpoint.of(ws, name, config)
         self.conn = Connection(self.endpoint)
         self.client_dir = client_dir
+        self.base = REMOTE_BASE  #: runner's folder on the host (a shell word)
         self._session: AgentSession | None = None
         self._prepared: dict[str, Any] = {}
         self._snapshot_id: str | None = None
@@ -143,7 +150,13 @@ class SshTarget:
     @property
     def remote_client(self) -> str:
         """Where runner's remote side of this version lives on the host."""
-        return f"{REMOTE_BASE}/client/{self._client().name}"
+        return f"{self.base}/client/{self._client().name}"
+
+    def agent_command(self, *args: str) -> str:
+        """A shell command line running runner's host side with ``args``."""
+        env = "" if self.base == REMOTE_BASE else f'RUNNER_REMOTE_BASE="{self.base}" '
+        words = " ".join(shlex.quote(a) for a in args)
+        return f'{env}exec python3 -c "{self.bootstrap}" "{self.remote_client}" {words}'
 
     def _client(self) -> Path:
         if self.client_dir is None:
@@ -176,7 +189,9 @@ class SshTarget:
 
     def open_session(self) -> AgentSession:
         """A session with runner's remote side (installed first if needed)."""
-        session = AgentSession(self.conn, self._client())
+        session = AgentSession(
+            self.conn, self._client(), self.base, self.bootstrap, self.session_command
+        )
         session.hello()
         return session
 

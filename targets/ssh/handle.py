@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import io
 import queue
-import shlex
 import subprocess
 import tarfile
 import threading
@@ -18,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 from runner.errors import TargetUnavailableError
 from runner.liveness import heartbeat_s
 from targets.base import LocalTree, ReportedExit, RunEvents
-from targets.ssh.connection import BOOTSTRAP
 from targets.ssh.session import AgentSession, RemoteError
 
 if TYPE_CHECKING:
@@ -155,9 +153,8 @@ class SshHandle(ReportedExit):
         """
         if self._exited.is_set():
             return  # the agent already ended what the script left behind
-        command = (
-            f'exec python3 -c "{BOOTSTRAP}" "{self.target.remote_client}" '
-            f"cancel {shlex.quote(self.run_id)} {float(grace_s)}"
+        command = self.target.agent_command(
+            self.target.cancel_command, self.run_id, str(float(grace_s))
         )
         delay = 0.5
         while not self._exited.is_set():

@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import fcntl
 import hashlib
+import importlib
 import os
 import re
 import shlex
@@ -206,10 +207,13 @@ def verify_attach(
     password: str | None,
     fingerprint: str | None,
     passphrase: str | None = None,
+    then: str | None = None,
 ) -> HostKey | None:
     """Everything attaching ``name`` needs from the host, before anything is recorded: an
-    accepted host key, an accepted login, python3 >= 3.9. Returns the new key to add to
-    WS/ssh/known_hosts (None when ssh knew it already); raises the error that says why not.
+    accepted host key, an accepted login, python3 >= 3.9, and what the kind of target
+    checks besides (``then``: ``module:function(ws, endpoint, config)``, e.g. a Slurm
+    cluster's commands). Returns the new key to add to WS/ssh/known_hosts (None when ssh
+    knew it already); raises the error that says why not.
     """
     endpoint = Endpoint.of(ws, name, config, password=password, passphrase=passphrase)
     with tempfile.TemporaryDirectory(prefix="runner-hostkey-") as tmp:
@@ -217,9 +221,11 @@ def verify_attach(
         new = presented_key(endpoint, scratch)
         if new is not None:
             accept(new, fingerprint, name)
-        _check_login(
-            ws, dataclasses.replace(endpoint, known_hosts=(str(scratch), *endpoint.known_hosts))
-        )
+        checked = dataclasses.replace(endpoint, known_hosts=(str(scratch), *endpoint.known_hosts))
+        _check_login(ws, checked)
+        if then is not None:
+            module, _, function = then.partition(":")
+            getattr(importlib.import_module(module), function)(ws, checked, config)
     return new
 
 

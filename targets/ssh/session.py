@@ -29,15 +29,26 @@ class RemoteError(TargetUnavailableError):
 class AgentSession:
     """One ``remote_agent session`` process over the shared connection."""
 
-    def __init__(self, conn: Connection, client_dir: Path) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        client_dir: Path,
+        base: str = REMOTE_BASE,
+        bootstrap: str = BOOTSTRAP,
+        command: str = "session",
+    ) -> None:
         self.conn = conn
         self.client_dir = client_dir
-        self.remote_client = f"{REMOTE_BASE}/client/{client_dir.name}"
+        self.base = base  #: runner's folder on the host (a shell word: may start $HOME)
+        self.remote_client = f"{base}/client/{client_dir.name}"
+        self.bootstrap = bootstrap
+        self.command = command
         self._err = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
         self.proc = self._start()
 
     def _command(self) -> str:
-        return f'exec python3 -c "{BOOTSTRAP}" "{self.remote_client}" session'
+        env = "" if self.base == REMOTE_BASE else f'RUNNER_REMOTE_BASE="{self.base}" '
+        return f'{env}exec python3 -c "{self.bootstrap}" "{self.remote_client}" {self.command}'
 
     def _start(self) -> subprocess.Popen[bytes]:
         self.conn.ensure_master()
