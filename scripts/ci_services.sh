@@ -6,6 +6,7 @@
 #     with debootstrap (python3, venv, pip, ca-certificates) when missing: no image registry
 #     is needed, so `FROM python:...` is never pulled. First time about 90 s.
 #   - openmpi-bin (a real mpirun) when mpirun is missing;
+#   - the Slurm cluster of tests/slurm, by scripts/slurm_services.sh;
 #   - the SSH test hosts of tests/ssh, by scripts/ssh_services.sh (last, so that its failure
 #     still lets the docker line above print; the exit status then says it failed).
 # The host CA bundle is copied into the image: package indexes here may be reached through a
@@ -50,4 +51,6 @@ fi
 command -v mpirun >/dev/null || apt_install openmpi-bin \
   || echo "ci_services.sh: could not install openmpi-bin: the real-mpirun test will fail" >&2
 echo "ci_services.sh: docker engine and $IMAGE ready in $(awk "BEGIN{printf \"%.2f\", $(date +%s.%N) - $t0}") s"
+bash "$(dirname "${BASH_SOURCE[0]}")/slurm_services.sh" \
+  || echo "ci_services.sh: scripts/slurm_services.sh failed: tests/slurm will fail" >&2
 bash "$(dirname "${BASH_SOURCE[0]}")/ssh_services.sh"

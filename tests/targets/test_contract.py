@@ -1,8 +1,9 @@
 """The target contract (contract.py) run with every target runner has: local, docker,
-ssh, and the FakeTarget of targets/testing.py."""
+ssh, slurm, and the FakeTarget of targets/testing.py."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -73,6 +74,19 @@ def _ssh(request: pytest.FixtureRequest, tmp: Path) -> Rig:
     return Rig("ssh", ws, "box", env_code, {"RUNNER_HEARTBEAT_S": "0.5"}, patience_s=120)
 
 
+def _slurm(request: pytest.FixtureRequest, tmp: Path) -> Rig:
+    cluster = request.getfixturevalue("slurm_cluster")  # the test cluster, or skip/fail
+    ws = _workspace(tmp)
+    shared = cluster.attach(ws)
+    request.addfinalizer(lambda: shutil.rmtree(shared, ignore_errors=True))
+    env_code = """
+    env = Environment("contract-slurm")
+    env.python.user_managed_dependencies = True
+    env.python.interpreter_path = "python3"
+    """
+    return Rig("slurm", ws, "cluster", env_code, {"RUNNER_HEARTBEAT_S": "0.5"}, patience_s=120)
+
+
 def _fake(request: pytest.FixtureRequest, tmp: Path) -> Rig:
     variables = {"RUNNER_TARGETS": "fake=targets.testing:KIND"}
     ws = _workspace(tmp)
@@ -85,9 +99,14 @@ RIGS: dict[str, Callable[[pytest.FixtureRequest, Path], Rig]] = {
     "local": _local,
     "docker": _docker,
     "ssh": _ssh,
+    "slurm": _slurm,
     "fake": _fake,
 }
-MARKS = {"docker": [pytest.mark.docker], "ssh": [pytest.mark.ssh]}
+MARKS = {
+    "docker": [pytest.mark.docker],
+    "ssh": [pytest.mark.ssh],
+    "slurm": [pytest.mark.ssh, pytest.mark.slurm],
+}
 
 
 @pytest.fixture(

@@ -21,6 +21,8 @@ def add_commands(tree: Tree) -> None:
         examples:
           runner target list -o table
           runner target attach gpu-box --address 10.0.0.5 --username me --private-key-file ~/.ssh/id_ed25519
+          runner target attach cluster --kind slurm --address login.hpc --username me \
+              --private-key-file ~/.ssh/id_ed25519 --partition gpu --shared-dir '~/runner'
           runner target detach gpu-box
         """,
     )
@@ -40,8 +42,14 @@ def add_commands(tree: Tree) -> None:
     p = tree.leaf(
         target,
         "attach",
-        "Attach a host reached over SSH as a compute target (checked before it is recorded).",
+        "Attach an SSH host or a Slurm cluster as a compute target (checked before it is recorded).",
         """
+        --kind remote (the default) attaches one host reached over SSH; --kind slurm attaches
+        a Slurm cluster through its login node, which runs each job with sbatch: give the
+        folder every node sees at the same path (--shared-dir) and, if not the default one,
+        the partition; attaching also checks that sbatch is there, the partition exists and
+        the shared folder is writable.
+
         Attaching logs in to the host first: its key must be known (in WS/ssh/known_hosts or
         ~/.ssh/known_hosts), the login accepted, and python3 >= 3.9 on the host's PATH;
         nothing is recorded when a check fails. A host whose key is not known yet shows its
@@ -56,10 +64,19 @@ def add_commands(tree: Tree) -> None:
           runner target attach gpu-box --address 10.0.0.5 --username me --private-key-file ~/.ssh/id_ed25519 \\
               --accept-host-key SHA256:n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg
           echo "$PASS" | runner target attach lab --address lab.local --ssh-port 2222 --username me --password-stdin
+          runner target attach cluster --kind slurm --address login.hpc --username me \
+              --private-key-file ~/.ssh/id_ed25519 --partition gpu --shared-dir /shared/me/runner \
+              --sbatch-arg=--mem=32G
         """,
         _target_attach,
     )
     p.add_argument("name", metavar="NAME", help="name of the new target")
+    p.add_argument(
+        "--kind",
+        choices=("remote", "slurm"),
+        default="remote",
+        help="remote: one SSH host (default); slurm: a Slurm cluster's login node",
+    )
     p.add_argument("--address", required=True, help="host name or IP address")
     p.add_argument("--ssh-port", type=port_number, default=22, metavar="PORT", help="default: 22")
     p.add_argument("--username", required=True, help="user to log in as")
@@ -70,6 +87,21 @@ def add_commands(tree: Tree) -> None:
         metavar="SHA256:...",
         help="accept a host not known yet if its key has this fingerprint (as "
         "`ssh-keygen -l` prints it); a different key fails",
+    )
+    slurm = p.add_argument_group("slurm (with --kind slurm)")
+    slurm.add_argument(
+        "--shared-dir",
+        metavar="DIR",
+        help="a folder the login node and every compute node see at the same path (required)",
+    )
+    slurm.add_argument("--partition", help="sbatch --partition (default: the cluster's)")
+    slurm.add_argument("--account", help="sbatch --account")
+    slurm.add_argument("--qos", help="sbatch --qos")
+    slurm.add_argument(
+        "--sbatch-arg",
+        action="append",
+        metavar="--OPTION=VALUE",
+        help="another sbatch option for every job (repeatable), e.g. --sbatch-arg=--mem=32G",
     )
     p = tree.leaf(
         target,
@@ -93,7 +125,7 @@ _TARGET_COLUMNS = ("name", "type", "address", "sshPort", "username")
 def _target_row(target: Any) -> dict[str, Any]:
     """What ``target list`` shows of a target: where and as whom, never a secret."""
     config = target.config
-    return {
+    row = {
         "name": target.name,
         "type": target.type,
         "address": config.get("address"),
@@ -102,6 +134,15 @@ def _target_row(target: Any) -> dict[str, Any]:
         "privateKeyFile": config.get("private_key_file"),
         "password": "keyvault" if config.get("password_secret") else None,
     }
+    if target.type == "slurm":
+        row.update(
+            partition=config.get("partition"),
+            sharedDir=config.get("shared_dir"),
+            account=config.get("account"),
+            qos=config.get("qos"),
+            sbatchArgs=config.get("sbatch_args"),
+        )
+    return row
 
 
 def _target_list(ctx: Context) -> int:
@@ -111,7 +152,7 @@ def _target_list(ctx: Context) -> int:
 
 
 def _target_attach(ctx: Context) -> int:
-    from runner.compute import ComputeTarget, RemoteCompute
+    from runner.compute import ComputeTarget, RemoteCompute, SlurmCompute
     from runner.errors import HostKeyError
 
     args = ctx.args
@@ -129,15 +170,36 @@ def _target_attach(ctx: Context) -> int:
     if key_file is None and password is None:
         raise UserError("pass --private-key-file FILE or --password-stdin to log in to the host")
 
-    def attach(fingerprint: str | None) -> Any:
-        config = RemoteCompute.attach_configuration(
-            address=args.address,
-            ssh_port=args.ssh_port,
-            username=args.username,
-            password=password,
-            private_key_file=key_file,
-            host_key_fingerprint=fingerprint,
+    slurm_options = [args.shared_dir, args.partition, args.account, args.qos, args.sbatch_arg]
+    if args.kind == "slurm" and not args.shared_dir:
+        raise UserError(
+            "--kind slurm needs --shared-dir DIR: a folder every node of the cluster sees"
         )
+    if args.kind != "slurm" and any(o is not None for o in slurm_options):
+        raise UserError(
+            "--shared-dir, --partition, --account, --qos and --sbatch-arg need --kind slurm"
+        )
+
+    def attach(fingerprint: str | None) -> Any:
+        login: dict[str, Any] = {
+            "address": args.address,
+            "ssh_port": args.ssh_port,
+            "username": args.username,
+            "password": password,
+            "private_key_file": key_file,
+            "host_key_fingerprint": fingerprint,
+        }
+        if args.kind == "slurm":
+            config: Any = SlurmCompute.attach_configuration(
+                **login,
+                shared_dir=args.shared_dir,
+                partition=args.partition,
+                account=args.account,
+                qos=args.qos,
+                sbatch_args=args.sbatch_arg,
+            )
+        else:
+            config = RemoteCompute.attach_configuration(**login)
         return ComputeTarget.attach(ctx.workspace(), args.name, config)
 
     try:
