@@ -48,7 +48,16 @@ def submit(
     env = config.effective_environment()  # with docker_runtime_config applied
     env_json = env.to_dict()  # once: the target check and the definition both need it
     distributed = _check_distributed(config, config.run_config.target_name, env)
-    shares_host = _check_target(ws, config.run_config.target_name, env, env_json)
+    rc = config.run_config
+    # What the target may refuse now: a cluster checks the request with its scheduler.
+    asked = RunDefinition(
+        target=rc.target_name,
+        environment=env_json,
+        gpu_count=rc.gpu_count,
+        max_run_duration_seconds=rc.max_run_duration_seconds,
+        distributed=distributed,
+    )
+    shares_host = _check_target(ws, asked, env)
     python: str | None = None
     # A docker environment's interpreter is in its image, not on this machine; a remote
     # one is on its host.
@@ -159,11 +168,12 @@ def _check_distributed(config: Any, target: str, env: Any) -> dict[str, Any] | N
     return found
 
 
-def _check_target(ws: Any, name: str, env: Any, env_json: dict[str, Any]) -> bool:
+def _check_target(ws: Any, asked: RunDefinition, env: Any) -> bool:
     """Everything about the run's target that can fail, checked before the run is
     recorded: the compute target exists and can run jobs, the environment can be
     prepared there, and the target answers (for a host: its key, the login, python3).
     Returns whether the run will execute on this machine (``Target.shares_host``)."""
+    name = asked.target
     try:
         registry = importlib.import_module("runner.service.registry")
     except ImportError as exc:  # inside a run: only runner's in-run client is importable
@@ -172,7 +182,7 @@ def _check_target(ws: Any, name: str, env: Any, env_json: dict[str, Any]) -> boo
         raise TargetUnavailableError(
             f"runs on target {name!r} can be submitted only where runner is installed"
         ) from exc
-    target = registry.target_for(ws, RunDefinition(target=name, environment=env_json))
+    target = registry.target_for(ws, asked)
     target.check_environment(env)  # a ConfigError now, not a Failed run later
     target.check()
     return bool(target.shares_host)

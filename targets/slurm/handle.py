@@ -62,7 +62,8 @@ class SlurmHandle(SshHandle):
         self.partition = str(header.get("partition") or self.partition)
         events = self.events
         if state == "PENDING":
-            why = f"Slurm job {self.job_id} is pending ({reason or 'no reason given'})"
+            shown = reason if reason not in ("", "None") else "not scheduled yet"
+            why = f"Slurm job {self.job_id} is pending ({shown})"
             events.queued(why)
             if reason in NEVER_STARTS:
                 events.ending(f"Slurm will never start job {self.job_id}: {reason}", kind="slurm")

@@ -25,9 +25,11 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import REPO, run_code, stop_daemons_under
-from tests.ssh.conftest import SshHost
+from tests.ssh.conftest import SshHost, ssh_host
 
 SETUP_SCRIPT = REPO / "scripts" / "slurm_services.sh"
+__all__ = ["Cluster", "slurm_cluster", "slurm_ws", "ssh_host"]
+
 ENABLE = "sudo bash scripts/slurm_services.sh && sudo bash scripts/ssh_services.sh"
 #: Where the tests' shared folders go (world-writable: jobs run as jobrunner).
 SHARED_ROOT = Path("/tmp/runner-slurm-shared")

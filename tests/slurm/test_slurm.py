@@ -1,0 +1,294 @@
+"""Runs on a real Slurm cluster (scripts/slurm_services.sh), each submitted from a process
+that exits at once, acted on from others, and checked from yet another one.
+
+The target contract (tests/targets) covers hello Completed, exit 3 Failed, cancel while
+running and a daemon killed mid-run; these are what is Slurm's own: the queue, the
+engine's refusals, GPUs, setsid grandchildren, a crash between sbatch and the record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.helpers import daemon_pid, run_cli, run_code, wait_until
+from tests.slurm.conftest import KILL_WAIT_S, Cluster
+from tests.targets.contract import TERMINAL, Rig, details, status_of, wait_status
+
+pytestmark = [pytest.mark.slurm, pytest.mark.ssh, pytest.mark.slow]
+
+ENV_CODE = """
+env = Environment("slurm-test")
+env.python.user_managed_dependencies = True
+env.python.interpreter_path = "python3"
+"""
+
+JOB = """
+import os, subprocess, sys, time
+from runner import Run
+
+run = Run.get_context()
+mode = sys.argv[1]
+print("job-start", run.id, os.environ.get("SLURM_JOB_ID"), flush=True)
+print("cuda=" + os.environ.get("CUDA_VISIBLE_DEVICES", "unset"), flush=True)
+if mode == "grandchild":
+    # In a session of its own, ignoring SIGTERM: only Slurm's cgroup finds it.
+    child = subprocess.Popen(
+        ["setsid", "sh", "-c", "trap '' TERM; echo $$ > grandchild.pid; exec sleep 300"])
+    while not os.path.exists("grandchild.pid"):
+        time.sleep(0.05)
+    print("grandchild", open("grandchild.pid").read().strip(), flush=True)
+    time.sleep(300)
+if mode == "sleep":
+    time.sleep(float(sys.argv[2]))
+run.log("score", 0.5)
+print("job-end", flush=True)
+"""
+
+SUBMIT = """
+import sys
+from runner import Environment, Experiment, ScriptRunConfig, Workspace
+
+ws = Workspace(sys.argv[1])
+cfg = ScriptRunConfig(sys.argv[2], "job.py", arguments=sys.argv[5:], compute_target=sys.argv[3])
+{env_code}
+cfg.run_config.environment = env
+cfg.run_config.gpu_count = int(sys.argv[4])
+cfg.run_config.cancel_grace_seconds = 2
+try:
+    print("RUN", Experiment(ws, "slurm").submit(cfg).id)
+except Exception as exc:
+    print("REFUSED", type(exc).__name__, exc)
+"""
+
+
+def _source(tmp: Path) -> Path:
+    folder = tmp / f"src-{len(list(tmp.glob('src-*')))}"
+    folder.mkdir()
+    (folder / "job.py").write_text(textwrap.dedent(JOB), encoding="utf-8")
+    return folder
+
+
+def _rig(ws: Path) -> Rig:
+    return Rig("slurm", ws, "cluster", ENV_CODE, {"RUNNER_HEARTBEAT_S": "0.5"}, patience_s=120)
+
+
+def _submit(ws: Path, src: Path, *args: object, gpus: int = 0, target: str = "cluster") -> str:
+    """The run's id, or ``REFUSED <error>`` (submitted from a process of its own)."""
+    code = SUBMIT.replace("{env_code}", textwrap.dedent(ENV_CODE))
+    proc = run_code(code, ws, src, target, gpus, *args, timeout_s=120)
+    assert proc.returncode == 0, proc.stderr
+    line = next(x for x in proc.stdout.splitlines() if x.startswith(("RUN ", "REFUSED ")))
+    return line.split(maxsplit=1)[1] if line.startswith("RUN ") else line
+
+
+def _row(ws: Path, run_id: str) -> dict[str, object]:
+    with contextlib.closing(
+        sqlite3.connect(f"file:{ws / 'runner.db'}?mode=ro", uri=True, timeout=30)
+    ) as conn:
+        conn.row_factory = sqlite3.Row
+        row = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+    return dict(row) if row else {}
+
+
+def _log(rig: Rig, run_id: str, tmp: Path) -> str:
+    folder = tmp / f"dl-{run_id}"
+    details(rig, run_id, folder)
+    return (folder / "azureml-logs" / "70_driver_log.txt").read_text(encoding="utf-8")
+
+
+def _job_of(shared: Path, run_id: str) -> str:
+    return (shared / "runs" / run_id / "job").read_text().strip()
+
+
+def _squeue(job: str) -> str:
+    proc = subprocess.run(
+        ["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True, check=False
+    )
+    return proc.stdout.strip()
+
+
+def _as_jobrunner(*argv: str) -> str:
+    proc = subprocess.run(
+        ["runuser", "-u", "jobrunner", "--", *argv],
+        capture_output=True,
+        text=True,
+        cwd="/tmp",
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_hello_records_slurms_job_and_the_queue(
+    slurm_ws: tuple[Path, Path], tmp_path: Path
+) -> None:
+    ws, shared = slurm_ws
+    rig = _rig(ws)
+    run_id = _submit(ws, _source(tmp_path), "quick")
+    assert wait_status(rig, run_id, TERMINAL, 120) == "Completed", details(rig, run_id)
+    found = details(rig, run_id)
+    props = found["properties"]
+    assert isinstance(props, dict)
+    job = str(props["slurm.job_id"])
+    assert job.isdigit(), props
+    assert props["slurm.partition"] == "debug"
+    assert props["slurm.nodes"] == os.uname().nodename.split(".")[0]
+    assert found["metrics"] == {"score": 0.5}
+    log = _log(rig, run_id, tmp_path)
+    assert f"job-start {run_id} {job}" in log, log
+    assert "cuda=unset" in log  # no GPUs asked, none given
+    # The run's own workspace lived on the node's local disk, its folder in shared_dir
+    # held what the login node streamed back: both are gone once the run is stored.
+    assert not list(Path("/tmp").glob(f"runner-*/{run_id}-*"))
+    assert not (shared / "runs" / run_id).exists()
+    assert _as_jobrunner("squeue", "-h", "-j", job, "--states=all", "-o", "%T") == "COMPLETED"
+
+
+def test_cancel_reaches_a_setsid_grandchild_that_ignores_term(
+    slurm_ws: tuple[Path, Path], tmp_path: Path
+) -> None:
+    ws, _ = slurm_ws
+    rig = _rig(ws)
+    run_id = _submit(ws, _source(tmp_path), "grandchild")
+    wait_status(rig, run_id, ("Running",), 120)
+
+    def grandchild() -> int | None:
+        for proc in psutil.process_iter(["cmdline", "ppid"]):
+            cmd = proc.info["cmdline"] or []
+            if cmd[:2] == ["sleep", "300"] and proc.ppid() != 0:
+                with contextlib.suppress(psutil.Error):
+                    if proc.environ().get("RUNNER_RUN_ID") == run_id:
+                        return int(proc.pid)
+        return None
+
+    pid = wait_until(grandchild, 60, 0.1, message="the setsid grandchild")
+    t0 = time.monotonic()
+    proc = run_cli("run", "cancel", "-r", run_id, env={"RUNNER_WORKSPACE": str(ws)})
+    assert proc.returncode == 0, proc.stderr
+    assert wait_status(rig, run_id, TERMINAL, 60) == "Canceled"
+    grace = 2
+    wait_until(
+        lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie",
+        grace + KILL_WAIT_S + 10,
+        0.1,
+        message="the grandchild to be killed",
+    )
+    took = time.monotonic() - t0
+    assert took < grace + KILL_WAIT_S + 10, took
+    assert "job-end" not in _log(rig, run_id, tmp_path)
+
+
+def test_a_pending_job_is_queued_with_slurms_reason_and_cancels(
+    slurm_ws: tuple[Path, Path], tmp_path: Path
+) -> None:
+    ws, shared = slurm_ws
+    rig = _rig(ws)
+    cpus = str(os.cpu_count() or 2)
+    blocker = _as_jobrunner(
+        "sbatch", "--parsable", "-c", cpus, "-o", "/dev/null", "--wrap", "sleep 120"
+    )
+    try:
+        wait_until(lambda: _squeue(blocker) == "RUNNING", 30, 0.1, message="the blocker runs")
+        run_id = _submit(ws, _source(tmp_path), "quick")
+
+        def queued_with_reason() -> str | None:
+            row = _row(ws, run_id)
+            details_text = str(row.get("status_details") or "")
+            waiting = "(Resources)" in details_text or "(Priority)" in details_text
+            return details_text if row.get("status") == "Queued" and waiting else None
+
+        said = wait_until(queued_with_reason, 60, 0.1, message="Queued with Slurm's reason")
+        assert said.startswith(f"Slurm job {_job_of(shared, run_id)} is pending ("), said
+        job = (shared / "runs" / run_id / "job").read_text().strip()
+        assert _squeue(job) == "PENDING"
+        proc = run_cli("run", "cancel", "-r", run_id, env={"RUNNER_WORKSPACE": str(ws)})
+        assert proc.returncode == 0, proc.stderr
+        assert wait_status(rig, run_id, TERMINAL, 60) == "Canceled"
+        wait_until(lambda: _squeue(job) in ("", "CANCELLED"), 30, 0.1, message="job removed")
+        assert _row(ws, run_id)["start_utc"] is None  # it never ran
+    finally:
+        subprocess.run(["scancel", blocker], capture_output=True, check=False)
+
+
+def test_impossible_requests_are_refused_at_submit(
+    slurm_cluster: Cluster, slurm_ws: tuple[Path, Path], tmp_path: Path
+) -> None:
+    ws, _ = slurm_ws
+    slurm_cluster.attach(ws, "two-nodes", sbatch_args=["--nodes=2"])
+    slurm_cluster.attach(ws, "cpu-only", partition="nogpu")
+    src = _source(tmp_path)
+    refused = _submit(ws, src, "quick", target="two-nodes")
+    assert refused.startswith("REFUSED TargetUnavailableError"), refused
+    assert "Slurm would never run this job" in refused, refused
+    assert "--nodes=2" in refused, refused
+    no_gpus = _submit(ws, src, "quick", gpus=1, target="cpu-only")
+    assert no_gpus.startswith("REFUSED TargetUnavailableError"), no_gpus
+    assert "partition 'nogpu' has no GPUs" in no_gpus, no_gpus
+    too_many = _submit(ws, src, "quick", gpus=3)
+    assert "Slurm would never run this job" in too_many, too_many
+    listed = run_code(
+        "import sys; from runner import Workspace, Experiment\n"
+        "print(len(list(Experiment(Workspace(sys.argv[1]), 'slurm').get_runs())))",
+        ws,
+    )
+    assert listed.stdout.strip() == "0", listed.stdout + listed.stderr
+
+
+def test_gpus_come_from_slurm_as_cuda_visible_devices_fake_gpus(
+    slurm_ws: tuple[Path, Path], tmp_path: Path
+) -> None:
+    ws, _ = slurm_ws
+    rig = _rig(ws)
+    src = _source(tmp_path)
+    one = _submit(ws, src, "quick", gpus=1)
+    two = _submit(ws, src, "quick", gpus=2)
+    assert wait_status(rig, one, TERMINAL, 120) == "Completed"
+    assert wait_status(rig, two, TERMINAL, 120) == "Completed"
+    assert "cuda=0\n" in _log(rig, one, tmp_path) or "cuda=1\n" in _log(rig, one, tmp_path)
+    assert "cuda=0,1\n" in _log(rig, two, tmp_path)
+
+
+def test_a_daemon_killed_between_sbatch_and_the_record_finds_the_job_by_name(
+    slurm_ws: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The state a daemon leaves when killed right after sbatch: the run's handle still
+    says 'launching' and the job id is not in its folder. The next daemon finds the job by
+    its name, follows it to its end, and never submits it again."""
+    ws, shared = slurm_ws
+    rig = _rig(ws)
+    run_id = _submit(ws, _source(tmp_path), "sleep", 4)
+    wait_status(rig, run_id, ("Running",), 120)
+    pid = daemon_pid(ws)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: daemon_pid(ws) is None, 10, 0.05, message="the daemon to die")
+    job_file = shared / "runs" / run_id / "job"
+    job = job_file.read_text().strip()
+    job_file.unlink()
+    launching = {"kind": "launching", "target": "slurm", "daemon": "dead", "gpus": ""}
+    with contextlib.closing(sqlite3.connect(ws / "runner.db", timeout=30)) as conn, conn:
+        conn.execute(
+            "UPDATE runs SET handle = ?, status = 'Queued' WHERE id = ?",
+            (json.dumps(launching), run_id),
+        )
+    started = run_cli("daemon", "start", env={"RUNNER_WORKSPACE": str(ws)}, timeout_s=60)
+    assert started.returncode == 0, started.stderr
+    assert wait_status(rig, run_id, TERMINAL, 120) == "Completed", details(rig, run_id)
+    assert json.loads(str(_row(ws, run_id)["handle"]))["job_id"] == job
+    log = _log(rig, run_id, tmp_path)
+    assert log.count("job-start") == 1, log
+    assert "job-end" in log
+    jobs = _as_jobrunner("squeue", "-h", "--states=all", "-n", f"runner-{run_id}", "-o", "%i")
+    assert jobs.split() == [job]
+    assert status_of(rig, run_id) == "Completed"
