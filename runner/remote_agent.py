@@ -535,15 +535,36 @@ class Session:
             time.sleep(0.002 if now - t0 < 0.5 else 0.02 if now - t0 < 5 else 0.1)
 
     def _send_blobs(self, lines: bytes, blobs: Path) -> None:
-        if b'"e":"files"' not in lines:
+        """Send the contents that journal ``lines`` name (an event's ``"blobs"``, whatever
+        its kind: files, models, snapshots, submitted runs), each once, before the lines.
+
+        Read through the run's BlobStore: a snapshot's many small files may be packed. A
+        content that cannot be read is skipped (the line still applies over there; only
+        that file is missing, as when its upload failed).
+        """
+        if b'"blobs":' not in lines:
             return
+        from runner.artifacts import BlobStore
+        from runner.errors import StoreError
+
+        store = BlobStore(blobs)
+        sent: set[str] = set()
         for line in lines.splitlines():
-            if b'"e":"files"' not in line:
+            if b'"blobs":' not in line:
                 continue
-            for _name, digest, _size in json.loads(line).get("entries", []):
-                path = blobs / digest[:2] / digest[2:]
-                with contextlib.suppress(OSError):
-                    self.reply({"s": "blob", "digest": digest}, path.read_bytes())
+            try:
+                named = json.loads(line).get("blobs") or []
+            except ValueError:
+                continue
+            for digest in named:
+                if not isinstance(digest, str) or digest in sent:
+                    continue
+                sent.add(digest)
+                try:
+                    data = store.read_bytes(digest)
+                except (OSError, StoreError):
+                    continue
+                self.reply({"s": "blob", "digest": digest}, data)
 
     def op_outputs(self, header: dict[str, Any], payload: bytes) -> None:
         """A tar of the run's ./outputs and ./logs."""
