@@ -146,8 +146,8 @@ def test_a_remote_script_registers_snapshots_uploads_and_submits_here(
     ((cid, ctype, cstatus, ctags, cmetrics, ctarget, cfiles),) = found["children"]
     assert (cid, ctype, cstatus) == (child_id, "azureml.scriptrun", "Completed")
     assert ctags == {"kind": "child"}
-    assert cmetrics == {"arg": 7}
+    assert cmetrics == {"arg": 7}  # it ran once
     assert ctarget == "box"  # no target given: the parent's
     assert "child_note.txt" in cfiles
-    # The child ran once, as its own run on the host (not in the parent's private store).
+    # It ran as a run of its own on the host, launched from here (and cleaned up after).
     assert not (REMOTE_RUNS / child_id).exists()
