@@ -535,13 +535,9 @@ class Session:
             time.sleep(0.002 if now - t0 < 0.5 else 0.02 if now - t0 < 5 else 0.1)
 
     def _send_blobs(self, lines: bytes, blobs: Path) -> None:
-        """Send the contents that journal ``lines`` name (an event's ``"blobs"``, whatever
-        its kind: files, models, snapshots, submitted runs), each once, before the lines.
-
-        Read through the run's BlobStore: a snapshot's many small files may be packed. A
-        content that cannot be read is skipped (the line still applies over there; only
-        that file is missing, as when its upload failed).
-        """
+        """Send the contents journal ``lines`` name (any event's ``"blobs"``), each once,
+        read through a BlobStore (snapshot contents may be packed); one that cannot be
+        read is skipped: the line still applies, only that content is missing."""
         if b'"blobs":' not in lines:
             return
         from runner.artifacts import BlobStore

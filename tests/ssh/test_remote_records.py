@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -139,8 +140,6 @@ def test_a_remote_script_registers_snapshots_uploads_and_submits_here(
     assert found["plain_run"] is None
     assert {"outputs/model.pkl", "up/b.txt", "up/deep/a.txt"} <= set(found["files"])
     assert found["snapshot"] is not None
-    import zipfile
-
     with zipfile.ZipFile(found["zip"]) as z:
         assert z.read("train_more.py") == b"print('more')\n"
     ((cid, ctype, cstatus, ctags, cmetrics, ctarget, cfiles),) = found["children"]
