@@ -38,6 +38,10 @@ def request_cancel(ws: Workspace, run_id: str, reason: str = "canceled by user")
                 allowed_from=_ACTIVE - {RunStatus.CANCEL_REQUESTED.value},
                 details=reason,
             )
+            if ws.store.journal is not None:
+                # A run a script on a host submitted: the request reaches the workspace
+                # that launched it through the journal; the host has no daemon to tell.
+                continue
             marker = ws.run_dir(row.id) / "cancel"
             access.make_dirs(marker.parent, ws._access)
             access.write_private(marker, reason, ws._access)

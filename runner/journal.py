@@ -9,6 +9,21 @@ nothing is applied twice and nothing is lost.
 
 Run ids are the same on both sides (the remote run is created with this run's id, and
 its children are named after it), so no mapping is needed.
+
+Besides the run history (runs, statuses, tags, properties, metrics, files), a script on
+the host reaches this workspace with:
+
+- ``model``: ``run.register_model`` / ``Model.register``: a new version here, numbered
+  after this workspace's own versions of the name (the host's private registry numbers
+  every run's first model 1);
+- ``snapshot``: ``run.take_snapshot``;
+- ``submit``: ``run.submit_child`` / ``Experiment.submit`` there: the run is recorded here
+  as a submit here records it (Starting, its definition and snapshot), and this
+  workspace's daemon launches it (the caller of ``apply`` wakes it); nothing launches it
+  on the host.
+
+An event may name blobs (``"blobs"``: digests); the host's agent sends their contents
+ahead of the line (``remote_agent.Session._send_blobs``), so they are here when it applies.
 """
 
 from __future__ import annotations
@@ -19,6 +34,7 @@ import sqlite3
 import time
 from typing import Any
 
+from runner.models import insert_model
 from runner.store import Store
 
 #: The stream name of the journal in ``sync_offsets``.
@@ -42,11 +58,15 @@ def complete_lines(data: bytes) -> bytes:
     return data[: end + 1] if end >= 0 else b""
 
 
-def apply(store: Store, run_id: str, offset: int, data: bytes) -> int:
+def apply(
+    store: Store, run_id: str, offset: int, data: bytes, submitted: list[str] | None = None
+) -> int:
     """Apply the journal lines in ``data`` (which starts at byte ``offset``).
 
     Only whole lines are applied; returns the offset after the last one. A chunk that
     does not start at the stored offset is ignored (a resent chunk already applied).
+    The ids of runs handed over for this workspace to launch (``submit`` events) are
+    appended to ``submitted``.
     """
     lines = complete_lines(data)
     if not lines:
@@ -57,22 +77,36 @@ def apply(store: Store, run_id: str, offset: int, data: bytes) -> int:
         ).fetchone()
         if (int(row[0]) if row else 0) != offset:
             return int(row[0]) if row else 0
+        handed: list[str] = []
         for line in lines.splitlines():
             if line.strip():
-                _apply_one(conn, json.loads(line))
+                _apply_one(conn, json.loads(line), handed)
         new = offset + len(lines)
         conn.execute(
             "INSERT OR REPLACE INTO sync_offsets(run_id, stream, offset) VALUES (?,?,?)",
             (run_id, JOURNAL, new),
         )
+    if submitted is not None:
+        submitted.extend(handed)
     return new
 
 
-def _apply_one(conn: sqlite3.Connection, ev: dict[str, Any]) -> None:
+def _apply_one(conn: sqlite3.Connection, ev: dict[str, Any], submitted: list[str]) -> None:
     kind = ev.get("e")
     run_id = ev.get("id")
     if kind == "run":
         _create_run(conn, ev)
+    elif kind == "submit":
+        if _create_run(conn, ev):
+            submitted.append(str(run_id))
+    elif kind == "model":
+        # Numbered here: two runs' first versions on their hosts are 1 and 2 here.
+        insert_model(conn, ev["model"], ev["files"])
+    elif kind == "snapshot":
+        conn.execute(
+            "INSERT OR IGNORE INTO run_snapshots(run_id, snapshot_id, created_utc) VALUES (?,?,?)",
+            (run_id, ev["snapshot"], ev["created"]),
+        )
     elif kind == "update":
         fields = {k: v for k, v in ev["fields"].items() if k in _RUN_COLUMNS}
         if fields:
@@ -135,10 +169,11 @@ def _apply_one(conn: sqlite3.Connection, ev: dict[str, Any]) -> None:
     # Unknown kinds come from a newer remote side: skipping them loses only that detail.
 
 
-def _create_run(conn: sqlite3.Connection, ev: dict[str, Any]) -> None:
+def _create_run(conn: sqlite3.Connection, ev: dict[str, Any]) -> bool:
+    """Record a run of a ``run`` or ``submit`` event; False if its id is taken."""
     run_id = ev["id"]
     if conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone():
-        return
+        return False
     conn.execute(
         "INSERT OR IGNORE INTO experiments(name, created_utc) VALUES (?, ?)",
         (ev["experiment"], ev["created"]),
@@ -183,6 +218,17 @@ def _create_run(conn: sqlite3.Connection, ev: dict[str, Any]) -> None:
         "INSERT OR REPLACE INTO tags(run_id, key, value) VALUES (?,?,?)",
         [(run_id, k, v) for k, v in tags.items()],
     )
+    props = ev.get("props") or {}
+    conn.executemany(
+        "INSERT OR IGNORE INTO properties(run_id, key, value) VALUES (?,?,?)",
+        [(run_id, k, v) for k, v in props.items()],
+    )
+    if ev.get("snapshot"):
+        conn.execute(
+            "INSERT OR IGNORE INTO run_snapshots(run_id, snapshot_id, created_utc) VALUES (?,?,?)",
+            (run_id, ev["snapshot"], ev["created"]),
+        )
+    return True
 
 
 def _set_status(conn: sqlite3.Connection, ev: dict[str, Any]) -> None:

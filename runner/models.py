@@ -5,7 +5,9 @@ from __future__ import annotations
 import builtins
 import json
 import os
+import sqlite3
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -324,33 +326,65 @@ def _insert(
     description: str | None = None,
 ) -> Model:
     name = _check_model_name(model_name)
-    t = json.dumps(_str_dict(tags, "tags"))
-    p = json.dumps(_str_dict(properties, "properties"))
+    row = {
+        "name": name,
+        "run_id": run.id if run else None,
+        "experiment_name": run.experiment.name if run else None,
+        "model_path": model_path,
+        "tags": json.dumps(_str_dict(tags, "tags")),
+        "properties": json.dumps(_str_dict(properties, "properties")),
+        "framework": framework,
+        "framework_version": framework_version,
+        "description": description,
+        "created_utc": time.time(),
+    }
     with ws.store.write() as conn:
-        version = conn.execute(
-            "SELECT COALESCE(MAX(version), 0) + 1 FROM models WHERE name = ?", (name,)
-        ).fetchone()[0]
-        conn.execute(
-            f"INSERT INTO models({_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                name,
-                version,
-                run.id if run else None,
-                run.experiment.name if run else None,
-                model_path,
-                t,
-                p,
-                framework,
-                framework_version,
-                description,
-                time.time(),
-            ),
-        )
-        conn.executemany(
-            "INSERT INTO model_files(name, version, path, digest, size) VALUES (?,?,?,?,?)",
-            [(name, version, f, d, s) for f, d, s in files],
+        version = insert_model(conn, row, files)
+        # On a host, the workspace that submitted the run registers it too, numbering
+        # it among its own versions (runner.journal).
+        ws.store.journal_change(
+            {"e": "model", "id": row["run_id"], "model": row, "files": [list(f) for f in files]},
+            blobs=[d for _, d, _ in files],
         )
     return Model(ws, name, version=version)
+
+
+def insert_model(
+    conn: sqlite3.Connection, row: dict[str, Any], files: Sequence[Sequence[Any]]
+) -> int:
+    """Record a new version of the model ``row["name"]`` (in the caller's transaction),
+    numbered after the highest one recorded; returns its version.
+
+    ``row`` holds the columns of ``models`` but ``version``; ``files`` are (path relative
+    to the model root, digest, size).
+    """
+    name = row["name"]
+    version = int(
+        conn.execute(
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM models WHERE name = ?", (name,)
+        ).fetchone()[0]
+    )
+    conn.execute(
+        f"INSERT INTO models({_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            name,
+            version,
+            row.get("run_id"),
+            row.get("experiment_name"),
+            row.get("model_path"),
+            row.get("tags") or "{}",
+            row.get("properties") or "{}",
+            row.get("framework"),
+            row.get("framework_version"),
+            row.get("description"),
+            row.get("created_utc"),
+        ),
+    )
+    conn.executemany(
+        "INSERT INTO model_files(name, version, path, digest, size) VALUES (?,?,?,?,?)",
+        [(name, version, f, d, s) for f, d, s in files],
+    )
+    return version
 
 
 def _select(

@@ -511,15 +511,32 @@ class Session:
             time.sleep(0.002 if now - t0 < 0.5 else 0.02 if now - t0 < 5 else 0.1)
 
     def _send_blobs(self, lines: bytes, blobs: Path) -> None:
-        if b'"e":"files"' not in lines:
+        """Send the contents journal ``lines`` name (any event's ``"blobs"``), each once,
+        read through a BlobStore (snapshot contents may be packed); one that cannot be
+        read is skipped: the line still applies, only that content is missing."""
+        if b'"blobs":' not in lines:
             return
+        from runner.artifacts import BlobStore
+        from runner.errors import StoreError
+
+        store = BlobStore(blobs)
+        sent: set[str] = set()
         for line in lines.splitlines():
-            if b'"e":"files"' not in line:
+            if b'"blobs":' not in line:
                 continue
-            for _name, digest, _size in json.loads(line).get("entries", []):
-                path = blobs / digest[:2] / digest[2:]
-                with contextlib.suppress(OSError):
-                    self.reply({"s": "blob", "digest": digest}, path.read_bytes())
+            try:
+                named = json.loads(line).get("blobs") or []
+            except ValueError:
+                continue
+            for digest in named:
+                if not isinstance(digest, str) or digest in sent:
+                    continue
+                sent.add(digest)
+                try:
+                    data = store.read_bytes(digest)
+                except (OSError, StoreError):
+                    continue
+                self.reply({"s": "blob", "digest": digest}, data)
 
     def op_outputs(self, header: dict[str, Any], payload: bytes) -> None:
         """A tar of the run's ./outputs and ./logs."""

@@ -189,10 +189,17 @@ class _RunFiles(_RunBase):
         cache = cache_file(ws.path, src)
         access.make_dirs(cache.parent, ws._access)
         snap = take_snapshot(src, ws.blobs, cache_path=cache)
+        now = time.time()
         with self._store.write() as conn:
             conn.execute(
                 "INSERT OR IGNORE INTO run_snapshots(run_id, snapshot_id, created_utc) VALUES (?,?,?)",
-                (self._id, snap.id, time.time()),
+                (self._id, snap.id, now),
+            )
+            # On a host: the manifest (a blob named by the snapshot id) and the contents
+            # go to the submitting workspace with the record.
+            self._store.journal_change(
+                {"e": "snapshot", "id": self._id, "snapshot": snap.id, "created": now},
+                blobs=[snap.id, *(e.digest for e in snap.entries)],
             )
         if "ContentSnapshotId" not in self.get_properties():
             self._store.add_properties(self._id, {"ContentSnapshotId": snap.id})

@@ -9,6 +9,7 @@ Standard library only.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import warnings
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from runner import failure as _failure
 from runner.control import request_cancel
-from runner.errors import RunFailedError, RunnerWarning, StoreError
+from runner.errors import RunFailedError, RunnerWarning, StoreError, UserError
 from runner.liveness import not_responding_after_s
 from runner.logstream import stream_run_output
 from runner.outputs import store_folder
@@ -279,6 +280,12 @@ class _RunStatus(_RunBase):
         delay = 0.002
         checked = time.monotonic()
         while self._refresh().status not in _TERMINAL_VALUES:
+            if self._row.type == RUN_TYPE_SCRIPT and self._handed_over():
+                raise UserError(
+                    f"run {self._id} runs in the workspace that submitted this run, not on "
+                    "this host, and its status does not come back here; wait for it there "
+                    f"(Run.get(ws, {self._id!r}).wait_for_completion())"
+                )
             if self._row.type == RUN_TYPE_SCRIPT:
                 # The daemon answers the moment the run ends: no polling latency.
                 from runner import daemon_client  # (as lifecycle in _observe: socket, ...)
@@ -298,6 +305,12 @@ class _RunStatus(_RunBase):
             if time.monotonic() - checked > 1.0:
                 self._checked()
                 checked = time.monotonic()
+
+    def _handed_over(self) -> bool:
+        """Whether this is a run that a script on a host submitted: its record here is the
+        host's private copy, and the submitting workspace launches it (runner.submit)."""
+        journal = os.environ.get("RUNNER_JOURNAL")
+        return bool(journal) and self._id != os.environ.get("RUNNER_RUN_ID")
 
     def _log_tail(self, lines: int = 20) -> str:
         for name, path in self._log_files().items():

@@ -15,7 +15,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -142,21 +142,34 @@ class _StoreConnection:
             "damaged (and 'sqlite3 runner.db .recover' may save what is left)",
         )
 
-    def _journal(self, event: JSONDict) -> None:
+    def _journal(self, event: JSONDict, blobs: Iterable[str] = ()) -> None:
         """Append one change to the journal, if this process keeps one.
 
         Called inside the write transaction, so the journal's order is the commit order
         of every process sharing the database (the write lock serializes them). One
         ``write`` of one line on an O_APPEND file: lines of several processes never mix.
+
+        ``blobs``: the contents the change names (SHA-256 digests in this workspace's blob
+        store), listed in the event's ``"blobs"``: whoever follows the journal sends them
+        to the other side before the line (``remote_agent``), whatever the event's kind.
         """
         if self.journal is None:
             return
+        named = sorted(set(blobs))
+        if named:
+            event = {**event, "blobs": named}
         line = json.dumps(event, separators=(",", ":")).encode() + b"\n"
         fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             os.write(fd, line)
         finally:
             os.close(fd)
+
+    def journal_change(self, event: JSONDict, blobs: Iterable[str] = ()) -> None:
+        """Journal a change that a module outside the store made in its own tables (models,
+        snapshots, submitted runs): call it inside that ``write`` transaction. See
+        ``_journal``; ``runner.journal`` applies the event on the other side."""
+        self._journal(event, blobs)
 
 
 def _is_damage(exc: sqlite3.DatabaseError) -> bool:

@@ -41,7 +41,10 @@ class _StoreFiles(_StoreConnection):
                 "VALUES (?,?,?,?,?)",
                 [(run_id, n, d, s, now) for n, d, s in entries],
             )
-            self._journal({"e": "files", "id": run_id, "entries": [list(e) for e in entries]})
+            self._journal(
+                {"e": "files", "id": run_id, "entries": [list(e) for e in entries]},
+                blobs=[d for _, d, _ in entries],
+            )
 
     def replace_files(self, run_id: str, entries: Sequence[tuple[str, str, int]]) -> None:
         """Record files of a run, replacing same-named ones (logs and outputs, stored last).
@@ -58,7 +61,13 @@ class _StoreFiles(_StoreConnection):
                 [(run_id, n, d, s, now) for n, d, s in entries],
             )
             self._journal(
-                {"e": "files", "id": run_id, "entries": [list(e) for e in entries], "replace": True}
+                {
+                    "e": "files",
+                    "id": run_id,
+                    "entries": [list(e) for e in entries],
+                    "replace": True,
+                },
+                blobs=[d for _, d, _ in entries],
             )
 
     def file_clashes(self, run_id: str, names: Sequence[str]) -> list[tuple[str, str]]:

@@ -59,12 +59,18 @@ class _StoreRuns(_StoreConnection):
         parent_id: str | None = None,
         id_prefix: str = "",
         submitted_by: str | None = None,
+        handed_over: Sequence[str] | None = None,
     ) -> list[str]:
         """Create runs in one transaction; returns their ids in order.
 
         Runs without an id get ``{id_prefix}{n}``-style ids: children are named
         ``{parent}_{k}`` with k counting the parent's children, top-level runs
         ``{experiment}_{unix time}_{random}``.
+
+        ``handed_over`` (a submit in a remote run's process): the runs are for the
+        workspace that follows this journal to launch, not for this store's (nobody
+        launches them here); they are journaled as ``submit`` events that name these
+        blobs (their snapshot's manifest and contents).
         """
         now = time.time()
         ids: list[str] = []
@@ -97,7 +103,9 @@ class _StoreRuns(_StoreConnection):
                 ids.append(run_id)
                 number += 1
                 if self.journal is not None:
-                    self._journal_new_run(spec, run_id, experiment, parent_id, now, submitted_by)
+                    self._journal_new_run(
+                        spec, run_id, experiment, parent_id, now, submitted_by, handed_over
+                    )
             conn.execute(
                 "UPDATE experiments SET next_number = ? WHERE id = ?", (number, experiment_id)
             )
@@ -115,24 +123,31 @@ class _StoreRuns(_StoreConnection):
         parent_id: str | None,
         now: float,
         submitted_by: str | None,
+        handed_over: Sequence[str] | None = None,
     ) -> None:
-        """Journal a run ``create_runs`` recorded (and its properties)."""
-        self._journal(
-            {
-                "e": "run",
-                "id": run_id,
-                "experiment": experiment,
-                "parent": parent_id,
-                "type": spec.type,
-                "status": spec.status,
-                "display_name": spec.display_name,
-                "target": spec.target,
-                "created": now,
-                "submitted_by": submitted_by,
-                "definition": spec.definition,
-                "tags": spec.tags or {},
-            }
-        )
+        """Journal a run ``create_runs`` recorded (and its properties): a ``run`` event, or
+        with ``handed_over`` a ``submit`` event (its properties inside: the other side
+        launches it the moment the line is applied)."""
+        event: JSONDict = {
+            "e": "run" if handed_over is None else "submit",
+            "id": run_id,
+            "experiment": experiment,
+            "parent": parent_id,
+            "type": spec.type,
+            "status": spec.status,
+            "display_name": spec.display_name,
+            "target": spec.target,
+            "created": now,
+            "submitted_by": submitted_by,
+            "definition": spec.definition,
+            "tags": spec.tags or {},
+            "snapshot": spec.snapshot_id,
+        }
+        if handed_over is not None:
+            event["props"] = spec.properties or {}
+            self._journal(event, handed_over)
+            return
+        self._journal(event)
         if spec.properties:
             self._journal({"e": "props", "id": run_id, "props": spec.properties})
 

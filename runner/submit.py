@@ -6,7 +6,9 @@ Everything the user can get wrong is checked here, before anything is recorded.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,17 +49,24 @@ def submit(
     ws = experiment.workspace
     env = config.effective_environment()  # with docker_runtime_config applied
     env_json = env.to_dict()  # once: the target check and the definition both need it
-    distributed = _check_distributed(config, config.run_config.target_name, env)
+    # In a run on a host (its store keeps a journal) the run is handed to the workspace
+    # that submitted that run: its daemon checks the target and launches it.
+    handed_over = ws.store.journal is not None
+    target = config.run_config.target_name
+    if handed_over:
+        target = _host_target(ws, target, parent)
+        env.validate()
+    distributed = _check_distributed(config, target, env)
     rc = config.run_config
     # What the target may refuse now: a cluster checks the request with its scheduler.
     asked = RunDefinition(
-        target=rc.target_name,
+        target=target,
         environment=env_json,
         gpu_count=rc.gpu_count,
         max_run_duration_seconds=rc.max_run_duration_seconds,
         distributed=distributed,
     )
-    shares_host = _check_target(ws, asked, env)
+    shares_host = False if handed_over else _check_target(ws, asked, env)
     python: str | None = None
     # A docker environment's interpreter is in its image, not on this machine; a remote
     # one is on its host.
@@ -71,6 +80,8 @@ def submit(
     props: dict[str, str | None] = {"ContentSnapshotId": snap.id, "azureml.runsource": "experiment"}
     props.update(git_properties(source))
     definition = _definition(config, env, env_json, source, snap.id, distributed, python)
+    if target != definition.target:
+        definition = dataclasses.replace(definition, target=target)
     # One transaction: a run the daemon can see is whole (definition, properties,
     # snapshot), and a submitter killed half-way leaves nothing behind.
     (run_id,) = ws.store.create_runs(
@@ -89,9 +100,23 @@ def submit(
         parent_id=parent.id if parent is not None else None,
         id_prefix=f"{experiment.name}_",
         submitted_by=user_name(),
+        handed_over=[snap.id, *(e.digest for e in snap.entries)] if handed_over else None,
     )
-    _hand_to_daemon(ws, run_id)
+    if not handed_over:
+        _hand_to_daemon(ws, run_id)
     return ScriptRun(experiment, run_id)
+
+
+def _host_target(ws: Workspace, name: str, parent: Run | None) -> str:
+    """Where a run submitted from a run on a host goes: the target it names, and for
+    ``local`` (or none given) the host's own target, the one the submitting run runs on
+    (as azureml sends a child without a target to its parent's compute)."""
+    if name != "local":
+        return name
+    row = (
+        parent._row if parent is not None else ws.store.get_run(os.environ.get("RUNNER_RUN_ID", ""))
+    )
+    return row.target if row is not None else name
 
 
 def _definition(

@@ -461,8 +461,15 @@ class SupervisorEvents:
         return journal.applied_offset(self.sup.store, self.sup.run_id)
 
     def apply_journal(self, offset: int, payload: bytes) -> None:
-        """Apply journaled records to the store."""
-        journal.apply(self.sup.store, self.sup.run_id, offset, payload)
+        """Apply journaled records to the store; runs the script submitted there are
+        launched from here, at once."""
+        submitted: list[str] = []
+        journal.apply(self.sup.store, self.sup.run_id, offset, payload, submitted)
+        if submitted:
+            self.sup.daemon._log(
+                f"run {self.sup.run_id} submitted {', '.join(submitted)} from its host"
+            )
+            self.sup.daemon.wake.set()
 
     def put_blob(self, data: bytes) -> None:
         """Keep a file's contents in the blob store."""

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import zipfile
 from pathlib import Path
 
 import pytest
 
-from runner import Experiment, Run, Workspace
+from runner import Experiment, Model, Run, ScriptRunConfig, Workspace
+from runner.definition import RunDefinition
+from runner.errors import UserError
 from runner.journal import applied_offset, apply, complete_lines
 from runner.store import JOURNAL_ENV, NewRun
 
@@ -134,3 +138,100 @@ def test_without_the_variable_no_journal_is_written(
     run.log("x", 1)
     run.flush()
     assert ws._store.journal is None
+
+
+def _ship_blobs(remote: Run, ws: Workspace, data: bytes) -> None:
+    """What the host's agent does: send every blob a journal line names."""
+    for line in data.splitlines():
+        for digest in json.loads(line).get("blobs") or []:
+            ws._blobs.put_bytes(remote.experiment.workspace._blobs.read_bytes(digest))
+
+
+def test_models_snapshots_and_submitted_runs_are_replayed_once(
+    local_run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    remote, journal = remote_workspace(tmp_path, monkeypatch, local_run.id)
+    ws = local_run.experiment.workspace
+    Model.register(ws, _file(tmp_path / "mine.txt", "mine"), "mnist")  # version 1 here already
+    remote.upload_file("outputs/model.pkl", _file(tmp_path / "model.pkl", "weights"))
+    on_host = remote.register_model("mnist", "outputs/model.pkl", tags={"a": "1"})
+    assert on_host.version == 1  # the host's private registry
+    Model.register(remote.experiment.workspace, _file(tmp_path / "plain.txt", "p"), "plain")
+    code = tmp_path / "code"
+    code.mkdir()
+    for i in range(40):  # enough small files to be packed: blobs come from packs too
+        _file(code / f"f{i}.py", f"print({i})\n")
+    snap_id = remote.take_snapshot(code)
+    child = remote.submit_child(
+        ScriptRunConfig(str(code), "f1.py", arguments=["x"]), tags={"k": "v"}
+    )
+    assert child.id == f"{remote.id}_0"
+    assert child.get_status() == "Starting"  # never launched on the host
+    data = journal.read_bytes()
+    _ship_blobs(remote, ws, data)
+
+    cut = data.index(b'"e":"snapshot"')  # a link cut before the snapshot's line
+    submitted: list[str] = []
+    offset = apply(ws._store, local_run.id, 0, data[:cut], submitted)
+    assert apply(ws._store, local_run.id, 0, data[:cut], submitted) == offset  # resent: ignored
+    assert apply(ws._store, local_run.id, offset, data[offset:], submitted) == len(data)
+    assert apply(ws._store, local_run.id, offset, data[offset:], submitted) == len(data)
+    assert submitted == [child.id]
+
+    # Numbered here, after this workspace's own version; nothing registered twice.
+    assert [(m.id, m.run_id, m.tags) for m in Model.list(ws, name="mnist")] == [
+        ("mnist:2", local_run.id, {"a": "1"}),
+        ("mnist:1", None, {}),
+    ]
+    assert Path(Model(ws, "mnist").download(tmp_path / "dl")).read_text() == "weights"
+    assert Model(ws, "plain").run_id is None
+    run = Run.get(ws, local_run.id)
+    assert run.get_snapshot_id() == snap_id
+    with zipfile.ZipFile(run.restore_snapshot(path=str(tmp_path / "zips"))) as z:
+        assert z.read("f7.py") == b"print(7)\n"
+    (kid,) = run.get_children()
+    assert kid.id == child.id
+    assert kid.type == "azureml.scriptrun"
+    assert kid.get_tags() == {"k": "v"}
+    assert kid.get_properties()["ContentSnapshotId"] == snap_id
+    row = ws._store.get_run(kid.id)
+    assert row is not None
+    assert row.status == "Starting"
+    definition = RunDefinition.from_json(row.definition)
+    assert definition.target == "box"  # none given: the host's own target
+    assert definition.snapshot_id == snap_id
+    assert definition.arguments == ("x",)
+
+
+def test_on_the_host_a_handed_over_run_takes_tags_and_cancel_but_no_waiting(
+    local_run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    remote, journal = remote_workspace(tmp_path, monkeypatch, local_run.id)
+    monkeypatch.setenv("RUNNER_RUN_ID", remote.id)
+    code = tmp_path / "code"
+    code.mkdir()
+    _file(code / "c.py", "")
+    child = remote.submit_child(ScriptRunConfig(str(code), "c.py", compute_target="other"))
+    assert RunDefinition.from_json(child._row.definition).target == "other"
+    with pytest.raises(UserError, match="runs in the workspace that submitted this run"):
+        child.wait_for_completion()
+    child.tag("seen", "yes")
+    child.cancel()  # no daemon on the host to tell: the request goes through the journal
+    ws = local_run.experiment.workspace
+    apply(ws._store, local_run.id, 0, journal.read_bytes())
+    here = Run.get(ws, child.id)
+    assert here.get_tags() == {"seen": "yes"}
+    assert ws._store.get_run(child.id).status == "CancelRequested"  # type: ignore[union-attr]
+
+
+def test_events_of_unknown_kinds_are_skipped(local_run: Run) -> None:
+    store = local_run.experiment.workspace._store
+    lines = b'{"e":"from-the-future","id":"x","blobs":["00"]}\n{"e":"tags","id":"%s","tags":{"a":"b"}}\n'
+    data = lines % local_run.id.encode()
+    assert apply(store, local_run.id, 0, data) == len(data)
+    assert Run.get(local_run.experiment.workspace, local_run.id).get_tags() == {"a": "b"}
+
+
+def _file(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)

@@ -193,3 +193,59 @@ def test_a_bad_request_is_an_error_answer_and_the_session_goes_on(agent: Agent) 
     assert "damaged" in agent.request({"op": "blob", "digest": "0" * 64}, b"x")[0]["error"]
     assert agent.request({"op": "hello"})[0]["pid"] == agent.proc.pid
     agent.close()
+
+
+RECORDS = b"""
+import os
+from runner import Run, ScriptRunConfig
+run = Run.get_context()
+os.makedirs("code", exist_ok=True)
+for i in range(30):  # enough small files that the snapshot packs them
+    open("code/f%d.py" % i, "w").write("print(%d)" % i)
+run.take_snapshot("code")
+run.upload_file("outputs/m.bin", "code/f0.py")
+run.register_model("m", "outputs/m.bin")
+run.submit_child(ScriptRunConfig("code", "f1.py"))
+"""
+
+
+def test_the_blobs_a_journal_line_names_come_before_it(agent: Agent) -> None:
+    snap_id, _ = send_snapshot(agent, {"train.py": RECORDS})
+    prepared = agent.request({"op": "prepare", "kind": "user_managed", "python": None})[0]
+    agent.request(
+        {
+            "op": "launch",
+            "run_id": "exp_2_abc",
+            "snapshot": snap_id,
+            "experiment": "exp",
+            "target": "box",
+            "python": prepared["python"],
+            "argv": ["{python}", "train.py"],
+            "env": {},
+        }
+    )
+    agent.send({"op": "follow", "run_id": "exp_2_abc", "log": 0, "journal": 0, "hb": 0.5})
+    arrived: set[str] = set()
+    kinds: list[str] = []
+    log = b""
+    while True:
+        header, payload = agent.receive()
+        if header.get("s") == "blob":
+            assert hashlib.sha256(payload).hexdigest() == header["digest"]
+            arrived.add(header["digest"])
+        elif header.get("s") == "log":
+            log += payload
+        elif header.get("s") == "journal":
+            for line in payload.splitlines():
+                event = json.loads(line)
+                kinds.append(event["e"])
+                assert set(event.get("blobs") or ()) <= arrived, event["e"]
+        elif header.get("s") == "exit":
+            assert header["code"] == 0, log.decode()
+            break
+    assert {"snapshot", "files", "model", "submit"} <= set(kinds)
+    assert "run" not in kinds  # the child is handed over, not a record of the host's
+    # 30 snapshot files + the manifest; the model's and the upload's content is one of them.
+    assert len(arrived) == 31
+    agent.request({"op": "cleanup", "run_id": "exp_2_abc"})
+    agent.close()
