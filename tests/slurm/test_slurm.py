@@ -292,3 +292,60 @@ def test_a_daemon_killed_between_sbatch_and_the_record_finds_the_job_by_name(
     jobs = _as_jobrunner("squeue", "-h", "--states=all", "-n", f"runner-{run_id}", "-o", "%i")
     assert jobs.split() == [job]
     assert status_of(rig, run_id) == "Completed"
+
+
+RECORDS = """
+import os
+from runner import Run, ScriptRunConfig
+run = Run.get_context()
+os.makedirs("outputs", exist_ok=True)
+with open("outputs/model.pkl", "w") as f:
+    f.write("weights")
+run.upload_file("outputs/model.pkl", "outputs/model.pkl")
+print("model", run.register_model("net", "outputs/model.pkl").version, flush=True)
+child = run.submit_child(ScriptRunConfig(".", "child.py"))
+print("child", child.id, flush=True)
+"""
+
+RECORDS_CHECK = """
+import json, sys
+from runner import Model, Run, Workspace
+ws = Workspace(sys.argv[1])
+parent = Run.get(ws, sys.argv[2])
+children = list(parent.get_children())
+child = children[0]
+child.wait_for_completion()
+model = Model(ws, "net")
+print("CHECK " + json.dumps({
+    "version": model.version, "children": len(children), "child": child.get_status(),
+    "target": child.get_details()["target"], "metrics": child.get_metrics()}))
+"""
+
+
+def test_a_script_on_the_cluster_registers_models_and_submits_children_here(
+    slurm_ws: tuple[Path, Path], tmp_path: Path
+) -> None:
+    ws, _ = slurm_ws
+    rig = _rig(ws)
+    src = _source(tmp_path)
+    (src / "records.py").write_text(textwrap.dedent(RECORDS), encoding="utf-8")
+    (src / "child.py").write_text(
+        "from runner import Run\nRun.get_context().log('child', 1)\n", encoding="utf-8"
+    )
+    code = SUBMIT.replace("{env_code}", textwrap.dedent(ENV_CODE)).replace(
+        '"job.py"', '"records.py"'
+    )
+    proc = run_code(code, ws, src, "cluster", 0, timeout_s=120)
+    assert proc.returncode == 0, proc.stderr
+    run_id = proc.stdout.split("RUN ", 1)[1].split()[0]
+    assert wait_status(rig, run_id, TERMINAL, 120) == "Completed", details(rig, run_id)
+    checked = run_code(RECORDS_CHECK, ws, run_id, timeout_s=180)
+    assert checked.returncode == 0, checked.stderr
+    found = json.loads(checked.stdout.split("CHECK ", 1)[1])
+    assert found == {
+        "version": 1,
+        "children": 1,
+        "child": "Completed",
+        "target": "cluster",
+        "metrics": {"child": 1},
+    }
