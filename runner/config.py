@@ -132,12 +132,9 @@ class RunConfiguration:
         if isinstance(g, bool) or not isinstance(g, (int, float)) or g < 0:
             raise ConfigError(f"run_config.cancel_grace_seconds={g!r}; pass seconds >= 0")
         check_env_vars(self.environment_variables, "run_config.environment_variables")
-        if self.node_count != 1:  # never run one process quietly where several were asked for
-            raise ConfigError(
-                f"run_config.node_count={self.node_count!r}: runner runs on one machine; set "
-                "node_count = 1 and pass ScriptRunConfig(distributed_job_config="
-                "PyTorchConfiguration(process_count=N)) for N processes"
-            )
+        n = self.node_count
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError(f"run_config.node_count={n!r}; pass an int >= 1")
         if self.communicator not in ("None", None):
             raise ConfigError(
                 f"run_config.communicator={self.communicator!r} would start one process "

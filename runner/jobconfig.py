@@ -9,7 +9,6 @@ variables torchrun (or mpirun) sets; :class:`TensorflowConfiguration` is refused
 
 from __future__ import annotations
 
-import shutil
 from typing import Any
 
 from runner.errors import ConfigError
@@ -60,7 +59,7 @@ class PyTorchConfiguration:
             raise ConfigError(
                 f"communication_backend={self.communication_backend!r}; pass 'Nccl' or 'Gloo'"
             )
-        _check_one_node(self.node_count, "PyTorchConfiguration")
+        _count(self.node_count, "PyTorchConfiguration.node_count")
         if self.process_count is not None:
             _count(self.process_count, "PyTorchConfiguration.process_count")
         if self.process_count_per_node is not None:
@@ -78,8 +77,10 @@ class PyTorchConfiguration:
 
     @property
     def processes(self) -> int:
-        """How many processes run on this machine (1 when no count was given)."""
-        return self.process_count or self.process_count_per_node or 1
+        """How many processes run in all (1 when no count was given)."""
+        if self.process_count:
+            return self.process_count
+        return (self.process_count_per_node or 1) * self.node_count
 
     def __repr__(self) -> str:
         return (
@@ -103,12 +104,12 @@ class MpiConfiguration:
     def check(self) -> None:
         """Raise ConfigError unless this job can run here."""
         _count(self.process_count_per_node, "MpiConfiguration.process_count_per_node")
-        _check_one_node(self.node_count, "MpiConfiguration")
+        _count(self.node_count, "MpiConfiguration.node_count")
 
     @property
     def processes(self) -> int:
-        """How many processes mpirun starts."""
-        return self.process_count_per_node
+        """How many processes run in all (mpirun's -np on one node)."""
+        return self.process_count_per_node * self.node_count
 
     def __repr__(self) -> str:
         return (
@@ -128,13 +129,13 @@ class TensorflowConfiguration:
         )
 
 
-def _check_one_node(node_count: Any, what: str) -> None:
-    _count(node_count, f"{what}.node_count")
-    if node_count != 1:
-        raise ConfigError(
-            f"{what}(node_count={node_count}): runner runs a distributed job on one machine "
-            "only; pass node_count=1 and raise the processes per node instead"
-        )
+def one_node_only(node_count: int, what: str) -> ConfigError:
+    """The error for a job on several nodes submitted where there is one machine."""
+    return ConfigError(
+        f"{what}(node_count={node_count}): runner runs a distributed job on one machine "
+        "only, except on a Slurm target; pass node_count=1 and raise the processes per "
+        "node instead, or submit it to a Slurm target (SlurmCompute)"
+    )
 
 
 #: said at submit, and at launch if the daemon's PATH has no mpirun either
@@ -146,13 +147,11 @@ MPIRUN_MISSING = (
 
 def check_distributed(config: Any) -> int:
     """The number of processes a ``distributed_job_config`` asks for (ConfigError when it
-    cannot run here; 1 for None)."""
+    cannot run anywhere; 1 for None). Where it runs is checked at submit."""
     if config is None:
         return 1
     if isinstance(config, (PyTorchConfiguration, MpiConfiguration)):
         config.check()
-        if isinstance(config, MpiConfiguration) and shutil.which("mpirun") is None:
-            raise ConfigError(MPIRUN_MISSING)
         return config.processes
     raise ConfigError(
         f"distributed_job_config={config!r}; pass PyTorchConfiguration(process_count=N) or "
@@ -161,12 +160,19 @@ def check_distributed(config: Any) -> int:
 
 
 def distributed_definition(config: Any) -> dict[str, Any] | None:
-    """What the daemon needs to start the job's processes (None: one process)."""
+    """What the daemon needs to start the job's processes (None: one process): their
+    kind, how many in all, on how many nodes."""
     count = check_distributed(config)
     if config is None:
         return None
     kind = "mpi" if isinstance(config, MpiConfiguration) else "pytorch"
-    return {"kind": kind, "processCount": count}
+    nodes = int(config.node_count)
+    if count % nodes:
+        raise ConfigError(
+            f"{config!r}: {count} processes do not divide evenly over {nodes} nodes; pass a "
+            "process_count that is a multiple of node_count"
+        )
+    return {"kind": kind, "processCount": count, "nodeCount": nodes}
 
 
 class DockerConfiguration:

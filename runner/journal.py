@@ -59,21 +59,27 @@ def complete_lines(data: bytes) -> bytes:
 
 
 def apply(
-    store: Store, run_id: str, offset: int, data: bytes, submitted: list[str] | None = None
+    store: Store,
+    run_id: str,
+    offset: int,
+    data: bytes,
+    submitted: list[str] | None = None,
+    stream: str = JOURNAL,
 ) -> int:
     """Apply the journal lines in ``data`` (which starts at byte ``offset``).
 
     Only whole lines are applied; returns the offset after the last one. A chunk that
     does not start at the stored offset is ignored (a resent chunk already applied).
     The ids of runs handed over for this workspace to launch (``submit`` events) are
-    appended to ``submitted``.
+    appended to ``submitted``. ``stream``: which journal of the run (a distributed run
+    on a cluster has one per rank: ``journal``, ``journal_1``...), each with its offset.
     """
     lines = complete_lines(data)
     if not lines:
         return offset
     with store.write() as conn:
         row = conn.execute(
-            "SELECT offset FROM sync_offsets WHERE run_id = ? AND stream = ?", (run_id, JOURNAL)
+            "SELECT offset FROM sync_offsets WHERE run_id = ? AND stream = ?", (run_id, stream)
         ).fetchone()
         if (int(row[0]) if row else 0) != offset:
             return int(row[0]) if row else 0
@@ -84,7 +90,7 @@ def apply(
         new = offset + len(lines)
         conn.execute(
             "INSERT OR REPLACE INTO sync_offsets(run_id, stream, offset) VALUES (?,?,?)",
-            (run_id, JOURNAL, new),
+            (run_id, stream, new),
         )
     if submitted is not None:
         submitted.extend(handed)

@@ -246,8 +246,11 @@ class SlurmSession(Session):
     def op_follow(self, header: dict[str, Any], payload: bytes) -> None:
         """Stream the job's state, log and journal until it has ended.
 
-        Frames as ``remote_agent``'s, plus ``{"s": "state", "state", "reason", "nodes"}`` each
-        time Slurm's view changes; ``exit`` says the job's last state and reason too.
+        Frames as ``remote_agent``'s, plus ``{"s": "state", "state", "reason", "nodes",
+        "partition"}`` each time Slurm's view changes; ``exit`` says the job's last state
+        and reason too. A distributed run's ranks each have a log and a journal: their
+        frames carry ``"r": rank``, logs go in whole lines, and ``offsets`` (stream name ->
+        offset: ``log_1``, ``journal_1``...) says where each one resumes.
         """
         run_id = str(header["run_id"])
         folder = self.run_dir(run_id)
@@ -257,8 +260,7 @@ class SlurmSession(Session):
             code = read_exit_file(folder / "exit_code")
             self.reply({"s": "exit", "code": code, "missing": True})
             return
-        offsets = {"log": int(header.get("log") or 0), "journal": int(header.get("journal") or 0)}
-        files = {"log": folder / "driver.log", "journal": folder / "journal"}
+        streams = _streams(folder, header)
         hb = float(header.get("hb") or 2.0)
         blobs = folder / "blobs"
         last_sent = time.monotonic()
@@ -278,14 +280,18 @@ class SlurmSession(Session):
                 unknown_since is not None and now - unknown_since > 30
             )
             sent = False
-            for stream in ("log", "journal"):
-                data = _read_from(files[stream], offsets[stream])
-                if stream == "journal":
+            for stream in streams:
+                data = _read_from(stream.path, stream.offset)
+                if stream.kind == "journal" or (stream.rank is not None and not done):
                     data = data[: data.rfind(b"\n") + 1]
+                if stream.kind == "journal":
                     self._send_blobs(data, blobs)
                 if data:
-                    self.reply({"s": stream, "o": offsets[stream]}, data)
-                    offsets[stream] += len(data)
+                    frame: dict[str, Any] = {"s": stream.kind, "o": stream.offset}
+                    if stream.rank is not None:
+                        frame["r"] = stream.rank
+                    self.reply(frame, data)
+                    stream.offset += len(data)
                     sent = True
             if done and not sent:
                 self.reply({"s": "exit", **_ending(folder, job_id, state)})
@@ -298,8 +304,59 @@ class SlurmSession(Session):
             time.sleep(0.05 if now - t0 < 5 else 0.25)
 
 
+class _Stream:
+    """One file of a run streamed from an offset: a log or a journal (of one rank)."""
+
+    def __init__(self, kind: str, path: Path, rank: int | None, offset: int) -> None:
+        self.kind = kind
+        self.path = path
+        self.rank = rank
+        self.offset = offset
+
+
+def ranks_of(folder: Path) -> int:
+    """How many srun tasks the run has (1 when its launch says nothing)."""
+    with contextlib.suppress(OSError, ValueError):
+        slurm = json.loads((folder / "launch.json").read_text()).get("slurm") or {}
+        return int(slurm.get("nodes") or 1) * int(slurm.get("tasks_per_node") or 1)
+    return 1
+
+
+def _streams(folder: Path, header: dict[str, Any]) -> list[_Stream]:
+    """The run's logs and journals, each from where the follower has it."""
+    offsets = dict(header.get("offsets") or {})
+    offsets.setdefault("log", int(header.get("log") or 0))
+    offsets.setdefault("journal", int(header.get("journal") or 0))
+    ranks = ranks_of(folder)
+    if ranks == 1:
+        return [
+            _Stream("log", folder / "driver.log", None, int(offsets["log"])),
+            _Stream("journal", folder / "journal", None, int(offsets["journal"])),
+        ]
+    found = []
+    for rank in range(ranks):
+        suffix = "" if rank == 0 else f"_{rank}"
+        found.append(
+            _Stream("log", folder / f"driver_{rank}.log", rank, int(offsets.get(f"log_{rank}", 0)))
+        )
+        found.append(
+            _Stream(
+                "journal",
+                folder / f"journal{suffix}",
+                rank,
+                int(offsets.get(f"journal{suffix}", 0)),
+            )
+        )
+    return found
+
+
 def _ending(folder: Path, job_id: str, state: dict[str, str] | None) -> dict[str, Any]:
-    """The exit frame of an ended job: the script's code (the shim's file, else Slurm's)."""
+    """The exit frame of an ended job: the script's code (the shim's file, else Slurm's);
+    of a distributed run, the code of the first rank that failed (and ``rank``)."""
+    failed = _first_failed_rank(folder)
+    if failed is not None:
+        state_name = state["state"] if state else "UNKNOWN"
+        return {"code": failed[1], "state": state_name, "reason": "", "rank": failed[0]}
     code = read_exit_file(folder / "exit_code")
     if state is None:
         return {"code": code, "state": "UNKNOWN", "reason": f"Slurm no longer knows job {job_id}"}
@@ -311,6 +368,22 @@ def _ending(folder: Path, job_id: str, state: dict[str, str] | None) -> dict[str
         number = exit_text.split(":")[0]
         code = int(number) if number.isdigit() and state["state"] != "CANCELLED" else None
     return {"code": code, "state": state["state"], "reason": state.get("reason") or ""}
+
+
+def _first_failed_rank(folder: Path) -> tuple[int, int] | None:
+    """(rank, code) of the distributed run's rank that failed first (by when its exit
+    code was written), or None."""
+    ranks = ranks_of(folder)
+    failed = []
+    for rank in range(ranks if ranks > 1 else 0):
+        path = folder / ("exit_code" if rank == 0 else f"exit_code_{rank}")
+        code = read_exit_file(path)
+        if code:
+            failed.append((path.stat().st_mtime_ns, rank, code))
+    if not failed:
+        return None
+    _, rank, code = min(failed)
+    return rank, code
 
 
 def sbatch_args(slurm: dict[str, Any], run_id: str, folder: Path) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,7 @@ from runner.config import ScriptRunConfig
 from runner.definition import RunDefinition
 from runner.environment import Environment, resolve_interpreter
 from runner.errors import ConfigError, RunnerError, TargetUnavailableError
-from runner.jobconfig import distributed_definition
+from runner.jobconfig import MPIRUN_MISSING, distributed_definition, one_node_only
 from runner.run import RUN_TYPE_SCRIPT
 from runner.run_base import user_name
 from runner.run_tags import _check_tag_key, _check_tag_value
@@ -56,7 +57,7 @@ def submit(
     if handed_over:
         target = _host_target(ws, target, parent)
         env.validate()
-    distributed = _check_distributed(config, target, env)
+    distributed = _check_distributed(ws, config, target, env)
     rc = config.run_config
     # What the target may refuse now: a cluster checks the request with its scheduler.
     asked = RunDefinition(
@@ -173,24 +174,47 @@ def _hand_to_daemon(ws: Workspace, run_id: str) -> None:
         # a daemon took the run after all: it is on its way
 
 
-def _check_distributed(config: Any, target: str, env: Any) -> dict[str, Any] | None:
-    """The job's processes (None: one), refusing what runner cannot start: other
-    machines, containers, and MPI without mpirun (ConfigError, before anything is recorded)."""
+def _check_distributed(ws: Any, config: Any, target: str, env: Any) -> dict[str, Any] | None:
+    """The job's processes (None: one), refusing what runner cannot start: several nodes
+    but on a Slurm target, other machines, containers, and MPI here without mpirun
+    (ConfigError, before anything is recorded)."""
     found = distributed_definition(config.distributed_job_config)
-    if found is None:
+    nodes = config.run_config.node_count
+    if found is None and nodes == 1:
         return None
+    cluster = target != "local" and _compute_type(ws, target) == "slurm"
+    if found is None:  # node_count alone: one process on each node
+        if not cluster:
+            raise ConfigError(
+                f"run_config.node_count={nodes!r}: runner runs on one machine, except on a "
+                "Slurm target; set node_count = 1 and pass ScriptRunConfig("
+                "distributed_job_config=PyTorchConfiguration(process_count=N)) for N processes"
+            )
+        return {"kind": "pytorch", "processCount": nodes, "nodeCount": nodes}
     what = type(config.distributed_job_config).__name__
+    if cluster:
+        return found
     if target != "local":
         raise ConfigError(
-            f"{what} runs on the local target only in this version of runner (target "
-            f"{target!r}); submit it with compute_target='local'"
+            f"{what} runs on the local target only, or on a Slurm target, in this version "
+            f"of runner (target {target!r} is neither); submit it with compute_target='local'"
         )
+    if found["nodeCount"] > 1:
+        raise one_node_only(found["nodeCount"], what)
     if env.docker.enabled:
         raise ConfigError(
             f"{what} cannot run in a docker environment in this version of runner; set "
             "environment.docker.enabled = False (or DockerConfiguration(use_docker=False))"
         )
+    if found["kind"] == "mpi" and shutil.which("mpirun") is None:
+        raise ConfigError(MPIRUN_MISSING)
     return found
+
+
+def _compute_type(ws: Any, name: str) -> str | None:
+    """The type of the workspace's compute target ``name`` (None: no such target)."""
+    rows = ws.store.query("SELECT kind FROM compute_targets WHERE name = ?", (name,))
+    return str(rows[0][0]) if rows else None
 
 
 def _check_target(ws: Any, asked: RunDefinition, env: Any) -> bool:

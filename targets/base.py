@@ -94,10 +94,11 @@ class RunEvents(Protocol):
     def driver_log(self) -> Path:
         """This machine's copy of the driver log (appended to)."""
 
-    def journal_offset(self) -> int:
-        """How much of the run's journal is already applied here."""
+    def journal_offset(self, stream: str = "journal") -> int:
+        """How much of the run's journal is already applied here (``stream``: which one,
+        for a run whose ranks each keep one: ``journal``, ``journal_1``...)."""
 
-    def apply_journal(self, offset: int, payload: bytes) -> None:
+    def apply_journal(self, offset: int, payload: bytes, stream: str = "journal") -> None:
         """Apply the run's records (metrics, tags, files...) journaled from ``offset``."""
 
     def put_blob(self, data: bytes) -> None:

@@ -456,15 +456,15 @@ class SupervisorEvents:
         """This machine's copy of the driver log."""
         return self.sup.logs / DRIVER_LOG
 
-    def journal_offset(self) -> int:
-        """How much of the run's journal the store has applied."""
-        return journal.applied_offset(self.sup.store, self.sup.run_id)
+    def journal_offset(self, stream: str = journal.JOURNAL) -> int:
+        """How much of the run's journal (``stream``: one rank's) the store has applied."""
+        return journal.applied_offset(self.sup.store, self.sup.run_id, stream)
 
-    def apply_journal(self, offset: int, payload: bytes) -> None:
+    def apply_journal(self, offset: int, payload: bytes, stream: str = journal.JOURNAL) -> None:
         """Apply journaled records to the store; runs the script submitted there are
         launched from here, at once."""
         submitted: list[str] = []
-        journal.apply(self.sup.store, self.sup.run_id, offset, payload, submitted)
+        journal.apply(self.sup.store, self.sup.run_id, offset, payload, submitted, stream)
         if submitted:
             self.sup.daemon._log(
                 f"run {self.sup.run_id} submitted {', '.join(submitted)} from its host"

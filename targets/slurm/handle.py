@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.remote_slurm import NEVER_STARTS
@@ -44,15 +45,56 @@ class SlurmHandle(SshHandle):
         self.nodes = ""
         self.partition = ""
         self._canceling = False
+        request = target.request()
+        self.ranks = int(request["nodes"]) * int(request["tasks_per_node"])
         super().__init__(target, run_id, events, session)
+
+    def _follow_request(self, hb_s: float) -> dict[str, Any]:
+        """As for a host; a distributed run's ranks each resume their log and journal."""
+        request = super()._follow_request(hb_s)
+        if self.ranks > 1:
+            offsets = {}
+            for rank in range(self.ranks):
+                log = self._rank_log(rank)
+                offsets[f"log_{rank}"] = log.stat().st_size if log.exists() else 0
+                stream = _journal_stream(rank)
+                offsets[stream] = self.events.journal_offset(stream)
+            request["offsets"] = offsets
+        return request
+
+    def _rank_log(self, rank: int) -> Path:
+        """This machine's copy of one rank's log (``70_driver_log_<rank>.txt``)."""
+        log = self.events.driver_log
+        return log.with_name(f"{log.stem}_{rank}{log.suffix}")
 
     def _take(self, header: dict[str, Any], payload: bytes) -> None:
         stream = header.get("s")
+        rank = header.get("r")
         if stream == "state":
             self._state(header)
         elif stream == "exit":
             self._ended(header)
+        elif rank is not None and stream == "log":
+            self._rank_lines(int(rank), int(header["o"]), payload)
+            return
+        elif rank is not None and stream == "journal":
+            self.events.apply_journal(int(header["o"]), payload, _journal_stream(int(rank)))
+            return
         super()._take(header, payload)
+
+    def _rank_lines(self, rank: int, offset: int, payload: bytes) -> None:
+        """A rank's lines: into its own log, and into the driver log marked ``[rank N]``
+        (as a distributed run here shows them)."""
+        log = self._rank_log(rank)
+        size = log.stat().st_size if log.exists() else 0
+        if offset + len(payload) <= size:
+            return  # resent bytes we have
+        new = payload[max(0, size - offset) :]
+        with open(log, "ab") as f:
+            f.write(new)
+        marked = b"".join(f"[rank {rank}] ".encode() + line for line in new.splitlines(True))
+        with open(self.events.driver_log, "ab") as f:
+            f.write(marked)
 
     def _state(self, header: dict[str, Any]) -> None:
         state, reason = str(header.get("state") or ""), str(header.get("reason") or "")
@@ -76,7 +118,13 @@ class SlurmHandle(SshHandle):
     def _ended(self, header: dict[str, Any]) -> None:
         state, reason = str(header.get("state") or ""), str(header.get("reason") or "")
         job = f"Slurm job {self.job_id}"
-        if state == "CANCELLED" and not self._canceling:
+        if header.get("rank") is not None and not self._canceling:
+            self.events.ending(
+                f"rank {header['rank']} of the distributed run exited with code "
+                f"{header.get('code')}",
+                kind="script_failed",
+            )
+        elif state == "CANCELLED" and not self._canceling:
             self.events.ending(f"{job} was cancelled in Slurm (scancel)", canceled=True)
         elif state == "TIMEOUT":
             if self.time_limited:
@@ -112,3 +160,8 @@ class SlurmHandle(SshHandle):
             "slurm.partition": self.partition,
             "slurm.nodes": self.nodes,
         }
+
+
+def _journal_stream(rank: int) -> str:
+    """The name of a rank's journal (and of its offset here)."""
+    return "journal" if rank == 0 else f"journal_{rank}"

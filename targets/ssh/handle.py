@@ -58,16 +58,7 @@ class SshHandle(ReportedExit):
                 if session is None:
                     session = self.target.open_session()
                     self._session = session
-                log = events.driver_log
-                session.send(
-                    {
-                        "op": "follow",
-                        "run_id": self.run_id,
-                        "log": log.stat().st_size if log.exists() else 0,
-                        "journal": events.journal_offset(),
-                        "hb": hb_s,
-                    }
-                )
+                session.send(self._follow_request(hb_s))
                 for header, payload in self._frames(session, hb_s * 3 + 2):
                     if not self.link_up:
                         self.link_up = True
@@ -95,6 +86,17 @@ class SshHandle(ReportedExit):
                     events.link_changed(False, self.error)
                 self._exited.wait(delay)
                 delay = min(delay * 2, 5.0)
+
+    def _follow_request(self, hb_s: float) -> dict[str, Any]:
+        """Follow the run from what is here already: the log's size, the journal's offset."""
+        log = self.events.driver_log
+        return {
+            "op": "follow",
+            "run_id": self.run_id,
+            "log": log.stat().st_size if log.exists() else 0,
+            "journal": self.events.journal_offset(),
+            "hb": hb_s,
+        }
 
     def _frames(
         self, session: AgentSession, timeout_s: float

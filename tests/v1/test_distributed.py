@@ -265,14 +265,16 @@ REFUSE = textwrap.dedent(
     src = sys.argv[2]
     rc2, rc3 = RunConfiguration(), RunConfiguration()
     cases = {
-        "two nodes": lambda: ScriptRunConfig(
-            src, "rank.py", distributed_job_config=PyTorchConfiguration(process_count=2, node_count=2)),
-        "mpi nodes": lambda: MpiConfiguration(process_count_per_node=2, node_count=3),
+        "two nodes": lambda: exp.submit(ScriptRunConfig(
+            src, "rank.py", distributed_job_config=PyTorchConfiguration(process_count=2, node_count=2))),
+        "mpi nodes": lambda: exp.submit(ScriptRunConfig(
+            src, "rank.py", distributed_job_config=MpiConfiguration(process_count_per_node=2, node_count=3))),
         "mpi": lambda: exp.submit(ScriptRunConfig(
             src, "rank.py", distributed_job_config=MpiConfiguration(process_count_per_node=2))),
         "resume_from": lambda: exp.submit(ScriptRunConfig(src, "rank.py", resume_from="ckpt")),
         "tensorflow": lambda: TensorflowConfiguration(worker_count=2),
-        "rc nodes": lambda: setattr(rc2, "node_count", 2) or rc2.validate(),
+        "rc nodes": lambda: setattr(rc2, "node_count", 2) or exp.submit(
+            ScriptRunConfig(src, "rank.py", run_config=rc2)),
         "rc communicator": lambda: setattr(rc3, "communicator", "Nccl") or exp.submit(
             ScriptRunConfig(src, "rank.py", run_config=rc3)),
         "not a config": lambda: ScriptRunConfig(src, "rank.py", distributed_job_config={"n": 2}),
