@@ -57,7 +57,7 @@ print("job-end", flush=True)
 
 SUBMIT = """
 import sys
-from runner import Environment, Experiment, ScriptRunConfig, Workspace
+from runner import Environment, Experiment, PyTorchConfiguration, ScriptRunConfig, Workspace
 
 ws = Workspace(sys.argv[1])
 cfg = ScriptRunConfig(sys.argv[2], "job.py", arguments=sys.argv[5:], compute_target=sys.argv[3])
@@ -65,6 +65,7 @@ cfg = ScriptRunConfig(sys.argv[2], "job.py", arguments=sys.argv[5:], compute_tar
 cfg.run_config.environment = env
 cfg.run_config.gpu_count = int(sys.argv[4])
 cfg.run_config.cancel_grace_seconds = 2
+{extra}
 try:
     print("RUN", Experiment(ws, "slurm").submit(cfg).id)
 except Exception as exc:
@@ -83,9 +84,12 @@ def _rig(ws: Path) -> Rig:
     return Rig("slurm", ws, "cluster", ENV_CODE, {"RUNNER_HEARTBEAT_S": "0.5"}, patience_s=120)
 
 
-def _submit(ws: Path, src: Path, *args: object, gpus: int = 0, target: str = "cluster") -> str:
-    """The run's id, or ``REFUSED <error>`` (submitted from a process of its own)."""
-    code = SUBMIT.replace("{env_code}", textwrap.dedent(ENV_CODE))
+def _submit(
+    ws: Path, src: Path, *args: object, gpus: int = 0, target: str = "cluster", extra: str = ""
+) -> str:
+    """The run's id, or ``REFUSED <error>`` (submitted from a process of its own);
+    ``extra``: Python lines that change ``cfg`` first."""
+    code = SUBMIT.replace("{env_code}", textwrap.dedent(ENV_CODE)).replace("{extra}", extra)
     proc = run_code(code, ws, src, target, gpus, *args, timeout_s=120)
     assert proc.returncode == 0, proc.stderr
     line = next(x for x in proc.stdout.splitlines() if x.startswith(("RUN ", "REFUSED ")))
@@ -225,13 +229,17 @@ def test_impossible_requests_are_refused_at_submit(
     slurm_cluster: Cluster, slurm_ws: tuple[Path, Path], tmp_path: Path
 ) -> None:
     ws, _ = slurm_ws
-    slurm_cluster.attach(ws, "two-nodes", sbatch_args=["--nodes=2"])
+    slurm_cluster.attach(ws, "big-memory", sbatch_args=["--mem=100000000"])
     slurm_cluster.attach(ws, "cpu-only", partition="nogpu")
     src = _source(tmp_path)
-    refused = _submit(ws, src, "quick", target="two-nodes")
+    two_nodes = "cfg.distributed_job_config = PyTorchConfiguration(process_count=2, node_count=2)"
+    refused = _submit(ws, src, "quick", extra=two_nodes)
     assert refused.startswith("REFUSED TargetUnavailableError"), refused
     assert "Slurm would never run this job" in refused, refused
     assert "--nodes=2" in refused, refused
+    memory = _submit(ws, src, "quick", target="big-memory")
+    assert "Slurm would never run this job" in memory, memory
+    assert "--mem=100000000" in memory, memory
     no_gpus = _submit(ws, src, "quick", gpus=1, target="cpu-only")
     assert no_gpus.startswith("REFUSED TargetUnavailableError"), no_gpus
     assert "partition 'nogpu' has no GPUs" in no_gpus, no_gpus
@@ -332,8 +340,10 @@ def test_a_script_on_the_cluster_registers_models_and_submits_children_here(
     (src / "child.py").write_text(
         "from runner import Run\nRun.get_context().log('child', 1)\n", encoding="utf-8"
     )
-    code = SUBMIT.replace("{env_code}", textwrap.dedent(ENV_CODE)).replace(
-        '"job.py"', '"records.py"'
+    code = (
+        SUBMIT.replace("{env_code}", textwrap.dedent(ENV_CODE))
+        .replace("{extra}", "")
+        .replace('"job.py"', '"records.py"')
     )
     proc = run_code(code, ws, src, "cluster", 0, timeout_s=120)
     assert proc.returncode == 0, proc.stderr
@@ -349,3 +359,78 @@ def test_a_script_on_the_cluster_registers_models_and_submits_children_here(
         "target": "cluster",
         "metrics": {"child": 1},
     }
+
+
+RANKS = """
+import os, sys
+from runner import Run
+run = Run.get_context()
+rank = int(os.environ["RANK"])
+print("rank", rank, "of", os.environ["WORLD_SIZE"], "local", os.environ["LOCAL_RANK"],
+      "master", os.environ["MASTER_ADDR"], flush=True)
+run.log("rank_seen", rank)
+run.tag(f"rank{rank}", "here")
+sys.exit(3 if sys.argv[1] == "fail" and rank == 1 else 0)
+"""
+
+
+def test_a_distributed_job_runs_its_ranks_as_srun_tasks(
+    slurm_ws: tuple[Path, Path], tmp_path: Path
+) -> None:
+    ws, _ = slurm_ws
+    rig = _rig(ws)
+    src = _source(tmp_path)
+    (src / "job.py").write_text(textwrap.dedent(RANKS), encoding="utf-8")
+    two = "cfg.distributed_job_config = PyTorchConfiguration(process_count=2)"
+    good = _submit(ws, src, "ok", extra=two)
+    bad = _submit(ws, src, "fail", extra=two)
+    assert wait_status(rig, good, TERMINAL, 120) == "Completed", details(rig, good)
+    found = details(rig, good)
+    assert sorted(found["metrics"]["rank_seen"]) == [0, 1]  # type: ignore[index]
+    files = found["files"]
+    assert "azureml-logs/70_driver_log_0.txt" in files  # type: ignore[operator]
+    assert "azureml-logs/70_driver_log_1.txt" in files  # type: ignore[operator]
+    log = _log(rig, good, tmp_path)
+    host = os.uname().nodename.split(".")[0]
+    assert f"[rank 0] rank 0 of 2 local 0 master {host}" in log, log
+    assert f"[rank 1] rank 1 of 2 local 1 master {host}" in log, log
+    tags = run_code(
+        "import json, sys; from runner import Run, Workspace\n"
+        "print(json.dumps(Run.get(Workspace(sys.argv[1]), sys.argv[2]).get_tags()))",
+        ws,
+        good,
+    )
+    assert {"rank0": "here", "rank1": "here"}.items() <= json.loads(tags.stdout).items()
+    assert wait_status(rig, bad, TERMINAL, 120) == "Failed"
+    assert "rank 1 of the distributed run exited with code 3" in str(details(rig, bad)["error"])
+
+
+def test_scancel_outside_runner_ends_the_run_canceled(
+    slurm_ws: tuple[Path, Path], tmp_path: Path
+) -> None:
+    ws, shared = slurm_ws
+    rig = _rig(ws)
+    run_id = _submit(ws, _source(tmp_path), "sleep", 120)
+    wait_status(rig, run_id, ("Running",), 120)
+    job = _job_of(shared, run_id)
+    _as_jobrunner("scancel", job)
+    assert wait_status(rig, run_id, TERMINAL, 60) == "Canceled"
+    assert _row(ws, run_id)["status_details"] == f"Slurm job {job} was cancelled in Slurm (scancel)"
+
+
+def test_max_run_duration_is_slurms_time_limit_and_runners_cancel(
+    slurm_ws: tuple[Path, Path], tmp_path: Path
+) -> None:
+    ws, shared = slurm_ws
+    rig = _rig(ws)
+    limit = "cfg.run_config.max_run_duration_seconds = 3"
+    run_id = _submit(ws, _source(tmp_path), "sleep", 120, extra=limit)
+    wait_status(rig, run_id, ("Running",), 120)
+    job = _job_of(shared, run_id)
+    shown = _as_jobrunner("squeue", "-h", "-j", job, "-o", "%l")
+    assert shown == "1:00", shown  # Slurm counts whole minutes: runner's own cancel is exact
+    assert wait_status(rig, run_id, TERMINAL, 30) == "Canceled"
+    row = _row(ws, run_id)
+    assert "exceeded max_run_duration_seconds=3" in str(row["status_details"]), row
+    ran = float(row["end_utc"]) - float(row["start_utc"])  # type: ignore[arg-type]
+    assert 3 <= ran < 3 + 2 + KILL_WAIT_S + 5, ran
