@@ -434,3 +434,55 @@ def test_max_run_duration_is_slurms_time_limit_and_runners_cancel(
     assert "exceeded max_run_duration_seconds=3" in str(row["status_details"]), row
     ran = float(row["end_utc"]) - float(row["start_utc"])  # type: ignore[arg-type]
     assert 3 <= ran < 3 + 2 + KILL_WAIT_S + 5, ran
+
+
+TICKS = """
+import time
+from runner import Run
+run = Run.get_context()
+for i in range(24):
+    print("tick", i, flush=True)
+    run.log("tick", i)
+    time.sleep(0.5)
+"""
+
+#: iptables rules that drop the login node's traffic (the test sshd's port), both ways.
+CUT = [
+    ["INPUT", "-i", "lo", "-p", "tcp", "--dport", "2222", "-j", "DROP"],
+    ["OUTPUT", "-o", "lo", "-p", "tcp", "--sport", "2222", "-j", "DROP"],
+]
+
+
+def _iptables(action: str, rule: list[str]) -> None:
+    subprocess.run(["iptables", action, *rule], capture_output=True, check=action == "-I")
+
+
+def test_a_lost_link_to_the_login_node_is_not_responding_then_nothing_is_lost(
+    slurm_ws: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The login node's port goes dark (packets dropped both ways, as a pulled cable) while
+    the job runs: the run becomes NotResponding, the job goes on, and once the link is back
+    the log and the metrics arrive whole, nothing doubled."""
+    if os.geteuid() != 0:
+        pytest.skip("cutting the login node's link needs root (iptables)")
+    ws, _ = slurm_ws
+    rig = _rig(ws)
+    src = _source(tmp_path)
+    (src / "job.py").write_text(textwrap.dedent(TICKS), encoding="utf-8")
+    run_id = _submit(ws, src)
+    wait_status(rig, run_id, ("Running",), 120)
+    try:
+        for rule in CUT:
+            _iptables("-I", rule)
+        wait_status(rig, run_id, ("NotResponding",), 30)
+        time.sleep(2)
+    finally:
+        for rule in CUT:
+            _iptables("-D", rule)
+    assert wait_status(rig, run_id, TERMINAL, 120) == "Completed", details(rig, run_id)
+    found = details(rig, run_id)
+    assert found["metrics"]["tick"] == list(range(24)), found  # type: ignore[index]
+    log = _log(rig, run_id, tmp_path)
+    assert [line for line in log.splitlines() if line.startswith("tick")] == [
+        f"tick {i}" for i in range(24)
+    ], log
