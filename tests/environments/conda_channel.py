@@ -118,16 +118,22 @@ def _package(
     return subdir, file_name, record
 
 
-def build_channel(out: Path, platform: str) -> LocalChannel:
-    """Build the channel in ``out`` (created) for conda platform ``platform`` (``linux-64``)."""
+def build_channel(out: Path, platform: str, python: tuple[str, str] | None = None) -> LocalChannel:
+    """Build the channel in ``out`` (created) for conda platform ``platform`` (``linux-64``).
+
+    ``python``: (path, "X.Y.Z") of the interpreter the shim python runs, for a prefix that
+    another user installs (an SSH host); default the Python running the tests.
+    """
     out.mkdir(parents=True, exist_ok=True)
-    major, minor, micro = sys.version_info[:3]
-    version = f"{major}.{minor}.{micro}"
-    python = os.path.realpath(sys.executable)  # the base interpreter, not a venv's
+    if python is None:
+        # the base interpreter, not a venv's
+        python = (os.path.realpath(sys.executable), ".".join(map(str, sys.version_info[:3])))
+    interpreter, version = python
+    major, minor = version.split(".")[:2]
     site = f"lib/python{major}.{minor}/site-packages"
     shim = (
         "#!/bin/sh\n# the conda prefix replaces the placeholder at install time\n"
-        f'PYTHONPATH="{PLACEHOLDER}/{site}${{PYTHONPATH:+:$PYTHONPATH}}" exec "{python}" "$@"\n'
+        f'PYTHONPATH="{PLACEHOLDER}/{site}${{PYTHONPATH:+:$PYTHONPATH}}" exec "{interpreter}" "$@"\n'
     ).encode()
     # noarch: python entry points get the shebang $PREFIX/bin/pythonX.Y: provide that name too
     shim_files = ("bin/python", "bin/python3", f"bin/python{major}.{minor}")
