@@ -21,6 +21,7 @@ Layout here (under :func:`~environments.cache.cache_root`):
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import os
@@ -231,14 +232,16 @@ def installer_bundle(worker: Path) -> Installer:
     if done:
         path = done[0]
         return Installer(path, path.name[len(stem) + 1 : -len(".tar.gz")], dist.version)
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
         for name, located in files:
             if "__pycache__" in name or not Path(located).is_file():
                 continue
-            tar.add(str(located), arcname=f"site/{name}", recursive=False)
-        tar.add(str(worker), arcname="rattler_worker.py")
-    data = buf.getvalue()
+            tar.add(str(located), arcname=f"site/{name}", recursive=False, filter=_plain)
+        tar.add(str(worker), arcname="rattler_worker.py", filter=_plain)
+    # The same bytes from the same files (no timestamps, owners): a host that has this
+    # bundle from another machine or an earlier cache is not sent it again.
+    data = gzip.compress(raw.getvalue(), compresslevel=6, mtime=0)
     digest = hashlib.sha256(data).hexdigest()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{stem}-{digest}.tar.gz"
@@ -246,6 +249,14 @@ def installer_bundle(worker: Path) -> Installer:
     tmp.write_bytes(data)
     os.replace(tmp, path)
     return Installer(path, digest, dist.version)
+
+
+def _plain(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.mtime = 0
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.mode = 0o755 if info.mode & 0o111 else 0o644
+    return info
 
 
 def describe_archives(archives: Sequence[LockedArchive]) -> list[list[str]]:
