@@ -13,17 +13,27 @@ import importlib.util
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
+from typing import Any, BinaryIO, cast
 
 import pytest
 
+from environments.cache import EnvironmentCache
+from environments.conda import CondaBuilder
 from environments.conda_definition import conda_platform
-from environments.conda_remote import installer_fits
+from environments.conda_remote import (
+    archive_file,
+    describe_archives,
+    installer_fits,
+    locked_archives,
+)
+from environments.conda_worker import WORKER_SCRIPT
 from runner import CondaDependencies, Environment, Experiment, Run, ScriptRunConfig, Workspace
 from runner.errors import ConfigError
-from runner.remote_agent import conda_host
+from runner.remote_agent import conda_host, read_frame, write_frame
 from tests.environments.conda_channel import LocalChannel, build_channel
-from tests.helpers import run_code
+from tests.helpers import REPO, run_code
 from tests.ssh.conftest import SshHost
 from tests.ssh.test_remote_runs import (  # the same host set-up and teardown as those runs
     attach,
@@ -260,3 +270,78 @@ def test_the_host_description_matches_py_rattler_here(conda_tools: None) -> None
     assert not installer_fits({**host, "machine": "aarch64"})
     assert not installer_fits({**host, "glibc": "2.5"})
     assert not installer_fits({**host, "python": [3, 8, 10]})
+
+
+def test_an_agent_whose_python_has_py_rattler_installs_with_it(
+    tmp_path: Path, conda_tools: None
+) -> None:
+    """The fallback when runner's bundle does not fit a host: the agent is told no bundle,
+    and installs with the py-rattler its own interpreter imports. (An agent session on this
+    machine, over pipes as ssh would carry it: the test host's python3 has no py-rattler.)"""
+    channel = build_channel(tmp_path / "channel", conda_platform(), tag=os.urandom(8).hex())
+    base = tmp_path / "host"
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "runner.remote_agent", "session"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=REPO,
+        env={**os.environ, "RUNNER_REMOTE_BASE": str(base)},
+    )
+    stdin = cast("BinaryIO", agent.stdin)
+    stdout = cast("BinaryIO", agent.stdout)
+
+    def request(header: dict[str, Any], payload: bytes = b"") -> dict[str, Any]:
+        write_frame(stdin, header, payload)
+        frame = read_frame(stdout)
+        assert frame is not None
+        assert "error" not in frame[0], frame[0]
+        return frame[0]
+
+    try:
+        host = request({"op": "conda_host"})
+        assert host["rattler"] is True
+        env = Environment.from_conda_specification(
+            "hello-local", str(spec_file(tmp_path, channel, "pyhello=1.1"))
+        )
+        log = tmp_path / "prep.log"
+        lock = CondaBuilder(EnvironmentCache(tmp_path / "cache")).lock_for_host(
+            env, log, platform=str(host["platform"]), virtual_packages=host["virtual"]
+        )
+        archives = locked_archives(lock, str(host["platform"]))
+        prepare = {
+            "op": "prepare",
+            "kind": "conda",
+            "key": "0123456789abcdef",
+            "platform": host["platform"],
+            "lock": lock.read_text(),
+            "packages": describe_archives(archives),
+            "installer": None,
+            "worker": WORKER_SCRIPT.read_text(),
+        }
+        answer = request(prepare)
+        assert sorted(answer["missing"]) == sorted(a.sha256 for a in archives)
+        for archive in archives:
+            write_frame(
+                agent.stdin,
+                {"op": "blob", "digest": archive.sha256},
+                archive_file(archive).read_bytes(),
+            )
+        answer = request(prepare)
+        assert f"$ {sys.executable} {base}/conda/rattler_worker-" in str(answer["log"])
+        prefix = base / "envs" / "conda-0123456789abcdef"
+        assert answer["python"] == str(prefix / "bin" / "python")
+        greeting = subprocess.run(
+            [str(prefix / "bin" / "pyhello")], capture_output=True, text=True, check=True
+        )
+        assert (
+            greeting.stdout.strip() == "pyhello 1.1 | hello from a local conda channel (data 0.2)"
+        )
+        assert "cached" in str(request(prepare)["log"])
+        write_frame(stdin, {"op": "bye"})
+        assert agent.wait(timeout=10) == 0
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+        stdin.close()
+        stdout.close()
