@@ -314,13 +314,16 @@ class Session:
                 log.write(f"conda environment {folder}: cached\n")
                 return _conda_answer(folder)
             packages = [(str(d), str(n)) for d, n in header.get("packages") or []]
+            bundle = header.get("installer")
+            for digest in [d for d, _ in packages] + ([str(bundle)] if bundle else []):
+                if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+                    raise ValueError(f"bad content digest {digest!r}")
             pkgs = self.base / "conda" / "pkgs"
             missing = [
                 d
                 for d, n in packages
                 if not (pkgs / d / n).exists() and not self._blob_path(d).exists()
             ]
-            bundle = header.get("installer")
             if (
                 bundle
                 and not (self._installer_dir(str(bundle)) / ".ready").exists()
