@@ -40,7 +40,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -69,6 +69,7 @@ __all__ = [
     "channel_url",
     "conda_definition",
     "conda_platform",
+    "pip_section_problem",
     "read_lock",
     "run_worker",
 ]
@@ -83,6 +84,16 @@ _KEY_HEX = 32  # 128 bits of the sha256: short prefixes keep shebangs short
 
 
 # --- the builder ----------------------------------------------------------------------------
+
+
+def pip_section_problem(name: str, requirements: Sequence[str]) -> str:
+    """Why a conda environment with pip packages cannot be built on another host (yet)."""
+    return (
+        f"environment {name!r} has pip packages {list(requirements)} in its conda "
+        "dependencies, which remote (SSH) targets cannot lock yet (only an install here "
+        "finds what pip chose); make them conda packages, or use a venv (pip packages "
+        "only) or a docker environment there"
+    )
 
 
 def _is_valid(path: Path) -> bool:
@@ -167,30 +178,51 @@ class CondaBuilder:
     def _build(
         self, path: Path, definition: CondaDefinition, platform: str, spec_hash: str, log: Path
     ) -> None:
+        path.mkdir(parents=True)
+        lock = path / LOCK_FILE_NAME
+        lock_args = self._solve_and_lock(lock, definition, platform, spec_hash, log)
+        self._install_conda(path, lock, platform, log)
+        if definition.pip_requirements:
+            pip = _pip_install(path, definition, log)
+            _write_lock(lock, pip=pip, **lock_args)
+            log_line(log, f"conda: added {len(pip)} pip package(s) to {lock}")
+        _write_meta(path, definition.variables, definition.python_version)
+
+    def _solve_and_lock(
+        self,
+        lock: Path,
+        definition: CondaDefinition,
+        platform: str,
+        spec_hash: str,
+        log: Path,
+        virtual_packages: Sequence[Sequence[str]] | None = None,
+    ) -> dict[str, Any]:
+        """Solve the conda packages and write ``lock`` (no pip section); returns the
+        arguments of :func:`_write_lock` that a pip section is added with.
+
+        ``virtual_packages`` (``[name, version, build]``): those of another host, for a
+        lock made here for it; None detects this machine's.
+        """
         log_line(
             log,
             f"conda environment {definition.name!r}: specs {list(definition.specs)}, "
             f"python {definition.python_version or '(not pinned)'}, channels "
             f"{list(definition.channels)}, {len(definition.pip_requirements)} pip package(s)",
         )
-        workdir = path.parent
         t0 = time.monotonic()
-        solved = run_worker(
-            {
-                "op": "solve",
-                "channels": list(definition.channels),
-                "specs": list(definition.specs),
-                "python": definition.python_version,
-                "platform": platform,
-                "repodata_cache": str(self.cache.root / ".conda-repodata"),
-            },
-            log,
-            cwd=workdir,
-        )
+        request: dict[str, Any] = {
+            "op": "solve",
+            "channels": list(definition.channels),
+            "specs": list(definition.specs),
+            "python": definition.python_version,
+            "platform": platform,
+            "repodata_cache": str(self.cache.root / ".conda-repodata"),
+        }
+        if virtual_packages is not None:
+            request["virtual_packages"] = [list(v) for v in virtual_packages]
+        solved = run_worker(request, log, cwd=lock.parent.parent)
         records: list[JSONDict] = list(solved["records"])
         log_line(log, f"conda: solved {len(records)} package(s) in {time.monotonic() - t0:.2f} s")
-        path.mkdir(parents=True)
-        lock = path / LOCK_FILE_NAME
         metadata = {
             "runner.environment": definition.name,
             "runner.spec_hash": spec_hash,
@@ -207,12 +239,44 @@ class CondaBuilder:
         }
         _write_lock(lock, pip=[], **lock_args)
         log_line(log, f"conda: wrote {lock} in {time.monotonic() - t1:.2f} s")
-        self._install_conda(path, lock, platform, log)
+        return lock_args
+
+    def lock_for_host(
+        self,
+        env: Environment,
+        log: Path,
+        *,
+        platform: str,
+        virtual_packages: Sequence[Sequence[str]],
+    ) -> Path:
+        """The lock of ``env`` for another host, made here exactly as for a build here
+        (same solve, same writer), and kept in the cache: solved once per definition,
+        platform and virtual packages.
+
+        Raises:
+            ConfigError: ``env`` is not a conda environment, or has a pip section (which
+                only an install can lock: see :func:`environments.conda_pip._pip_install`).
+            EnvironmentBuildError: as :meth:`prepare`.
+        """
+        definition = conda_definition(env)
         if definition.pip_requirements:
-            pip = _pip_install(path, definition, log)
-            _write_lock(lock, pip=pip, **lock_args)
-            log_line(log, f"conda: added {len(pip)} pip package(s) to {lock}")
-        _write_meta(path, definition.variables, definition.python_version)
+            raise ConfigError(pip_section_problem(env.name, definition.pip_requirements))
+        spec_hash = env.spec_hash()
+        described = json.dumps([list(v) for v in virtual_packages], sort_keys=True)
+        digest = hashlib.sha256(f"{spec_hash}\n{described}".encode()).hexdigest()
+        key = f"conda-hostlock-{platform}-{digest[:_KEY_HEX]}"
+
+        def build(path: Path) -> None:
+            path.mkdir(parents=True)
+            log_line(log, f"conda: locking for {platform} with {described}")
+            self._solve_and_lock(
+                path / LOCK_FILE_NAME, definition, platform, spec_hash, log, virtual_packages
+            )
+
+        path = self.cache.get_or_build(
+            key, build, log, is_valid=lambda p: (p / LOCK_FILE_NAME).is_file()
+        )
+        return path / LOCK_FILE_NAME
 
     def _install_conda(self, path: Path, lock: Path, platform: str, log: Path) -> None:
         t0 = time.monotonic()

@@ -99,6 +99,16 @@ def _package_names(specs: list[str]) -> list[str]:
     return names
 
 
+def _virtual_packages(described: list[list[str]]) -> list[Any]:
+    """``[[name, version, build], ...]`` (``__glibc``, ``2.36``, ``0``) as py-rattler's."""
+    from rattler import BuildString, GenericVirtualPackage, PackageName, Version
+
+    return [
+        GenericVirtualPackage(PackageName(name), Version(version), BuildString(build or "0"))
+        for name, version, build in described
+    ]
+
+
 async def _solve(request: JSONDict) -> JSONDict:
     from rattler import Channel, Gateway, solve
     from rattler.exceptions import (
@@ -137,7 +147,13 @@ async def _solve(request: JSONDict) -> JSONDict:
                 _progress(f"python={python} added (a channel has python)")
             else:
                 _progress(f"no channel has python: python={python} is not part of the solve")
-        virtual = VirtualPackage.detect() if request.get("detect_virtual", True) else []
+        virtual: list[Any]
+        if request.get("virtual_packages") is not None:  # another host's, as it reported them
+            virtual = _virtual_packages(request["virtual_packages"])
+        elif request.get("detect_virtual", True):
+            virtual = VirtualPackage.detect()
+        else:
+            virtual = []
         try:
             records = await solve(
                 sources=channels,
@@ -196,6 +212,18 @@ async def _install(request: JSONDict) -> JSONDict:
             "platform", f"{lock_file} locks platform(s) {have}, not this machine's {platform}"
         )
     records = env.conda_repodata_records_for_platform(matching[0]) or []
+    archives: dict[str, str] | None = request.get("archives")
+    if archives is not None:
+        # The archives were brought here already (a host without the channels): each
+        # package comes from its file, found by the sha256 the lock names.
+        for record in records:
+            path = archives.get(_hex(record.sha256) or "")
+            if path is None:
+                raise WorkerFailure(
+                    "archive",
+                    f"no archive was brought for {record.name.normalized}={record.version}",
+                )
+            record.url = Path(path).as_uri()
     _progress(f"installing {len(records)} conda package(s) from {lock_file} into {prefix}")
     await install(
         records,

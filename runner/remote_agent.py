@@ -280,8 +280,131 @@ class Session:
                     "log": log.getvalue(),
                 }
             )
+        elif kind == "conda":
+            answer = self._conda(header, log)
+            self.reply({**answer, "log": log.getvalue()})
         else:
             raise ValueError(f"environments of kind {kind!r} cannot be prepared on this host")
+
+    def op_conda_host(self, header: dict[str, Any], payload: bytes) -> None:
+        """What a conda lock for this host is solved for, and what can install it here."""
+        self.reply(conda_host())
+
+    def _conda(self, header: dict[str, Any], log: io.StringIO) -> dict[str, Any]:
+        """The conda prefix of a lock made elsewhere, built once (under a lock) and reused.
+
+        The header names the lock (``key``: its hash; ``lock``: its text), its archives
+        (``packages``: ``[sha256, file name]``, kept in the blob store as they arrive), and
+        the installer: ``installer`` (the digest of a py-rattler bundle, or None to use a
+        py-rattler this host's Python imports) and ``worker`` (runner's rattler worker).
+        Answers ``{"missing": [digests]}`` while archives or the bundle are not here yet
+        (send them as blobs and ask again), else the prefix's python and variables.
+        """
+        import fcntl
+
+        key = str(header["key"])
+        if not key.isalnum():
+            raise ValueError(f"bad environment key {key!r}")
+        envs = self.base / "envs"
+        folder = envs / f"conda-{key}"
+        envs.mkdir(parents=True, exist_ok=True)
+        with open(envs / f"conda-{key}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if (folder / ".ready").exists():
+                log.write(f"conda environment {folder}: cached\n")
+                return _conda_answer(folder)
+            packages = [(str(d), str(n)) for d, n in header.get("packages") or []]
+            bundle = header.get("installer")
+            for digest in [d for d, _ in packages] + ([str(bundle)] if bundle else []):
+                if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+                    raise ValueError(f"bad content digest {digest!r}")
+            pkgs = self.base / "conda" / "pkgs"
+            missing = [
+                d
+                for d, n in packages
+                if not (pkgs / d / n).exists() and not self._blob_path(d).exists()
+            ]
+            if (
+                bundle
+                and not (self._installer_dir(str(bundle)) / ".ready").exists()
+                and not self._blob_path(str(bundle)).exists()
+            ):
+                missing.append(str(bundle))
+            if missing:
+                return {"missing": missing}
+            shutil.rmtree(folder, ignore_errors=True)
+            t0 = time.monotonic()
+            archives = {d: str(self._place_archive(pkgs, d, n)) for d, n in packages}
+            folder.mkdir(parents=True)
+            (folder / "conda-lock.yml").write_text(str(header["lock"]))
+            argv, env = self._conda_installer(bundle, str(header["worker"]))
+            request = {
+                "op": "install",
+                "lock_file": str(folder / "conda-lock.yml"),
+                "prefix": str(folder),
+                "platform": str(header["platform"]),
+                "package_cache": str(self.base / "conda" / "cache"),
+                "archives": archives,
+            }
+            try:
+                _run_rattler(argv, env, request, log)
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+            (folder / ".ready").write_text(key)
+            log.write(
+                f"conda environment {folder}: {len(packages)} package(s) installed in "
+                f"{time.monotonic() - t0:.1f} s\n"
+            )
+        return _conda_answer(folder)
+
+    def _installer_dir(self, digest: str) -> Path:
+        return self.base / "conda" / "installer" / digest[:32]
+
+    def _place_archive(self, pkgs: Path, digest: str, name: str) -> Path:
+        """The archive under its own file name (the installer reads the format from it)."""
+        if "/" in name or name.startswith("."):
+            raise ValueError(f"bad archive name {name!r}")
+        path = pkgs / digest / name
+        if path.exists():
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{name}.{os.getpid()}")
+        try:
+            os.link(self._blob_path(digest), tmp)
+        except OSError:
+            shutil.copyfile(self._blob_path(digest), tmp)
+        os.replace(tmp, path)
+        return path
+
+    def _conda_installer(self, bundle: str | None, worker: str) -> tuple[list[str], dict[str, str]]:
+        """The command that runs the rattler worker here, and its environment."""
+        import fcntl
+
+        env = dict(os.environ)
+        if bundle:
+            folder = self._installer_dir(bundle)
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            with open(folder.parent / f"{folder.name}.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if not (folder / ".ready").exists():
+                    shutil.rmtree(folder, ignore_errors=True)
+                    with tarfile.open(str(self._blob_path(bundle)), "r:gz") as tar:
+                        _extract(tar, folder)
+                    (folder / ".ready").write_text(bundle)
+            env["PYTHONPATH"] = str(folder / "site")
+            return [sys.executable, str(folder / "rattler_worker.py")], env
+        script = (
+            self.base
+            / "conda"
+            / f"rattler_worker-{hashlib.sha256(worker.encode()).hexdigest()[:16]}.py"
+        )
+        if not script.exists():
+            script.parent.mkdir(parents=True, exist_ok=True)
+            tmp = script.with_name(f".{script.name}.{os.getpid()}")
+            tmp.write_text(worker)
+            os.replace(tmp, script)
+        return [sys.executable, str(script)], env
 
     def _venv(self, key: str, requirements: list[str], log: io.StringIO) -> str:
         """A venv per requirements hash, built once (under a lock) and reused."""
@@ -595,6 +718,135 @@ def run_environment(
     env["RUNNER_JOURNAL"] = str(journal)
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+# -- conda -------------------------------------------------------------------------------
+
+#: uname machine -> conda's CPU name on Linux (as environments.conda_definition).
+_LINUX_ARCHES = {
+    "x86_64": "64",
+    "amd64": "64",
+    "aarch64": "aarch64",
+    "arm64": "aarch64",
+    "ppc64le": "ppc64le",
+    "s390x": "s390x",
+}
+
+
+def conda_host() -> dict[str, Any]:
+    """This host for a conda solve made elsewhere: its conda platform, virtual packages
+    (``[name, version, build]``), and what runs py-rattler here (Python, glibc, CPU)."""
+    import importlib.util
+    import platform as _platform
+
+    machine = _platform.machine().lower()
+    system = sys.platform
+    virtual: list[list[str]] = []
+    conda_platform = None
+    glibc = None
+    if system.startswith("linux"):
+        system = "linux"
+        if machine in _LINUX_ARCHES:
+            conda_platform = f"linux-{_LINUX_ARCHES[machine]}"
+        with contextlib.suppress(ValueError, OSError, AttributeError):
+            name, _, version = (os.confstr("CS_GNU_LIBC_VERSION") or "").partition(" ")
+            if name == "glibc" and version:
+                glibc = version
+        virtual.append(["__unix", "0", "0"])
+        release = _leading_version(_platform.release())
+        if release:
+            virtual.append(["__linux", release, "0"])
+        if glibc:
+            virtual.append(["__glibc", glibc, "0"])
+    elif system == "darwin":
+        conda_platform = {"x86_64": "osx-64", "arm64": "osx-arm64"}.get(machine)
+        virtual.append(["__unix", "0", "0"])
+        mac = _leading_version(_platform.mac_ver()[0])
+        if mac:
+            virtual.append(["__osx", mac, "0"])
+    virtual.append(["__archspec", "1", machine])
+    return {
+        "platform": conda_platform,
+        "virtual": virtual,
+        "system": system,
+        "machine": machine,
+        "glibc": glibc,
+        "python": list(sys.version_info[:3]),
+        "rattler": importlib.util.find_spec("rattler") is not None,
+    }
+
+
+def _leading_version(text: str) -> str:
+    """``6.18.44-fc-v1252`` -> ``6.18.44``."""
+    parts = []
+    for part in text.split("."):
+        digits = ""
+        for ch in part:
+            if not ch.isdigit():
+                break
+            digits += ch
+        if not digits:
+            break
+        parts.append(digits)
+        if len(digits) != len(part):
+            break
+    return ".".join(parts)
+
+
+def _conda_answer(folder: Path) -> dict[str, Any]:
+    python = folder / "bin" / "python"
+    path = os.environ.get("PATH") or os.defpath
+    return {
+        "python": str(python) if python.exists() else sys.executable,
+        "env": {"CONDA_PREFIX": str(folder), "PATH": f"{folder / 'bin'}{os.pathsep}{path}"},
+        "prefix": str(folder),
+    }
+
+
+def _extract(tar: tarfile.TarFile, folder: Path) -> None:
+    """Unpack runner's own bundle (member names checked: nothing outside ``folder``)."""
+    for member in tar.getmembers():
+        name = member.name
+        if (
+            name.startswith("/")
+            or ".." in name.split("/")
+            or not (member.isfile() or member.isdir())
+        ):
+            raise ValueError(f"the installer bundle holds an unexpected entry {name!r}")
+    tar.extractall(str(folder))  # noqa: S202 - checked above
+
+
+def _run_rattler(
+    argv: list[str], env: dict[str, str], request: dict[str, Any], log: io.StringIO
+) -> dict[str, Any]:
+    """One request to the rattler worker; its JSON result counts, not its exit code (its
+    finalization can crash after the work is done: see environments/conda_worker.py)."""
+    log.write("$ " + " ".join(argv) + "\n")
+    proc = subprocess.run(
+        argv,
+        input=json.dumps(request).encode(),
+        capture_output=True,
+        env={**env, "PYTHONUNBUFFERED": "1"},
+        check=False,
+    )
+    log.write(proc.stderr.decode("utf-8", "replace"))
+    result = None
+    for line in reversed(proc.stdout.decode("utf-8", "replace").splitlines()):
+        with contextlib.suppress(ValueError):
+            value = json.loads(line)
+            if isinstance(value, dict) and "ok" in value:
+                result = value
+                break
+    if result is None:
+        raise ValueError(
+            f"the conda install ended with exit code {proc.returncode} and no result:\n"
+            + log.getvalue()[-3000:]
+        )
+    if result.get("ok") is not True:
+        raise ValueError(
+            f"the conda install failed: {result.get('message')}\n" + log.getvalue()[-3000:]
+        )
+    return result
 
 
 def _read_from(path: Path, offset: int, limit: int = 4 << 20) -> bytes:

@@ -176,7 +176,9 @@ class SlurmTarget(SshTarget):
                     "properties": dict(spec.properties),
                     "python": self._prepared.get("python"),
                     "argv": list(spec.argv),
-                    "env": dict(spec.env),
+                    # what the environment needs set (a conda prefix's PATH...), then the
+                    # run's own variables
+                    "env": {**dict(self._prepared.get("env") or {}), **spec.env},
                     "slurm": request,
                 }
             )

@@ -103,6 +103,12 @@ def environment_request(env: Any) -> dict[str, Any]:
             "python": env.python.interpreter_path or DEFAULT_PYTHON,
             "shm_size": env.docker.shm_size,
         }
+    if kind == "conda":
+        from targets.ssh.conda import check_conda
+
+        check_conda(env)
+        # Locked here and installed there in steps: targets.ssh.conda.prepare_conda.
+        return {"kind": "conda"}
     raise ConfigError(
         f"environment {env.name!r} is a {kind} environment, which remote (SSH) targets cannot "
         "prepare yet; use pip packages (a venv), a docker image, or a user-managed "
@@ -201,7 +207,14 @@ class SshTarget:
             log.write(f"connecting to {self.endpoint.user}@{self.endpoint.address}\n")
         if self._session is None:
             self._session = self.open_session()
-        answer, _ = self._session.request({"op": "prepare", **environment_request(job.environment)})
+        request = environment_request(job.environment)
+        if request["kind"] == "conda":
+            from targets.ssh.conda import prepare_conda
+
+            prepared, answer = prepare_conda(self._session, job.environment, job.prep_log)
+            self._prepared = {**answer, "env": dict(prepared.env)}
+            return prepared
+        answer, _ = self._session.request({"op": "prepare", **request})
         with open(job.prep_log, "a", encoding="utf-8") as log:
             log.write(str(answer.get("log") or ""))
         self._prepared = answer
@@ -241,7 +254,9 @@ class SshTarget:
                     "image": spec.image,
                     "shm_size": self._prepared.get("shm_size"),
                     "argv": list(spec.argv),
-                    "env": dict(spec.env),
+                    # what the host's environment needs set (a conda prefix's PATH...),
+                    # then the run's own variables
+                    "env": {**dict(self._prepared.get("env") or {}), **spec.env},
                 }
             )
         except BaseException:

@@ -59,6 +59,7 @@ def _package(
     noarch: str | None = None,
     link: dict[str, object] | None = None,
     placeholders: tuple[str, ...] = (),
+    tag: str = "",
 ) -> tuple[str, str, dict[str, object]]:
     """One ``.tar.bz2`` package; returns (subdir, file name, its repodata record)."""
     index: dict[str, object] = {
@@ -95,6 +96,8 @@ def _package(
         ).encode()
     if link:
         meta["info/link.json"] = json.dumps(link, indent=2).encode()
+    if tag:
+        meta["info/runner-test-tag"] = tag.encode()
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w") as tar:
         members = [(p, data, 0o644) for p, data in meta.items()]
@@ -118,16 +121,26 @@ def _package(
     return subdir, file_name, record
 
 
-def build_channel(out: Path, platform: str) -> LocalChannel:
-    """Build the channel in ``out`` (created) for conda platform ``platform`` (``linux-64``)."""
+def build_channel(
+    out: Path, platform: str, python: tuple[str, str] | None = None, tag: str = ""
+) -> LocalChannel:
+    """Build the channel in ``out`` (created) for conda platform ``platform`` (``linux-64``).
+
+    ``python``: (path, "X.Y.Z") of the interpreter the shim python runs, for a prefix that
+    another user installs (an SSH host); default the Python running the tests. ``tag``: a
+    file in every package, for archives no earlier test session made (a host keeps the
+    archives it was given, by content).
+    """
     out.mkdir(parents=True, exist_ok=True)
-    major, minor, micro = sys.version_info[:3]
-    version = f"{major}.{minor}.{micro}"
-    python = os.path.realpath(sys.executable)  # the base interpreter, not a venv's
+    if python is None:
+        # the base interpreter, not a venv's
+        python = (os.path.realpath(sys.executable), ".".join(map(str, sys.version_info[:3])))
+    interpreter, version = python
+    major, minor = version.split(".")[:2]
     site = f"lib/python{major}.{minor}/site-packages"
     shim = (
         "#!/bin/sh\n# the conda prefix replaces the placeholder at install time\n"
-        f'PYTHONPATH="{PLACEHOLDER}/{site}${{PYTHONPATH:+:$PYTHONPATH}}" exec "{python}" "$@"\n'
+        f'PYTHONPATH="{PLACEHOLDER}/{site}${{PYTHONPATH:+:$PYTHONPATH}}" exec "{interpreter}" "$@"\n'
     ).encode()
     # noarch: python entry points get the shebang $PREFIX/bin/pythonX.Y: provide that name too
     shim_files = ("bin/python", "bin/python3", f"bin/python{major}.{minor}")
@@ -141,6 +154,7 @@ def build_channel(out: Path, platform: str) -> LocalChannel:
             [],
             {f: (shim, 0o755) for f in shim_files},
             placeholders=shim_files,
+            tag=tag,
         )
     ]
     for data_version in ("0.1", "0.2"):
@@ -159,6 +173,7 @@ def build_channel(out: Path, platform: str) -> LocalChannel:
                     )
                 },
                 noarch="generic",
+                tag=tag,
             )
         )
     for pkg_version, data_dep in (("1.0", "hello-data"), ("1.1", "hello-data >=0.2")):
@@ -184,6 +199,7 @@ def build_channel(out: Path, platform: str) -> LocalChannel:
                     "noarch": {"type": "python", "entry_points": ["pyhello = pyhello:main"]},
                     "package_metadata_version": 1,
                 },
+                tag=tag,
             )
         )
     for subdir in ("noarch", platform):

@@ -29,7 +29,7 @@ from runner import (
     ScriptRunConfig,
     Workspace,
 )
-from runner.errors import ConfigError, TargetUnavailableError
+from runner.errors import TargetUnavailableError
 from targets.ssh import Connection, Endpoint
 from tests.helpers import daemon_pid, stop_daemons_under, wait_until, workspaces_under
 from tests.ssh.conftest import SshHost
@@ -309,20 +309,6 @@ def test_a_pip_environment_is_a_venv_on_the_host(
     finish(run, 120)
     assert run.get_status() == "Completed", prep_log(run)
     assert "prefix /home/jobrunner/.runner-remote/envs/" in driver_log(run)
-
-
-def test_a_conda_environment_is_refused_at_submit(
-    ws: Workspace, ssh_host: SshHost, tmp_path: Path
-) -> None:
-    attach(ws, "box", ssh_host)
-    env = Environment("remote-conda")
-    env.python.conda_dependencies = CondaDependencies.create(conda_packages=["numpy"])
-    config = ScriptRunConfig(
-        str(source(tmp_path, "")), "train.py", compute_target="box", environment=env
-    )
-    with pytest.raises(ConfigError, match="remote"):
-        Experiment(ws, "remote").submit(config)
-    assert list(Run.list(Experiment(ws, "remote"))) == []
 
 
 def test_an_unknown_host_key_fails_at_submit(
