@@ -360,6 +360,9 @@ def _ending(folder: Path, job_id: str, state: dict[str, str] | None) -> dict[str
     code = read_exit_file(folder / "exit_code")
     if state is None:
         return {"code": code, "state": "UNKNOWN", "reason": f"Slurm no longer knows job {job_id}"}
+    if state["state"] == "FAILED" and _oom_killed(folder):
+        # The job ends FAILED when a step's task was OOM-killed; only its log says why.
+        state = {**state, "state": "OUT_OF_MEMORY"}
     if code is None:
         exit_text = state.get("exit") or ""
         acct = _accounting(job_id) if not exit_text else None
@@ -368,6 +371,12 @@ def _ending(folder: Path, job_id: str, state: dict[str, str] | None) -> dict[str
         number = exit_text.split(":")[0]
         code = int(number) if number.isdigit() and state["state"] != "CANCELLED" else None
     return {"code": code, "state": state["state"], "reason": state.get("reason") or ""}
+
+
+def _oom_killed(folder: Path) -> bool:
+    """Whether Slurm's own log of the job says the kernel killed a task for memory."""
+    text = _read_from(folder / "slurm.out", 0, 1 << 20).decode("utf-8", "replace")
+    return "Out Of Memory" in text or "oom-kill event" in text
 
 
 def _first_failed_rank(folder: Path) -> tuple[int, int] | None:

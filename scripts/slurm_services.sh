@@ -6,9 +6,12 @@
 # What the tests need beyond the recipe:
 #   - two fake GPUs (gres gpu, character devices made with mknod; nothing uses them: Slurm
 #     only hands their indices to jobs as CUDA_VISIBLE_DEVICES);
-#   - partition `debug` (default, this node, 2 GPUs) and partition `nogpu`, whose only node is
+#   - partition `debug` (default, this node, 2 GPUs), partition `nogpu`, whose only node is
 #     a FUTURE one without GPUs (a request for GPUs there is impossible: sbatch --test-only
-#     refuses it);
+#     refuses it), and partition `short` (this node, at most 1 minute a job: a job asking
+#     for more waits with reason PartitionTimeLimit, which never clears);
+#   - memory as a consumable resource held by cgroups (CR_Core_Memory, task/cgroup with
+#     ConstrainRAMSpace; 1 GB per CPU unless a job asks): a job over its --mem is OOM-killed;
 #   - the login node is the test sshd (scripts/ssh_services.sh, user jobrunner), whose jobs
 #     run as jobrunner; shared folders live under /tmp/runner-slurm-shared.
 # Usage: slurm_services.sh [up|down]   Env: RUNNER_SLURM_STATE (/tmp/runner-slurm)
@@ -68,7 +71,7 @@ AuthType=auth/munge
 CryptoType=crypto/munge
 MpiDefault=none
 ProctrackType=proctrack/cgroup
-TaskPlugin=task/none
+TaskPlugin=task/cgroup
 ReturnToService=2
 SlurmctldPort=6817
 SlurmdPort=6818
@@ -80,7 +83,8 @@ SlurmdSpoolDir=$ST/spool
 StateSaveLocation=$ST/state
 SchedulerType=sched/backfill
 SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
+SelectTypeParameters=CR_Core_Memory
+DefMemPerCPU=1024
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/filetxt
 JobCompLoc=$ST/log/jobcomp.txt
@@ -96,6 +100,7 @@ NodeName=$HN CPUs=$cpus RealMemory=$mem Gres=gpu:2 State=UNKNOWN
 NodeName=nogpu-node CPUs=1 RealMemory=1000 State=FUTURE
 PartitionName=debug Nodes=$HN Default=YES MaxTime=INFINITE State=UP
 PartitionName=nogpu Nodes=nogpu-node MaxTime=INFINITE State=UP
+PartitionName=short Nodes=$HN MaxTime=1 State=UP
 CONF
 )
 changed=0
@@ -107,7 +112,7 @@ cat > "$ST/cgroup.conf" <<CONF
 CgroupPlugin=cgroup/v1
 CgroupMountpoint=/sys/fs/cgroup
 ConstrainCores=no
-ConstrainRAMSpace=no
+ConstrainRAMSpace=yes
 ConstrainDevices=no
 CONF
 mkdir -p /etc/slurm
@@ -130,5 +135,5 @@ for _ in $(seq 100); do
 done
 case $st in idle|mix|alloc) ;; *) scontrol update nodename="$HN" state=resume 2>/dev/null || true;; esac
 st=$(sinfo -h -N -n "$HN" -o '%t' 2>/dev/null | head -1)
-echo "slurm_services.sh: node $HN $st (2 fake GPUs), partitions debug and nogpu, ready in $(awk "BEGIN{printf \"%.2f\", $(date +%s.%N) - $t0}") s"
+echo "slurm_services.sh: node $HN $st (2 fake GPUs), partitions debug, nogpu and short, ready in $(awk "BEGIN{printf \"%.2f\", $(date +%s.%N) - $t0}") s"
 case $st in idle|mix|alloc) ;; *) exit 1;; esac

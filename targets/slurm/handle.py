@@ -113,7 +113,8 @@ class SlurmHandle(SshHandle):
         elif state in ("RUNNING", "COMPLETING"):
             events.started()
         elif state in STALLED:
-            events.stalled(f"Slurm job {self.job_id} is {state} ({reason or 'no reason given'})")
+            why = f" ({reason})" if reason not in ("", "None") else ""
+            events.stalled(f"Slurm job {self.job_id} is {state}{why}")
 
     def _ended(self, header: dict[str, Any]) -> None:
         state, reason = str(header.get("state") or ""), str(header.get("reason") or "")

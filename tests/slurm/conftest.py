@@ -71,7 +71,7 @@ def slurm_problem() -> str | None:
     if proc.returncode != 0:
         return f"sinfo failed: {proc.stderr.strip()}"
     state, _, gres = proc.stdout.strip().partition("|")
-    if state not in ("idle", "mix", "alloc"):
+    if state.rstrip("*~#!%$@^-+") not in ("idle", "mix", "alloc", "comp"):
         return f"the node of partition debug is {state or 'missing'!r}"
     if "gpu" not in gres:
         return f"the node has no fake GPUs (gres {gres!r}): another cluster config is running"

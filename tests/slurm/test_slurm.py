@@ -486,3 +486,62 @@ def test_a_lost_link_to_the_login_node_is_not_responding_then_nothing_is_lost(
     assert [line for line in log.splitlines() if line.startswith("tick")] == [
         f"tick {i}" for i in range(24)
     ], log
+
+
+def test_a_pending_reason_that_never_clears_fails_the_run(
+    slurm_cluster: Cluster, slurm_ws: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Partition ``short`` allows one minute; a run asking for ten passes sbatch's check
+    (the partition does not enforce its limit at submit) and would wait for ever."""
+    ws, _ = slurm_ws
+    rig = _rig(ws)
+    slurm_cluster.attach(ws, "short", partition="short")
+    limit = "cfg.run_config.max_run_duration_seconds = 600"
+    run_id = _submit(ws, _source(tmp_path), "quick", target="short", extra=limit)
+    assert wait_status(rig, run_id, TERMINAL, 60) == "Failed"
+    error = str(details(rig, run_id)["error"])
+    assert "Slurm will never start job" in error, error
+    assert "PartitionConfig" in error or "PartitionTimeLimit" in error, error
+    job = error.split("Slurm will never start job ", 1)[1].split(":")[0]
+    wait_until(lambda: _squeue(job) in ("", "CANCELLED"), 30, 0.1, message="job removed")
+
+
+def test_a_suspended_job_is_not_responding_until_it_resumes(
+    slurm_ws: tuple[Path, Path], tmp_path: Path
+) -> None:
+    ws, shared = slurm_ws
+    rig = _rig(ws)
+    run_id = _submit(ws, _source(tmp_path), "sleep", 6)
+    wait_status(rig, run_id, ("Running",), 120)
+    job = _job_of(shared, run_id)
+    subprocess.run(["scontrol", "suspend", job], check=True, capture_output=True)
+    try:
+        wait_status(rig, run_id, ("NotResponding",), 30)
+        assert _row(ws, run_id)["status_details"] == f"Slurm job {job} is SUSPENDED"
+    finally:
+        subprocess.run(["scontrol", "resume", job], check=False, capture_output=True)
+    wait_status(rig, run_id, ("Running", "Finalizing", "Completed"), 30)
+    assert wait_status(rig, run_id, TERMINAL, 60) == "Completed", details(rig, run_id)
+
+
+GREEDY = """
+chunks = []
+for _ in range(100):
+    chunks.append(bytearray(20 << 20))
+print("survived", flush=True)
+"""
+
+
+def test_a_job_killed_for_memory_fails_saying_so(
+    slurm_cluster: Cluster, slurm_ws: tuple[Path, Path], tmp_path: Path
+) -> None:
+    ws, _ = slurm_ws
+    rig = _rig(ws)
+    slurm_cluster.attach(ws, "small", sbatch_args=["--mem=64M"])
+    src = _source(tmp_path)
+    (src / "job.py").write_text(textwrap.dedent(GREEDY), encoding="utf-8")
+    run_id = _submit(ws, src, target="small")
+    assert wait_status(rig, run_id, TERMINAL, 120) == "Failed"
+    error = str(details(rig, run_id)["error"])
+    assert "ran out of memory (OUT_OF_MEMORY)" in error, error
+    assert "survived" not in _log(rig, run_id, tmp_path)
