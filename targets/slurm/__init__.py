@@ -159,32 +159,8 @@ class SlurmTarget(SshTarget):
 
     def launch(self, spec: LaunchSpec, events: RunEvents) -> SlurmHandle:
         """Submit the job; the handle follows it from the queue to its end."""
-        session = self._session
-        if session is None:
-            raise TargetUnavailableError(f"run {spec.run_id} was not prepared on {self.name!r}")
-        self._session = None  # the run's handle owns it from here
         request = self.request()
-        try:
-            answer, _ = session.request(
-                {
-                    "op": "launch",
-                    "run_id": spec.run_id,
-                    "snapshot": self._snapshot_id,
-                    "experiment": spec.experiment,
-                    "target": self.name,
-                    "tags": dict(spec.tags),
-                    "properties": dict(spec.properties),
-                    "python": self._prepared.get("python"),
-                    "argv": list(spec.argv),
-                    # what the environment needs set (a conda prefix's PATH...), then the
-                    # run's own variables
-                    "env": {**dict(self._prepared.get("env") or {}), **spec.env},
-                    "slurm": request,
-                }
-            )
-        except BaseException:
-            session.close()
-            raise
+        session, answer = self.send_launch(spec, slurm=request)
         job_id = str(answer["job_id"])
         events.queued(f"Slurm job {job_id} submitted; waiting for Slurm to start it")
         return SlurmHandle(

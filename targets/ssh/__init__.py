@@ -236,12 +236,18 @@ class SshTarget:
 
     def launch(self, spec: LaunchSpec, events: RunEvents) -> SshHandle:
         """Start the run on the host in its own session; follow it from here."""
+        session, _ = self.send_launch(spec)
+        return SshHandle(self, spec.run_id, events, session)
+
+    def send_launch(self, spec: LaunchSpec, **extra: Any) -> tuple[AgentSession, dict[str, Any]]:
+        """Ask the host's agent to start the run (``extra``: more for the agent); returns
+        the run's session, which its handle owns from now on, and the agent's answer."""
         session = self._session
         if session is None:
             raise TargetUnavailableError(f"run {spec.run_id} was not prepared on {self.name!r}")
         self._session = None  # the run's handle owns it from here
         try:
-            session.request(
+            answer, _ = session.request(
                 {
                     "op": "launch",
                     "run_id": spec.run_id,
@@ -257,12 +263,13 @@ class SshTarget:
                     # what the host's environment needs set (a conda prefix's PATH...),
                     # then the run's own variables
                     "env": {**dict(self._prepared.get("env") or {}), **spec.env},
+                    **extra,
                 }
             )
         except BaseException:
             session.close()
             raise
-        return SshHandle(self, spec.run_id, events, session)
+        return session, answer
 
     def recover(self, job: Job) -> dict[str, str] | None:
         """The run by its id on the host (the agent says there if it never started)."""
