@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -22,7 +23,7 @@ import psutil
 import pytest
 
 from tests.helpers import daemon_pid, run_cli, run_code, wait_until
-from tests.slurm.conftest import KILL_WAIT_S, Cluster
+from tests.slurm.conftest import KILL_WAIT_S, SHARED_ROOT, Cluster
 from tests.targets.contract import TERMINAL, Rig, details, status_of, wait_status
 
 pytestmark = [pytest.mark.slurm, pytest.mark.ssh, pytest.mark.slow]
@@ -545,3 +546,48 @@ def test_a_job_killed_for_memory_fails_saying_so(
     error = str(details(rig, run_id)["error"])
     assert "ran out of memory (OUT_OF_MEMORY)" in error, error
     assert "survived" not in _log(rig, run_id, tmp_path)
+
+
+def test_the_cli_attaches_a_cluster_after_checking_it(
+    slurm_cluster: Cluster, tmp_path: Path
+) -> None:
+    login = slurm_cluster.login
+    ws = tmp_path / "ws"
+    made = run_code("import sys; from runner import Workspace; Workspace.create(sys.argv[1])", ws)
+    assert made.returncode == 0, made.stderr
+    (ws / "ssh").mkdir(mode=0o700, exist_ok=True)
+    (ws / "ssh" / "known_hosts").write_text(login.known_hosts.read_text())
+    shared = SHARED_ROOT / f"cli-{tmp_path.name}"  # made by the login user at attach
+    base = [
+        "target", "attach", "hpc", "--kind", "slurm", "--address", login.address,
+        "--ssh-port", str(login.port), "--username", login.user,
+        "--private-key-file", str(login.key),
+    ]  # fmt: skip
+    env = {"RUNNER_WORKSPACE": str(ws)}
+    no_dir = run_cli(*base, env=env)
+    assert no_dir.returncode == 2, no_dir.stderr
+    assert no_dir.stderr.strip().splitlines() == [
+        "runner: error: --kind slurm needs --shared-dir DIR: a folder every node of the "
+        "cluster sees"
+    ]
+    bad = run_cli(*base, "--shared-dir", str(shared), "--partition", "nope", env=env)
+    assert bad.returncode != 0
+    assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert "has no partition 'nope'" in bad.stderr, bad.stderr
+    unwritable = run_cli(*base, "--shared-dir", "/root/not-for-jobrunner", env=env)
+    assert unwritable.returncode != 0
+    assert "is not writable by jobrunner@" in unwritable.stderr, unwritable.stderr
+    listed = run_cli("target", "list", env=env)
+    assert [t["name"] for t in json.loads(listed.stdout)] == ["local"]  # nothing recorded
+    good = run_cli(
+        *base, "--shared-dir", str(shared), "--partition", "debug",
+        "--sbatch-arg=--mem=512M", env=env,
+    )  # fmt: skip
+    assert good.returncode == 0, good.stderr
+    row = json.loads(good.stdout)
+    assert row["type"] == "slurm"
+    assert row["partition"] == "debug"
+    assert row["sharedDir"] == str(shared)
+    assert row["sbatchArgs"] == ["--mem=512M"]
+    assert shared.is_dir()
+    shutil.rmtree(shared, ignore_errors=True)
