@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from runner.definition import RunDefinition
 from runner.errors import ConfigError, TargetUnavailableError
 from runner.remote_slurm import sbatch_args
 from targets.base import Job, LaunchSpec, Place, RunEvents, TargetKind
@@ -35,7 +36,6 @@ from targets.ssh import SshTarget, environment_request
 from targets.ssh.connection import BOOTSTRAP, Endpoint
 
 if TYPE_CHECKING:
-    from runner.definition import RunDefinition
     from runner.environment import Environment
 
 __all__ = ["KIND", "SLURM_BOOTSTRAP", "SlurmHandle", "SlurmTarget", "job_request", "shell_path"]
@@ -106,8 +106,6 @@ class SlurmTarget(SshTarget):
 
     def request(self) -> dict[str, Any]:
         """What sbatch is asked for the run this target was made for."""
-        from runner.definition import RunDefinition
-
         return job_request(self.definition or RunDefinition(target=self.name), self.config)
 
     def check(self) -> None:
