@@ -92,7 +92,7 @@ def _user() -> str:
     return os.environ.get("USER") or os.environ.get("LOGNAME") or str(os.getuid())
 
 
-def queue_snapshot(base: Path) -> dict[str, list[str]]:
+def queue_snapshot(base: Path, max_age: float = SQUEUE_CACHE_S) -> dict[str, list[str]]:
     """job id -> [name, state, reason, nodes, partition] of the user's runner jobs Slurm still holds
     (running, pending and, for ``MinJobAge``, ended ones): one ``squeue`` for all followers
     on this node, at most once every ``SQUEUE_CACHE_S``."""
@@ -101,14 +101,14 @@ def queue_snapshot(base: Path) -> dict[str, list[str]]:
     cache = base / "squeue.json"
     with contextlib.suppress(OSError, ValueError):
         data = json.loads(cache.read_text())
-        if time.time() - float(data["t"]) < SQUEUE_CACHE_S:
+        if time.time() - float(data["t"]) < max_age:
             return dict(data["jobs"])
     base.mkdir(parents=True, exist_ok=True)
     with open(base / "squeue.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         with contextlib.suppress(OSError, ValueError):  # another follower just asked
             data = json.loads(cache.read_text())
-            if time.time() - float(data["t"]) < SQUEUE_CACHE_S:
+            if time.time() - float(data["t"]) < max_age:
                 return dict(data["jobs"])
         now = time.time()
         proc = subprocess.run(
@@ -149,10 +149,10 @@ def _accounting(job_id: str) -> tuple[str, str] | None:
     return None
 
 
-def job_state(base: Path, job_id: str) -> dict[str, str] | None:
+def job_state(base: Path, job_id: str, max_age: float = SQUEUE_CACHE_S) -> dict[str, str] | None:
     """{"state", "reason", "nodes", "partition"} of a job (``exit``: Slurm's exit code once
     it ended), or None when Slurm knows no such job (any more)."""
-    found = queue_snapshot(base).get(job_id)
+    found = queue_snapshot(base, max_age).get(job_id)
     if found is not None:
         _, state, reason, nodes, partition = found
         return {"state": state.split()[0], "reason": reason, "nodes": nodes, "partition": partition}
@@ -268,7 +268,18 @@ class SlurmSession(Session):
         unknown_since: float | None = None
         t0 = time.monotonic()
         while True:
-            state = job_state(self.base, job_id)
+            # The script's end (the shim's exit file): ask squeue afresh until the job ends.
+            ending = (folder / "exit_code").exists()
+            state = job_state(self.base, job_id, 0.1 if ending else SQUEUE_CACHE_S)
+            if (folder / "started").exists() and (
+                state is None or state["state"] in ("PENDING", "CONFIGURING")
+            ):  # the task runs: Slurm has started the job, whatever squeue said a moment ago
+                state = {
+                    "state": "RUNNING",
+                    "reason": "None",
+                    "nodes": (state or {}).get("nodes", ""),
+                    "partition": (state or {}).get("partition", ""),
+                }
             now = time.monotonic()
             # Not in the queue yet, or forgotten: wait a little before giving up on it.
             unknown_since = (unknown_since or now) if state is None else None
@@ -508,11 +519,29 @@ def task(folder_name: str) -> int:
     if spec.get("python") and argv and argv[0] == "{python}":
         argv[0] = str(spec["python"])
     exit_file = folder / ("exit_code" if rank == 0 else f"exit_code_{rank}")
-    signal.signal(signal.SIGTERM, lambda *_: None)  # the script decides; we wait for it
+    if rank == 0:
+        (folder / "started").write_text(f"{time.time()}\n")
+    # Slurm (proctrack/cgroup) sends a step's signals other than KILL to this task process
+    # only: pass them on to the script's process group; the script decides, we wait for it.
+    box: list[subprocess.Popen[bytes]] = []
+    pending: list[int] = []
+
+    def forward(signum: int, _frame: Any) -> None:
+        if not box:
+            pending.append(signum)
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(box[0].pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
     proc = subprocess.Popen(
         ["/bin/sh", "-c", SHIM, "runner-shim", str(folder / "work"), str(exit_file), *argv],
         env=env,
+        start_new_session=True,
     )
+    box.append(proc)
+    for signum in pending:
+        forward(signum, None)
     while True:
         try:
             code = proc.wait()
@@ -536,13 +565,17 @@ def cancel(base: Path, run_id: str, grace_s: float) -> dict[str, Any]:
         job_id = find_job(run_id) or ""
     if not job_id:
         return {"ok": True, "found": False}
-    state = job_state(base, job_id)
-    if state is not None and state["state"] == "RUNNING":
+    state = job_state(base, job_id, 0.1)
+    # The task's file says the job runs before a cached squeue answer may.
+    started = (folder / "started").exists()
+    if state is not None and (
+        state["state"] == "RUNNING" or (started and state["state"] in ("PENDING", "CONFIGURING"))
+    ):
         subprocess.run(["scancel", "--signal=TERM", job_id], capture_output=True, check=False)
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline:
-            time.sleep(0.2)
-            state = job_state(base, job_id)
+            time.sleep(0.1)
+            state = job_state(base, job_id, 0.1)
             if state is None or state["state"] in ENDED:
                 return {"ok": True, "found": True, "job_id": job_id}
     if state is None or state["state"] not in ENDED:

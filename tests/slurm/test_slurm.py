@@ -150,6 +150,9 @@ def test_hello_records_slurms_job_and_the_queue(
     assert props["slurm.partition"] == "debug"
     assert props["slurm.nodes"] == os.uname().nodename.split(".")[0]
     assert found["metrics"] == {"score": 0.5}
+    row = _row(ws, run_id)  # a job of a fraction of a second was seen Running, when it was
+    assert row["start_utc"] is not None, row
+    assert float(row["created_utc"]) < float(row["start_utc"]) <= float(row["end_utc"]), row
     log = _log(rig, run_id, tmp_path)
     assert f"job-start {run_id} {job}" in log, log
     assert "cuda=unset" in log  # no GPUs asked, none given
@@ -591,3 +594,47 @@ def test_the_cli_attaches_a_cluster_after_checking_it(
     assert row["sbatchArgs"] == ["--mem=512M"]
     assert shared.is_dir()
     shutil.rmtree(shared, ignore_errors=True)
+
+
+POLITE = """
+import signal, sys, time
+from runner import Run
+run = Run.get_context()
+
+def stop(signum, frame):
+    print("got TERM, saving", flush=True)
+    run.log("saved", 1)
+    run.flush()
+    sys.exit(0)
+
+signal.signal(signal.SIGTERM, stop)
+print("waiting", flush=True)
+time.sleep(120)
+"""
+
+
+def test_cancel_gives_the_script_its_sigterm_first(
+    slurm_ws: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """runner's TERM reaches the script itself (Slurm signals only the task it started),
+    which saves and exits within the grace period: Canceled at once, what it saved kept."""
+    ws, _ = slurm_ws
+    rig = _rig(ws)
+    src = _source(tmp_path)
+    (src / "job.py").write_text(textwrap.dedent(POLITE), encoding="utf-8")
+    run_id = _submit(ws, src)
+    wait_status(rig, run_id, ("Running",), 120)
+    wait_until(lambda: "waiting" in _stored_log(ws, run_id), 30, 0.1, message="the script")
+    t0 = time.monotonic()
+    proc = run_cli("run", "cancel", "-r", run_id, env={"RUNNER_WORKSPACE": str(ws)})
+    assert proc.returncode == 0, proc.stderr
+    assert wait_status(rig, run_id, TERMINAL, 30) == "Canceled"
+    assert time.monotonic() - t0 < 2 + 1.5  # within the grace (2 s), not after KillWait
+    assert "got TERM, saving" in _log(rig, run_id, tmp_path)
+    assert details(rig, run_id)["metrics"] == {"saved": 1}
+
+
+def _stored_log(ws: Path, run_id: str) -> str:
+    """The driver log as the daemon has it so far."""
+    path = ws / "runs" / run_id / "logs" / "70_driver_log.txt"
+    return path.read_text(errors="replace") if path.exists() else ""
