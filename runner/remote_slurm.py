@@ -247,7 +247,8 @@ class SlurmSession(Session):
         """Stream the job's state, log and journal until it has ended.
 
         Frames as ``remote_agent``'s, plus ``{"s": "state", "state", "reason", "nodes",
-        "partition"}`` each time Slurm's view changes; ``exit`` says the job's last state
+        "partition"}`` (and ``"ran"`` once the job's task has started) each time that
+        changes; ``exit`` says the job's last state
         and reason too. A distributed run's ranks each have a log and a journal: their
         frames carry ``"r": rank``, logs go in whole lines, and ``offsets`` (stream name ->
         offset: ``log_1``, ``journal_1``...) says where each one resumes.
@@ -280,6 +281,9 @@ class SlurmSession(Session):
                     "nodes": (state or {}).get("nodes", ""),
                     "partition": (state or {}).get("partition", ""),
                 }
+            if state is not None and (folder / "started").exists():
+                # It ran (a job of a fraction of a second may be seen only ended).
+                state = {**state, "ran": "1"}
             now = time.monotonic()
             # Not in the queue yet, or forgotten: wait a little before giving up on it.
             unknown_since = (unknown_since or now) if state is None else None

@@ -110,11 +110,11 @@ class SlurmHandle(SshHandle):
             if reason in NEVER_STARTS:
                 events.ending(f"Slurm will never start job {self.job_id}: {reason}", kind="slurm")
                 self.cancel(0)
-        elif state in ("RUNNING", "COMPLETING"):
-            events.started()
         elif state in STALLED:
             why = f" ({reason})" if reason not in ("", "None") else ""
             events.stalled(f"Slurm job {self.job_id} is {state}{why}")
+        elif state in ("RUNNING", "COMPLETING") or header.get("ran"):
+            events.started()  # also for a job seen only ended, which ran
 
     def _ended(self, header: dict[str, Any]) -> None:
         state, reason = str(header.get("state") or ""), str(header.get("reason") or "")
