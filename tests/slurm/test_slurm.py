@@ -23,8 +23,15 @@ import psutil
 import pytest
 
 from tests.helpers import daemon_pid, run_cli, run_code, wait_until
-from tests.slurm.conftest import KILL_WAIT_S, SHARED_ROOT, Cluster
-from tests.targets.contract import TERMINAL, Rig, details, status_of, wait_status
+from tests.slurm.conftest import KILL_WAIT_S, SHARED_ROOT, Cluster, slurm_problem
+from tests.targets.contract import (
+    TERMINAL,
+    Rig,
+    details,
+    run_processes,
+    status_of,
+    wait_status,
+)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.ssh, pytest.mark.slow]
 
@@ -110,6 +117,11 @@ def _log(rig: Rig, run_id: str, tmp: Path) -> str:
     folder = tmp / f"dl-{run_id}"
     details(rig, run_id, folder)
     return (folder / "azureml-logs" / "70_driver_log.txt").read_text(encoding="utf-8")
+
+
+def slurm_idle() -> bool:
+    """The test cluster's node takes jobs again."""
+    return slurm_problem() is None
 
 
 def _job_of(shared: Path, run_id: str) -> str:
@@ -638,3 +650,32 @@ def _stored_log(ws: Path, run_id: str) -> str:
     """The driver log as the daemon has it so far."""
     path = ws / "runs" / run_id / "logs" / "70_driver_log.txt"
     return path.read_text(errors="replace") if path.exists() else ""
+
+
+def test_a_node_that_fails_under_the_job_fails_the_run_saying_so(
+    slurm_ws: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The job's node is set DOWN (as slurmctld does when a node stops answering): Slurm
+    ends the job NODE_FAIL, and the run fails naming it, not as the script's failure."""
+    ws, _ = slurm_ws
+    rig = _rig(ws)
+    run_id = _submit(ws, _source(tmp_path), "sleep", 120)
+    wait_status(rig, run_id, ("Running",), 120)
+    node = os.uname().nodename.split(".")[0]
+    try:
+        subprocess.run(
+            ["scontrol", "update", f"nodename={node}", "state=down", "reason=runner-test"],
+            check=True,
+            capture_output=True,
+        )
+        assert wait_status(rig, run_id, TERMINAL, 60) == "Failed"
+    finally:
+        subprocess.run(
+            ["scontrol", "update", f"nodename={node}", "state=resume"],
+            check=False,
+            capture_output=True,
+        )
+        wait_until(slurm_idle, 30, 0.2, message="the node back in service")
+    error = str(details(rig, run_id)["error"])
+    assert "a node of the job failed (NODE_FAIL)" in error, error
+    wait_until(lambda: not run_processes(run_id), 30, 0.1, message="the job's processes gone")
