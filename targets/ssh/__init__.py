@@ -293,6 +293,8 @@ def sync_snapshot(session: AgentSession, blobs: Any, snapshot: Any) -> int:
         return 0
     entries = [[e.path, e.digest, e.size, e.executable] for e in snapshot.entries]
     answer, _ = session.request({"op": "snapshot", "id": snapshot.id, "entries": entries})
+    if answer.get("have"):  # another run's session completed it meanwhile
+        return 0
     sent = 0
     for digest in answer.get("missing") or []:
         data = blobs.read_bytes(digest)

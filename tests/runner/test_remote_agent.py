@@ -249,3 +249,46 @@ def test_the_blobs_a_journal_line_names_come_before_it(agent: Agent) -> None:
     assert len(arrived) == 31
     agent.request({"op": "cleanup", "run_id": "exp_2_abc"})
     agent.close()
+
+
+def test_a_snapshot_another_session_completes_meanwhile_is_taken_as_there(
+    agent: Agent, tmp_path: Path
+) -> None:
+    """Two runs of the same source start on one host at once: one session finds the
+    snapshot missing, then another session stores it before the first sends its entries.
+    The first must take it as there (it once failed the run: 'was not announced')."""
+    from runner.snapshot import Snapshot, SnapshotEntry
+    from targets.ssh import sync_snapshot
+
+    files = {"train.py": b"print('hi')\n", "data.txt": b"42\n"}
+    snap_id, entries, contents = snapshot(files)
+    other = Agent(sys.executable, tmp_path / "base")
+
+    class Racing:
+        """The first session; the other one completes the snapshot after its first answer."""
+
+        def __init__(self) -> None:
+            self.asked = 0
+
+        def request(self, header: dict[str, Any], payload: bytes = b"") -> Any:
+            answer = agent.request(header, payload)
+            assert "error" not in answer[0], answer[0]  # as AgentSession raises RemoteError
+            self.asked += 1
+            if self.asked == 1:
+                assert answer[0] == {"have": False, "n": 0}
+                send_snapshot(other, files)
+            return answer
+
+        def send(self, header: dict[str, Any], payload: bytes = b"") -> None:
+            agent.send(header, payload)
+
+    class Blobs:
+        def read_bytes(self, digest: str) -> bytes:
+            return contents[digest]
+
+    snap = Snapshot(id=snap_id, entries=tuple(SnapshotEntry(*e) for e in entries))
+    try:
+        assert sync_snapshot(Racing(), Blobs(), snap) == 0  # type: ignore[arg-type]
+        assert agent.request({"op": "snapshot", "id": snap_id})[0] == {"have": True, "n": 0}
+    finally:
+        other.release()
