@@ -6,6 +6,7 @@ Importing this module puts the repository root on ``sys.path``, so a script run 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime
 import os
@@ -263,3 +264,24 @@ def bench_workspace(extra_procs: int, name: str) -> Iterator[tuple[Path, Any]]:
     ):
         print_process_count(extra_procs)
         yield tmp, ws
+
+
+def ssh_argv(args: argparse.Namespace, command: str) -> list[str]:
+    """Plain ssh to ``args.user@args.host:args.port`` with ``args.key`` and
+    ``args.known_hosts``, a full connection each time (what a user types: the baselines of
+    bench/ssh.py and bench/slurm.py)."""
+    return [
+        "ssh",
+        "-i",
+        args.key,
+        "-p",
+        str(args.port),
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        f"UserKnownHostsFile={args.known_hosts}",
+        f"{args.user}@{args.host}",
+        command,
+    ]

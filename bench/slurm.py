@@ -89,29 +89,10 @@ CTLD_RE = re.compile(
 )
 
 
-def ssh_argv(args: argparse.Namespace, command: str) -> list[str]:
-    """Plain ssh to the login node with a full connection (the baselines)."""
-    return [
-        "ssh",
-        "-i",
-        args.key,
-        "-p",
-        str(args.port),
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "IdentitiesOnly=yes",
-        "-o",
-        f"UserKnownHostsFile={args.known_hosts}",
-        f"{args.user}@{args.host}",
-        command,
-    ]
-
-
 def on_login(args: argparse.Namespace, command: str) -> str:
     """Run ``command`` on the login node; its stdout (SystemExit when it fails)."""
     proc = subprocess.run(
-        ssh_argv(args, command), stdin=subprocess.DEVNULL, capture_output=True, text=True
+        common.ssh_argv(args, command), stdin=subprocess.DEVNULL, capture_output=True, text=True
     )
     if proc.returncode != 0:
         raise SystemExit(f"FAIL: `{command}` on the login node: {proc.stderr.strip()}")
@@ -255,7 +236,7 @@ def main() -> int:
     args = parser.parse_args()
 
     probe = subprocess.run(
-        ssh_argv(args, "sbatch --version && python3 -c pass"),
+        common.ssh_argv(args, "sbatch --version && python3 -c pass"),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -480,7 +461,7 @@ def main() -> int:
                     fn()
 
             ssh_true = common.med(
-                common.timings(5, lambda: subprocess.run(ssh_argv(args, "true"), check=True))
+                common.timings(5, lambda: subprocess.run(common.ssh_argv(args, "true"), check=True))
             )
             cleanup_ok = True
         finally:
@@ -490,7 +471,7 @@ def main() -> int:
             # After a failure a sleep.py job may still hold the node: end it, then clean up.
             left = quiet.ours()
             subprocess.run(
-                ssh_argv(
+                common.ssh_argv(
                     args,
                     f"{'scancel ' + ' '.join(left) + '; ' if left else ''}"
                     f"rm -rf {shlex.quote(shared)}",

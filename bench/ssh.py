@@ -57,25 +57,6 @@ REPLAY = f"benchreplay_{os.getpid()}_"  # run ids of the replayed runs on the ho
 SENT_RE = re.compile(r"snapshot ([0-9a-f]+): (\d+) bytes of contents sent")
 
 
-def ssh_argv(args: argparse.Namespace, command: str) -> list[str]:
-    """Plain ssh with a full connection (the baseline)."""
-    return [
-        "ssh",
-        "-i",
-        args.key,
-        "-p",
-        str(args.port),
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "IdentitiesOnly=yes",
-        "-o",
-        f"UserKnownHostsFile={args.known_hosts}",
-        f"{args.user}@{args.host}",
-        command,
-    ]
-
-
 def fingerprint(known_hosts: str) -> str | None:
     """The SHA256 fingerprint of the (first) host key in ``known_hosts``."""
     proc = subprocess.run(
@@ -300,7 +281,7 @@ def main() -> int:
     args = parser.parse_args()
 
     probe = subprocess.run(
-        ssh_argv(args, "python3 -c pass"), stdin=subprocess.DEVNULL, capture_output=True
+        common.ssh_argv(args, "python3 -c pass"), stdin=subprocess.DEVNULL, capture_output=True
     )
     if probe.returncode != 0:
         print(
@@ -339,7 +320,7 @@ def main() -> int:
         src.mkdir()
         (src / "hello.py").write_text(HELLO)
         subprocess.run(
-            ssh_argv(args, f"cat > {remote_hello}"),
+            common.ssh_argv(args, f"cat > {remote_hello}"),
             input=HELLO.encode(),
             capture_output=True,
             check=True,
@@ -349,7 +330,7 @@ def main() -> int:
 
         def baseline() -> None:
             subprocess.run(
-                ssh_argv(args, f"python3 {remote_hello}"),
+                common.ssh_argv(args, f"python3 {remote_hello}"),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 check=True,
@@ -434,7 +415,10 @@ def main() -> int:
                         "`python3 hello.py` over the shared connection",
                         over_master(f"python3 {remote_hello}"),
                     ),
-                    ("plain `ssh HOST true` (full connection)", local(*ssh_argv(args, "true"))),
+                    (
+                        "plain `ssh HOST true` (full connection)",
+                        local(*common.ssh_argv(args, "true")),
+                    ),
                 )
             ]
         finally:
@@ -442,7 +426,7 @@ def main() -> int:
             with_master = target.conn.master_alive()
             removal = " ".join(shlex.quote(p) for p in cleanup_remote)
             subprocess.run(
-                ssh_argv(
+                common.ssh_argv(
                     args,
                     f"rm -f {remote_hello}; cd .runner-remote && rm -rf runs/{REPLAY}*"
                     + (f" && rm -f {removal}" if removal else ""),

@@ -11,21 +11,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from environments.venv import _uv_options
+from runner.conda_platform import conda_subdir
 from runner.errors import ConfigError, EnvironmentBuildError
 
 if TYPE_CHECKING:
     from runner.environment import Environment
 
 __all__ = ["CondaDefinition", "channel_url", "conda_definition", "conda_platform"]
-
-_LINUX_ARCHES = {
-    "x86_64": "64",
-    "amd64": "64",
-    "aarch64": "aarch64",
-    "arm64": "aarch64",
-    "ppc64le": "ppc64le",
-    "s390x": "s390x",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,13 +96,7 @@ def conda_platform() -> str:
         EnvironmentBuildError: an operating system or CPU conda has no platform for.
     """
     machine = _platform.machine().lower()
-    found: str | None = None
-    if sys.platform.startswith("linux") and machine in _LINUX_ARCHES:
-        found = f"linux-{_LINUX_ARCHES[machine]}"
-    elif sys.platform == "darwin":
-        found = {"x86_64": "osx-64", "arm64": "osx-arm64"}.get(machine)
-    elif sys.platform == "win32":
-        found = {"amd64": "win-64", "x86_64": "win-64", "arm64": "win-arm64"}.get(machine)
+    found = conda_subdir(sys.platform, machine)
     if found is None:
         raise EnvironmentBuildError(
             f"conda environments are not supported on {sys.platform}/{machine}: there is no "

@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from runner.conda_platform import conda_subdir
 from runner.shim import SHIM, container_name, read_exit_file
 
 #: Grace for processes a finished script left in its session.
@@ -201,15 +202,17 @@ class Session:
     # -- requests ------------------------------------------------------------------------
 
     def op_hello(self, header: dict[str, Any], payload: bytes) -> None:
-        self.reply(
-            {
-                "python": sys.executable,
-                "version": list(sys.version_info[:3]),
-                "docker": shutil.which("docker") is not None,
-                "base": str(self.base),
-                "pid": os.getpid(),
-            }
-        )
+        self.reply(self.hello())
+
+    def hello(self) -> dict[str, Any]:
+        """What the first answer says of this host."""
+        return {
+            "python": sys.executable,
+            "version": list(sys.version_info[:3]),
+            "docker": shutil.which("docker") is not None,
+            "base": str(self.base),
+            "pid": os.getpid(),
+        }
 
     def _blob_path(self, digest: str) -> Path:
         return self.blobs / digest[:2] / digest[2:]
@@ -722,16 +725,6 @@ def run_environment(
 
 # -- conda -------------------------------------------------------------------------------
 
-#: uname machine -> conda's CPU name on Linux (as environments.conda_definition).
-_LINUX_ARCHES = {
-    "x86_64": "64",
-    "amd64": "64",
-    "aarch64": "aarch64",
-    "arm64": "aarch64",
-    "ppc64le": "ppc64le",
-    "s390x": "s390x",
-}
-
 
 def conda_host() -> dict[str, Any]:
     """This host for a conda solve made elsewhere: its conda platform, virtual packages
@@ -742,12 +735,10 @@ def conda_host() -> dict[str, Any]:
     machine = _platform.machine().lower()
     system = sys.platform
     virtual: list[list[str]] = []
-    conda_platform = None
+    conda_platform = conda_subdir(system, machine)
     glibc = None
     if system.startswith("linux"):
         system = "linux"
-        if machine in _LINUX_ARCHES:
-            conda_platform = f"linux-{_LINUX_ARCHES[machine]}"
         with contextlib.suppress(ValueError, OSError, AttributeError):
             name, _, version = (os.confstr("CS_GNU_LIBC_VERSION") or "").partition(" ")
             if name == "glibc" and version:
@@ -759,7 +750,6 @@ def conda_host() -> dict[str, Any]:
         if glibc:
             virtual.append(["__glibc", glibc, "0"])
     elif system == "darwin":
-        conda_platform = {"x86_64": "osx-64", "arm64": "osx-arm64"}.get(machine)
         virtual.append(["__unix", "0", "0"])
         mac = _leading_version(_platform.mac_ver()[0])
         if mac:

@@ -180,17 +180,9 @@ def find_job(run_id: str) -> str | None:
 class SlurmSession(Session):
     """``remote_agent``'s session with launch, follow and find done through Slurm."""
 
-    def op_hello(self, header: dict[str, Any], payload: bytes) -> None:
+    def hello(self) -> dict[str, Any]:
         """As any host, plus where sbatch is."""
-        self.reply(
-            {
-                "python": sys.executable,
-                "version": list(sys.version_info[:3]),
-                "sbatch": shutil.which("sbatch"),
-                "base": str(self.base),
-                "pid": os.getpid(),
-            }
-        )
+        return {**super().hello(), "sbatch": shutil.which("sbatch")}
 
     def op_launch(self, header: dict[str, Any], payload: bytes) -> None:
         """Materialize the snapshot in the run's shared folder and submit the job."""
@@ -411,13 +403,22 @@ def _first_failed_rank(folder: Path) -> tuple[int, int] | None:
 
 
 def sbatch_args(slurm: dict[str, Any], run_id: str, folder: Path) -> list[str]:
-    """sbatch's options for the run: named after it, never requeued, logs appended."""
-    args = [
+    """sbatch's options for the run: named after it, never requeued, logs appended, and
+    what it asks of the cluster (``request_args``)."""
+    return [
         f"--job-name=runner-{run_id}",
         "--no-requeue",
         "--open-mode=append",
         f"--output={folder / 'slurm.out'}",
         f"--chdir={folder / 'work'}",
+        *request_args(slurm),
+    ]
+
+
+def request_args(slurm: dict[str, Any]) -> list[str]:
+    """sbatch's options for what a run asks of the cluster: nodes, tasks, partition,
+    account, QOS, GPUs, time and the target's own options (also ``--test-only``'s)."""
+    args = [
         f"--nodes={int(slurm.get('nodes') or 1)}",
         f"--ntasks-per-node={int(slurm.get('tasks_per_node') or 1)}",
     ]
@@ -546,12 +547,7 @@ def task(folder_name: str) -> int:
     box.append(proc)
     for signum in pending:
         forward(signum, None)
-    while True:
-        try:
-            code = proc.wait()
-            break
-        except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for clarity
-            continue
+    code = proc.wait()  # (interrupted by a forwarded signal: PEP 475 retries the wait)
     shutil.rmtree(local, ignore_errors=True)
     return code if code >= 0 else 128 - code
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import functools
 import json
 import os
 import signal
@@ -445,6 +446,38 @@ def cgroup_v2_problem() -> str | None:
                 with contextlib.suppress(OSError):
                     probe.rmdir()
     return "no usable cgroup2 hierarchy: " + "; ".join(reasons)
+
+
+def in_ci() -> bool:
+    """Whether the tests run in CI (``CI=true``): infrastructure must be there, not skipped."""
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@functools.cache
+def run_setup_script(script: Path) -> str | None:
+    """Run one of scripts/*_services.sh once per session; None when it succeeded, else why
+    not."""
+    proc = subprocess.run(
+        ["bash", str(script)], capture_output=True, text=True, timeout=600, check=False
+    )
+    return None if proc.returncode == 0 else f"{script.name} failed: {proc.stdout}{proc.stderr}"
+
+
+def require_service(
+    what: str, problem: Callable[[], str | None], script: Path, enable: str
+) -> None:
+    """Skip unless ``problem()`` finds nothing; with CI=true, run ``script`` first (as root)
+    and fail when ``what`` is still not usable."""
+    import pytest
+
+    found = problem()
+    if found is not None and in_ci():
+        if os.geteuid() == 0:
+            found = run_setup_script(script) or problem()
+        if found is not None:
+            pytest.fail(f"CI=true and no usable {what}: {found}", pytrace=False)
+    if found is not None:
+        pytest.skip(f"no usable {what} ({found}); to enable: {enable}")
 
 
 def require_cgroups() -> None:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from runner.definition import RunDefinition
 from runner.errors import ConfigError, TargetUnavailableError
-from runner.remote_slurm import sbatch_args
+from runner.remote_slurm import request_args
 from targets.base import Job, LaunchSpec, Place, RunEvents, TargetKind
 from targets.slurm.handle import SlurmHandle
 from targets.ssh import SshTarget, environment_request
@@ -65,7 +65,7 @@ def shell_path(folder: str) -> str:
 
 
 def job_request(definition: RunDefinition, config: Mapping[str, Any]) -> dict[str, Any]:
-    """What ``sbatch`` is asked for this run (``runner.remote_slurm.sbatch_args``)."""
+    """What ``sbatch`` is asked for this run (``runner.remote_slurm.request_args``)."""
     distributed = definition.distributed or {}
     nodes = int(distributed.get("nodeCount") or 1)
     processes = int(distributed.get("processCount") or 1)
@@ -118,11 +118,7 @@ class SlurmTarget(SshTarget):
         if request.get("gpus_per_node"):
             where = f"-p {shlex.quote(str(partition))} " if partition else ""
             lines.append(f'echo "gres:$(sinfo -h {where}-o %G | sort -u | tr "\\n" " ")"')
-        args = [
-            a
-            for a in sbatch_args(request, "check", Path("/"))
-            if not a.startswith(("--output", "--chdir", "--job-name"))
-        ]
+        args = request_args(request)
         test = shlex.join(["sbatch", "--test-only", "--output=/dev/null", *args, "--wrap=true"])
         lines.append(f"cd && {test}")
         proc = self.conn.run("; ".join(lines), timeout_s=60)

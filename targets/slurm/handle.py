@@ -38,10 +38,8 @@ class SlurmHandle(SshHandle):
         job_id: str,
         time_limited: bool,
     ) -> None:
-        self.slurm_target = target
         self.job_id = job_id
         self.time_limited = time_limited  #: runner set --time from max_run_duration_seconds
-        self.state = ""
         self.nodes = ""
         self.partition = ""
         self._canceling = False
@@ -98,7 +96,6 @@ class SlurmHandle(SshHandle):
 
     def _state(self, header: dict[str, Any]) -> None:
         state, reason = str(header.get("state") or ""), str(header.get("reason") or "")
-        self.state = state
         if header.get("nodes") and header.get("nodes") != "(null)":
             self.nodes = str(header["nodes"])
         self.partition = str(header.get("partition") or self.partition)
@@ -147,7 +144,7 @@ class SlurmHandle(SshHandle):
         """Enough to follow the job again after a restart."""
         return {
             "kind": "slurm",
-            "target": self.slurm_target.name,
+            "target": self.target.name,
             "run_id": self.run_id,
             "job_id": self.job_id,
         }

@@ -11,7 +11,6 @@ at teardown the daemons of its workspaces are stopped and no container of them m
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,15 +18,11 @@ from typing import Any
 import pytest
 
 from runner import daemon_client
-from tests.helpers import REPO
+from tests.helpers import REPO, require_service
 
 #: The image the tests build FROM (made by scripts/ci_services.sh without any registry).
 BASE_IMAGE = os.environ.get("RUNNER_TEST_IMAGE", "runner-test/python:3.11-bookworm")
 ENABLE = "bash /work/shared/recipes/docker_local.sh (or, as root, bash scripts/ci_services.sh)"
-
-
-def _ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def _problem() -> str | None:
@@ -50,20 +45,7 @@ def _problem() -> str | None:
 @pytest.fixture(scope="session")
 def engine() -> Any:
     """A docker client for a running engine that has BASE_IMAGE."""
-    problem = _problem()
-    if problem is not None and _ci():
-        if os.geteuid() == 0:
-            proc = subprocess.run(
-                ["bash", str(REPO / "scripts" / "ci_services.sh")],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            problem = _problem() if proc.returncode == 0 else proc.stdout + proc.stderr
-        if problem is not None:
-            pytest.fail(f"CI=true and no usable Docker engine: {problem}", pytrace=False)
-    if problem is not None:
-        pytest.skip(f"no usable Docker engine ({problem}); to enable: {ENABLE}")
+    require_service("Docker engine", _problem, REPO / "scripts" / "ci_services.sh", ENABLE)
     import docker
 
     client = docker.from_env(timeout=60)

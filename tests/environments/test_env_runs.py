@@ -48,7 +48,7 @@ from runner.experiment import Experiment
 from runner.run import Run
 from runner.workspace import Workspace
 from tests.environments.conda_channel import LocalChannel, build_channel
-from tests.helpers import StatusRecorder, source_folder, wait_until
+from tests.helpers import StatusRecorder, in_ci, source_folder, wait_until
 
 HERE_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 PREP_LOG = "azureml-logs/55_environment_prep_log.txt"
@@ -60,10 +60,6 @@ LIST_DISTRIBUTIONS = (
     "print(json.dumps(sorted(d.metadata['Name'].lower() + '==' + d.version "
     "for d in m.distributions())))"
 )
-
-
-def _ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 # --- fixtures -------------------------------------------------------------------------------
@@ -92,7 +88,7 @@ def pypi() -> None:
         except (OSError, urllib.error.URLError) as exc:
             problem = f"the package index is unreachable ({url}: {exc})"
     if problem is not None:
-        if _ci():
+        if in_ci():
             pytest.fail(f"CI=true and {problem}", pytrace=False)
         pytest.skip(problem)
 
@@ -103,7 +99,7 @@ def conda_tools() -> None:
     missing = [m for m in ("rattler", "conda_lock") if importlib.util.find_spec(m) is None]
     if missing:
         problem = f"{', '.join(missing)} not installed; pip install py-rattler conda-lock"
-        if _ci():
+        if in_ci():
             pytest.fail(f"CI=true and {problem}", pytrace=False)
         pytest.skip(problem)
 

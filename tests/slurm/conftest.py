@@ -13,8 +13,6 @@ are skipped with the command that enables them.
 
 from __future__ import annotations
 
-import functools
-import os
 import shutil
 import subprocess
 import uuid
@@ -24,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, run_code, stop_daemons_under
+from tests.helpers import REPO, require_service, run_code, stop_daemons_under
 from tests.ssh.conftest import SshHost, ssh_host
 
 SETUP_SCRIPT = REPO / "scripts" / "slurm_services.sh"
@@ -53,10 +51,6 @@ ComputeTarget.attach(ws, sys.argv[10], cfg)
 """
 
 
-def _ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
 def slurm_problem() -> str | None:
     """None when the test cluster answers with its node up and its fake GPUs."""
     if shutil.which("sinfo") is None:
@@ -76,16 +70,6 @@ def slurm_problem() -> str | None:
     if "gpu" not in gres:
         return f"the node has no fake GPUs (gres {gres!r}): another cluster config is running"
     return None
-
-
-@functools.cache
-def _run_setup() -> str | None:
-    proc = subprocess.run(
-        ["bash", str(SETUP_SCRIPT)], capture_output=True, text=True, timeout=600, check=False
-    )
-    return (
-        None if proc.returncode == 0 else f"{SETUP_SCRIPT.name} failed: {proc.stdout}{proc.stderr}"
-    )
 
 
 @dataclass(frozen=True)
@@ -127,14 +111,7 @@ class Cluster:
 @pytest.fixture(scope="session")
 def slurm_cluster(ssh_host: SshHost) -> Cluster:
     """The cluster of scripts/slurm_services.sh, its login node the test sshd."""
-    found = slurm_problem()
-    if found is not None and _ci():
-        if os.geteuid() == 0:
-            found = _run_setup() or slurm_problem()
-        if found is not None:
-            pytest.fail(f"CI=true and no usable Slurm cluster: {found}", pytrace=False)
-    if found is not None:
-        pytest.skip(f"no usable Slurm cluster ({found}); to enable: {ENABLE}")
+    require_service("Slurm cluster", slurm_problem, SETUP_SCRIPT, ENABLE)
     return Cluster(ssh_host)
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import functools
 import hashlib
 import os
 import socket
@@ -34,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import REPO, require_service
 
 SETUP_SCRIPT = REPO / "scripts" / "ssh_services.sh"
 ENABLE = "sudo bash scripts/ssh_services.sh"
@@ -145,10 +144,6 @@ PASSWORD_STATE = Path("/tmp/infra-ssh-pw")
 PROBE = 'echo "$(id -un) $(command -v python3 || command -v python || echo nopython)"'
 
 
-def _ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
 def _problem(host: SshHost, python: bool = True) -> str | None:
     """None when ``host`` takes a login (and finds python, or does not, as asked)."""
     for path in (host.key, host.known_hosts):
@@ -215,27 +210,9 @@ def _password_problem() -> str | None:
     return None
 
 
-@functools.cache
-def _run_setup() -> str | None:
-    """Run scripts/ssh_services.sh once per session; None when it succeeded, else why not."""
-    proc = subprocess.run(
-        ["bash", str(SETUP_SCRIPT)], capture_output=True, text=True, timeout=600, check=False
-    )
-    if proc.returncode != 0:
-        return f"{SETUP_SCRIPT.name} failed: {proc.stdout}{proc.stderr}"
-    return None
-
-
 def _require(what: str, problem: Callable[[], str | None]) -> None:
     """Skip (or with CI=true, set up or fail) unless ``problem()`` finds nothing."""
-    found = problem()
-    if found is not None and _ci():
-        if os.geteuid() == 0:
-            found = _run_setup() or problem()
-        if found is not None:
-            pytest.fail(f"CI=true and no usable {what}: {found}", pytrace=False)
-    if found is not None:
-        pytest.skip(f"no usable {what} ({found}); to enable: {ENABLE}")
+    require_service(what, problem, SETUP_SCRIPT, ENABLE)
 
 
 @pytest.fixture(scope="session")

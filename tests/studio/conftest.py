@@ -28,7 +28,15 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import REPO, run_cli, run_code, script_env, stop_daemon_of, wait_until
+from tests.helpers import (
+    REPO,
+    in_ci,
+    run_cli,
+    run_code,
+    script_env,
+    stop_daemon_of,
+    wait_until,
+)
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 SCREENSHOTS = Path(os.environ.get("STUDIO_SCREENSHOTS", REPO / "build" / "studio-screenshots"))
@@ -36,10 +44,6 @@ ENABLE = (
     "install chromium (as root: apt-get install -y chromium, or bash scripts/browser_services.sh) "
     "and Playwright (pip install -e '.[test]')"
 )
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 class StudioWorkspace:
